@@ -1,0 +1,48 @@
+"""Named fault points for reliability tests.
+
+A test sets ``GENAI_FAULT=<point>`` in a child process's environment; when that process
+reaches the named point it kills its whole process group with SIGKILL (no cleanup, no
+finally blocks: the same as a machine losing power). Unset, every point is a no-op.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+ENV = "GENAI_FAULT"
+
+
+def armed(point: str) -> bool:
+    return os.environ.get(ENV) == point
+
+
+def fault_point(point: str) -> None:
+    """Kill the process group here when the environment names this point."""
+    if armed(point):
+        _kill_group()
+
+
+def kill_when_file_appears(point: str, directory: Path, pattern: str, existing: set[str]) -> None:
+    """Arm a watcher that kills the process group once a new file matching pattern appears.
+
+    For points inside a library call we cannot hook into (Delta writes its data files, then
+    commits): the watcher fires after the first new data file exists, before the commit.
+    """
+    if not armed(point):
+        return
+
+    def watch() -> None:
+        while True:
+            found = {p.name for p in directory.glob(pattern)} - existing
+            if found:
+                _kill_group()
+            time.sleep(0.002)
+
+    threading.Thread(target=watch, name=f"fault:{point}", daemon=True).start()
+
+
+def _kill_group() -> None:
+    os.killpg(os.getpgrp(), signal.SIGKILL)
