@@ -1,0 +1,44 @@
+"""Shared fixtures. The test session gets its own workspace; Delta's jars are shared with the
+repository's workspace (GENAI_JARS_DIR) so they are resolved once per machine, not per test run."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="genai-test-"))
+
+# Before any project or tool import: tools read some of these once, at import time.
+os.environ["GENAI_HOME"] = str(_SESSION_HOME)
+os.environ.setdefault("GENAI_JARS_DIR", str(REPO / ".genai" / "jars"))
+os.environ.setdefault("GENAI_SPARK_MASTER", "local[2]")
+
+from infra.settings import apply_environment, load_settings  # noqa: E402
+
+apply_environment()
+
+
+@pytest.fixture(scope="session")
+def settings():
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def spark(settings):
+    """One SparkSession for the whole test session (a JVM start costs ~7 s)."""
+    from infra.spark import get_spark
+
+    session = get_spark(settings, extra_conf={"spark.ui.enabled": "false"})
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def lake_dir(settings, request) -> Path:
+    """A fresh lake folder per test, so tests never see each other's tables."""
+    path = settings.home / "lakes" / request.node.name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
