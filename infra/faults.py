@@ -2,7 +2,9 @@
 
 A test sets ``GENAI_FAULT=<point>`` in a child process's environment; when that process
 reaches the named point it kills its whole process group with SIGKILL (no cleanup, no
-finally blocks: the same as a machine losing power). Unset, every point is a no-op.
+finally blocks: the same as a machine losing power). ``GENAI_FAULT_MODE=raise`` makes the
+point raise ``InjectedFault`` instead (a task failing with an error, for retry/cache tests).
+Unset, every point is a no-op.
 """
 from __future__ import annotations
 
@@ -13,6 +15,11 @@ import time
 from pathlib import Path
 
 ENV = "GENAI_FAULT"
+MODE_ENV = "GENAI_FAULT_MODE"
+
+
+class InjectedFault(RuntimeError):
+    """Raised at an armed fault point in raise mode."""
 
 
 def armed(point: str) -> bool:
@@ -22,6 +29,8 @@ def armed(point: str) -> bool:
 def fault_point(point: str) -> None:
     """Kill the process group here when the environment names this point."""
     if armed(point):
+        if os.environ.get(MODE_ENV) == "raise":
+            raise InjectedFault(f"fault injected at {point}")
         _kill_group()
 
 

@@ -1,0 +1,40 @@
+# Two commands a new user needs: `make demo` and `make test`. Both install into .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export GENAI_HOME ?= $(CURDIR)/.genai
+export PYTHONPYCACHEPREFIX ?= $(GENAI_HOME)/pycache
+PYTEST_ARGS ?=
+
+.PHONY: install demo test up down bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock infra/check_java.sh
+	bash infra/check_java.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check "uv==0.13.9"
+	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	$(BIN)/python -m infra.spark
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/genai demo
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+up: install
+	$(BIN)/genai up
+
+down:
+	$(BIN)/genai down
+
+bench: install
+	$(BIN)/python benchmarks/dedup.py
+
+clean:
+	rm -rf $(GENAI_HOME)

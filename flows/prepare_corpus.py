@@ -1,0 +1,33 @@
+"""Flow prepare-corpus: package docs → bronze/corpus_raw → silver/corpus_clean →
+silver/corpus_dedup → gold/pretrain_mix, each write gated by its table's expectations."""
+from __future__ import annotations
+
+from prefect import flow
+from pydantic import BaseModel, Field
+
+from pipelines.corpus import CorpusConfig, source_fingerprint
+from pipelines.dedup import DedupConfig
+from pipelines.mix import MixConfig
+from pipelines.quality import QualityConfig
+from tasks.common import tracked_flow
+from tasks.corpus import clean_corpus, dedup_corpus, ingest_corpus, mix_corpus, publish_corpus_report
+
+FLOW_NAME = "prepare-corpus"
+
+
+class PrepareCorpusConfig(BaseModel):
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    mix: MixConfig = Field(default_factory=MixConfig)
+
+
+@flow(name=FLOW_NAME, log_prints=True)
+def prepare_corpus(config: PrepareCorpusConfig = PrepareCorpusConfig()) -> dict:
+    with tracked_flow(FLOW_NAME, config) as run:
+        raw = ingest_corpus(config.corpus, source_fingerprint(config.corpus), parent_run=run)
+        clean = clean_corpus(raw, config.quality, parent_run=run)
+        deduped = dedup_corpus(clean, config.dedup, parent_run=run)
+        mixed = mix_corpus(deduped, config.mix, parent_run=run)
+        publish_corpus_report([raw, clean, deduped, mixed])
+    return mixed

@@ -1,0 +1,1 @@
+"""Prefect server, worker and work pool helpers for a single machine."""

@@ -1,0 +1,126 @@
+"""MLflow: SQLite + local artifacts under the workspace (or a remote server by setting).
+
+One experiment per flow; one parent run per flow run, one child run per task. Everything is
+logged through explicit run ids (never MLflow's thread-local "active run"), because Prefect
+may run tasks in worker threads. Secrets never reach params: ``log_params`` drops any key that
+looks like one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.settings import Settings, apply_environment
+
+SECRET_KEY = re.compile(r"(secret|token|password|passwd|api[_-]?key|credential|auth)", re.I)
+MLFLOW_UI = "http://127.0.0.1:5000"  # `make up` serves the UI here; GENAI_MLFLOW_UI overrides
+
+
+def client(settings: Settings | None = None):
+    from mlflow.tracking import MlflowClient
+
+    settings = apply_environment(settings)
+    return MlflowClient(tracking_uri=settings.tracking_uri)
+
+
+def experiment_id(name: str, settings: Settings | None = None) -> str:
+    """The flow's experiment, created on first use with its artifacts under the workspace."""
+    settings = apply_environment(settings)
+    mlflow_client = client(settings)
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = (settings.mlflow_artifacts / name).as_uri()
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location)
+    except Exception:  # another process created it between our two calls
+        return mlflow_client.get_experiment_by_name(name).experiment_id
+
+
+def run_url(run_id: str) -> str:
+    run = client().get_run(run_id)
+    base = os.environ.get("GENAI_MLFLOW_UI", MLFLOW_UI)
+    return f"{base}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+
+
+@dataclass
+class Run:
+    """A handle on one MLflow run; every call names the run explicitly."""
+    run_id: str
+
+    def log_params(self, params: dict) -> None:
+        mlflow_client = client()
+        for key, value in flatten(params).items():
+            if SECRET_KEY.search(key):
+                continue  # never store credentials, even if a config carries one
+            mlflow_client.log_param(self.run_id, key, str(value)[:6000])
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        mlflow_client = client()
+        for key, value in flatten(metrics).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                mlflow_client.log_metric(self.run_id, key, float(value), step=step)
+
+    def set_tags(self, tags: dict) -> None:
+        mlflow_client = client()
+        for key, value in tags.items():
+            mlflow_client.set_tag(self.run_id, key, str(value))
+
+    def log_table(self, ref: dict, role: str = "input") -> None:
+        """Lineage: the Delta table (path + version) this run read or wrote."""
+        from mlflow.data.delta_dataset_source import DeltaDatasetSource
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+
+        name = "/".join(Path(ref["table"]).parts[-2:])
+        source = DeltaDatasetSource(path=ref["table"], delta_table_version=ref["version"],
+                                    delta_table_id=ref.get("table_id"))
+        dataset = MetaDataset(source=source, name=name, digest=f"{ref['version']}")
+        tag = InputTag(key="mlflow.data.context", value=role)
+        client().log_inputs(self.run_id, [DatasetInput(dataset._to_mlflow_entity(), [tag])])
+        self.log_params({f"{role}.{name}.path": ref["table"], f"{role}.{name}.version": ref["version"]})
+
+    def log_dict(self, data: dict, artifact_file: str) -> None:
+        client().log_dict(self.run_id, data, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        client().log_text(self.run_id, text, artifact_file)
+
+
+@contextmanager
+def start_run(experiment: str, run_name: str, parent: str | None = None,
+              tags: dict | None = None):
+    """Open a run (a child when parent is given); FINISHED on success, FAILED on an error."""
+    mlflow_client = client()
+    all_tags = {"mlflow.runName": run_name, **(tags or {})}
+    if parent:
+        all_tags["mlflow.parentRunId"] = parent
+    run = mlflow_client.create_run(experiment_id(experiment), tags=all_tags, run_name=run_name)
+    try:
+        yield Run(run.info.run_id)
+    except BaseException:
+        mlflow_client.set_terminated(run.info.run_id, status="FAILED")
+        raise
+    mlflow_client.set_terminated(run.info.run_id, status="FINISHED")
+
+
+def experiment_of(run_id: str) -> str:
+    mlflow_client = client()
+    return mlflow_client.get_experiment(mlflow_client.get_run(run_id).info.experiment_id).name
+
+
+def flatten(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            out[name] = json.dumps(value, default=str)
+        else:
+            out[name] = value
+    return out

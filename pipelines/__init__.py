@@ -1,0 +1,1 @@
+"""Prefect-free library: all real logic of every stage. Never imports prefect."""

@@ -1,0 +1,1 @@
+"""Thin Prefect task wrappers, one module per stage."""
