@@ -17,6 +17,7 @@ from pathlib import Path
 from infra.settings import Settings, apply_environment
 
 SECRET_KEY = re.compile(r"(secret|token|password|passwd|api[_-]?key|credential|auth)", re.I)
+INVALID_NAME_CHARS = re.compile(r"[^\w\-. :/]")
 MLFLOW_UI = "http://127.0.0.1:5000"  # `make up` serves the UI here; GENAI_MLFLOW_UI overrides
 
 
@@ -53,17 +54,25 @@ class Run:
     run_id: str
 
     def log_params(self, params: dict) -> None:
-        mlflow_client = client()
-        for key, value in flatten(params).items():
-            if SECRET_KEY.search(key):
-                continue  # never store credentials, even if a config carries one
-            mlflow_client.log_param(self.run_id, key, str(value)[:6000])
+        from mlflow.entities import Param
+
+        # never store credentials, even if a config carries one
+        batch = [Param(metric_name(k), str(v)[:6000]) for k, v in flatten(params).items()
+                 if not SECRET_KEY.search(k)]
+        for start in range(0, len(batch), 100):  # MLflow's per-request limit on params
+            client().log_batch(self.run_id, params=batch[start:start + 100])
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
-        mlflow_client = client()
-        for key, value in flatten(metrics).items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                mlflow_client.log_metric(self.run_id, key, float(value), step=step)
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(metric_name(k), float(v), now, step or 0)
+                 for k, v in flatten(metrics).items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        for start in range(0, len(batch), 1000):
+            client().log_batch(self.run_id, metrics=batch[start:start + 1000])
 
     def set_tags(self, tags: dict) -> None:
         mlflow_client = client()
@@ -111,6 +120,11 @@ def start_run(experiment: str, run_name: str, parent: str | None = None,
 def experiment_of(run_id: str) -> str:
     mlflow_client = client()
     return mlflow_client.get_experiment(mlflow_client.get_run(run_id).info.experiment_id).name
+
+
+def metric_name(key: str) -> str:
+    """MLflow allows letters, digits and _ - . space : / in names ("11+" becomes "11plus")."""
+    return INVALID_NAME_CHARS.sub("_", key.replace("+", "plus"))
 
 
 def flatten(data: dict, prefix: str = "") -> dict:

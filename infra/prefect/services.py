@@ -109,7 +109,8 @@ def up() -> int:
     _start("prefect-worker", [_bin("prefect"), "worker", "start", "--pool", WORK_POOL], env)
     _start("mlflow-ui", [_bin("mlflow"), "server", "--host", HOST, "--port", str(MLFLOW_PORT),
                          "--backend-store-uri", settings.tracking_uri,
-                         "--default-artifact-root", settings.mlflow_artifacts.as_uri()], env)
+                         "--default-artifact-root", settings.mlflow_artifacts.as_uri(),
+                         "--workers", "1"], env)
     _wait_healthy(f"http://{HOST}:{MLFLOW_PORT}/health", "mlflow-ui")
     print(f"Prefect UI: http://{HOST}:{PREFECT_PORT}   MLflow UI: http://{HOST}:{MLFLOW_PORT}")
     return 0
