@@ -185,10 +185,12 @@ def write_table(spark, spec: TableSpec, df, *, txn_id: str, mode: str = "append"
         batch.unpersist()
 
     manifest = table_ref(spark, path)
+    written = rows - report.failed_rows
     manifest.update(
-        rows=read_table(spark, manifest).count(),
+        # an overwrite's table is exactly what was written: no need to count it again
+        rows=written if mode == "overwrite" else read_table(spark, manifest).count(),
         input_rows=rows,
-        written=rows - report.failed_rows,
+        written=written,
         quarantined=report.failed_rows,
         quarantine_table=str(quarantine_path) if report.failed_rows else None,
         expectations_failed=dict(report.unexpected),
