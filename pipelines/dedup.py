@@ -750,17 +750,22 @@ CORPUS_DUPLICATES = TableSpec(
 )
 
 
-def dedup_corpus_table(spark, clean: dict, config: DedupConfig, txn_id: str) -> dict:
+def dedup_corpus_table(spark, clean: dict, config: DedupConfig, txn_id: str,
+                       progress=None) -> dict:
     """Step: silver/corpus_clean (manifest) → silver/corpus_dedup + silver/corpus_duplicates."""
     from infra.faults import fault_point
     from infra.lake import read_table, write_table
 
+    progress = progress or (lambda fraction, message: None)
     fault_point("dedup.start")
     result = deduplicate(read_table(spark, clean), config)
+    progress(0.6, f"clusters found among {result.docs_in} distinct texts")
     try:
         duplicates = write_table(spark, CORPUS_DUPLICATES, result.duplicates, txn_id=txn_id,
                                  mode="overwrite")
         manifest = write_table(spark, CORPUS_DEDUP, result.kept, txn_id=txn_id, mode="overwrite")
+        progress(1.0, f"silver/corpus_dedup: {manifest['rows']} kept, "
+                      f"{duplicates['rows']} duplicates removed")
         manifest["stats"] = result.stats()
     finally:
         result.unpersist()

@@ -646,13 +646,17 @@ CORPUS_REJECTED = TableSpec(
 )
 
 
-def clean_corpus_table(spark, raw: dict, config: QualityConfig, txn_id: str) -> dict:
+def clean_corpus_table(spark, raw: dict, config: QualityConfig, txn_id: str,
+                       progress=None) -> dict:
     """Step: bronze/corpus_raw (manifest) → silver/corpus_clean + silver/corpus_rejected."""
     from infra.lake import read_table, write_table
 
+    progress = progress or (lambda fraction, message: None)
     kept, rejected = clean_corpus(read_table(spark, raw), config)
     rejections = write_table(spark, CORPUS_REJECTED, rejected, txn_id=txn_id, mode="overwrite")
+    progress(0.5, f"silver/corpus_rejected: {rejections['rows']} documents filtered out")
     manifest = write_table(spark, CORPUS_CLEAN, kept, txn_id=txn_id, mode="overwrite")
+    progress(1.0, f"silver/corpus_clean: {manifest['rows']} documents kept")
     manifest["stats"] = quality_stats(read_table(spark, manifest), read_table(spark, rejections))
     manifest["inputs"] = [raw]
     manifest["outputs"] = {"rejected": rejections}

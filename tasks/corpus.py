@@ -26,15 +26,17 @@ def ingest_corpus(config: corpus.CorpusConfig, source_fingerprint: str,
 @lake_task("clean-corpus", "pipelines.quality", timeout_seconds=HOUR)
 def clean_corpus(raw: dict, config: quality.QualityConfig, parent_run: str | None = None) -> dict:
     """Normalise, redact PII, apply quality filters → silver/corpus_clean (+ rejections)."""
+    progress = Progress("normalising, redacting and filtering into silver/corpus_clean")
     return run_step("clean-corpus", parent_run, config, lambda spark: quality.clean_corpus_table(
-        spark, raw, config, txn_id=current_txn_id()))
+        spark, raw, config, txn_id=current_txn_id(), progress=progress))
 
 
 @lake_task("dedup-corpus", "pipelines.dedup", timeout_seconds=2 * HOUR)
 def dedup_corpus(clean: dict, config: dedup.DedupConfig, parent_run: str | None = None) -> dict:
     """Exact + MinHash near-duplicate removal → silver/corpus_dedup (+ duplicates)."""
+    progress = Progress("exact + MinHash dedup into silver/corpus_dedup")
     return run_step("dedup-corpus", parent_run, config, lambda spark: dedup.dedup_corpus_table(
-        spark, clean, config, txn_id=current_txn_id()))
+        spark, clean, config, txn_id=current_txn_id(), progress=progress))
 
 
 @lake_task("mix-corpus", "pipelines.mix", timeout_seconds=HOUR)
