@@ -263,12 +263,18 @@ def _retry_conflicts(action, attempts: int = CONFLICT_RETRIES):
     import random
     import time
 
-    from delta.exceptions import DeltaConcurrentModificationException
+    import delta.exceptions as conflicts
 
+    # delta-spark's Python conflict classes do not share a base class: name each of them
+    retryable = (conflicts.DeltaConcurrentModificationException, conflicts.ConcurrentWriteException,
+                 conflicts.MetadataChangedException, conflicts.ProtocolChangedException,
+                 conflicts.ConcurrentAppendException, conflicts.ConcurrentDeleteReadException,
+                 conflicts.ConcurrentDeleteDeleteException,
+                 conflicts.ConcurrentTransactionException)
     for attempt in range(attempts):
         try:
             return action()
-        except DeltaConcurrentModificationException:
+        except retryable:
             if attempt == attempts - 1:
                 raise
             time.sleep((2 ** attempt) * 0.2 * (1 + random.random()))

@@ -104,3 +104,26 @@ def test_unplanned_schema_changes_are_refused(spark, lake_dir):
         write_table(spark, wider, data, txn_id="t2", root=lake_dir)
     manifest = write_table(spark, wider, data, txn_id="t2", root=lake_dir, allow_schema_change=True)
     assert manifest["rows"] == 4
+
+
+def test_commit_conflicts_are_retried_then_surface(monkeypatch):
+    from delta.exceptions import ConcurrentAppendException
+
+    from infra import lake
+
+    monkeypatch.setattr("time.sleep", lambda seconds: None)
+    attempts = []
+
+    def commit_losing_twice():
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConcurrentAppendException("another writer added files")
+        return "committed"
+
+    assert lake._retry_conflicts(commit_losing_twice) == "committed" and len(attempts) == 3
+
+    def always_losing():
+        raise ConcurrentAppendException("another writer added files")
+
+    with pytest.raises(ConcurrentAppendException):
+        lake._retry_conflicts(always_losing, attempts=2)
