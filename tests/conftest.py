@@ -42,3 +42,11 @@ def lake_dir(settings, request) -> Path:
     path = settings.home / "lakes" / request.node.name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny HF causal LM + tokenizer dir (safetensors), built once per test session."""
+    from tiny_model import build_tiny_model_and_tokenizer  # tests/ is on sys.path
+
+    return build_tiny_model_and_tokenizer(tmp_path_factory.mktemp("tiny"))
