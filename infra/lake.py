@@ -90,10 +90,7 @@ def read_table(spark, table: TableSpec | dict | Path | str, version: int | None 
 
 
 def declared_schema(spark, spec: TableSpec):
-    from pyspark.sql.types import StructType
-
-    return StructType.fromDDL(spec.schema) if hasattr(StructType, "fromDDL") else \
-        spark.createDataFrame([], spec.schema).schema
+    return spark.createDataFrame([], spec.schema).schema
 
 
 def conform_to_schema(spark, df, spec: TableSpec, label: str | None = None):
