@@ -16,7 +16,10 @@ $(STAMP): pyproject.toml requirements.lock infra/check_java.sh
 	bash infra/check_java.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check "uv==0.13.9"
-	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
+	# torch first: DeepSpeed's source build must see the torch it will run with
+	$(BIN)/uv pip install -q --python $(BIN)/python $$(grep -E '^torch==' requirements.lock)
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-build-isolation-package deepspeed \
+		-r requirements.lock
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	$(BIN)/python -m infra.spark
 	touch $(STAMP)
