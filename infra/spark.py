@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from infra.files import write_text_atomic
 from infra.settings import Settings, apply_environment
 
 SHUFFLE_PARTITIONS_LOCAL = 8  # Spark's 200 default turns small local jobs into 200 tiny tasks
@@ -41,10 +42,8 @@ def cached_delta_jars(settings: Settings) -> list[str] | None:
 
 def _remember_resolved_jars(settings: Settings) -> None:
     jars = sorted(str(p) for p in (settings.jars / "ivy" / "jars").glob("*.jar"))
-    if jars:
-        tmp = _jar_manifest(settings).with_suffix(".tmp")
-        tmp.write_text("\n".join(jars) + "\n")
-        tmp.replace(_jar_manifest(settings))  # atomic: a concurrent reader never sees half a list
+    if jars:  # atomic: a concurrent reader never sees half a list
+        write_text_atomic(_jar_manifest(settings), "\n".join(jars) + "\n")
 
 
 def session_conf(settings: Settings, master: str | None = None) -> dict[str, str]:

@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from infra.files import fsync_dir, write_json_atomic, write_text_atomic
+
 from infra.faults import armed, fault_point
 from pipelines.models import PRESETS
 
@@ -536,22 +538,23 @@ def save_checkpoint(engine, ckpt_dir: Path, step: int, sampler, ema: dict | None
     tag_dir = Path(ckpt_dir) / tag
     state = {"step": step, "sampler": sampler.state_dict(), "config": config.model_dump()}
     engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=state, save_latest=False)
-    _write_json(tag_dir / f"rng-rank{rank:05d}.json", _rng_state())
+    write_json_atomic(tag_dir / f"rng-rank{rank:05d}.json", _rng_state())
     rng = {"torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["torch_cuda"] = torch.cuda.get_rng_state()
     save_file(rng, str(tag_dir / f"rng-rank{rank:05d}.safetensors"))
     if rank == 0:
-        _write_json(tag_dir / TRAINER_STATE, state)
+        write_json_atomic(tag_dir / TRAINER_STATE, state)
         if ema is not None:
             save_file({k: v.contiguous() for k, v in ema.items()}, str(tag_dir / EMA_FILE))
     _barrier()
     _fault("ckpt.during_save")
     if rank == 0:
-        _write_json(tag_dir / COMPLETE, {"tag": tag, "step": step, "files": _manifest(tag_dir)})
-        _fsync_dir(tag_dir)
-        _write_text(Path(ckpt_dir) / LATEST, tag)
-        _fsync_dir(Path(ckpt_dir))
+        write_json_atomic(tag_dir / COMPLETE,
+                          {"tag": tag, "step": step, "files": _manifest(tag_dir)})
+        fsync_dir(tag_dir)
+        write_text_atomic(Path(ckpt_dir) / LATEST, tag)
+        fsync_dir(Path(ckpt_dir))
         _fault("train.after_checkpoint")
         _prune(Path(ckpt_dir), config.keep_checkpoints)
     _barrier()
@@ -711,20 +714,6 @@ def _sha256(path: Path, fsync: bool = False) -> str:
     return h.hexdigest()
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write temp + fsync + os.replace: the file is either the old one or the new one."""
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, payload) -> None:
-    _write_text(path, json.dumps(payload, sort_keys=True))
-
-
 def _read_json(path: Path):
     try:
         return json.loads(Path(path).read_text())
@@ -742,14 +731,6 @@ def _load_safetensors(path: Path, load_file) -> dict:
     except Exception as err:
         raise ValueError(f"checkpoint file {path} is corrupt (not readable safetensors: "
                          f"{err})") from None
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- CLI --------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
+from infra.files import fsync_dir, write_json_atomic
+
 from infra.faults import fault_point
 
 INDEX_FILE = "index.json"
@@ -276,14 +278,15 @@ def build_token_shards(spark, mix_manifest: dict, tokenizer_dir: Path | str, out
             "shard_sequences": shard_sequences, "document_order": list(DOCUMENT_ORDER),
             "splits": splits,
         }
-        _write_json(tmp / INDEX_FILE, index)
-        _fsync_dir(tmp)
+        write_json_atomic(tmp / INDEX_FILE, index, indent=1)
+        fsync_dir(tmp)
         fault_point("tokens.before_rename")
         if not _rename_into_place(tmp, out_dir):
             return _summary(out_dir, reused=True)  # a concurrent build of the same key won
         fault_point("tokens.before_marker")
-        _write_json(out_dir / COMPLETE_MARKER, {"cache_key": key})  # last: the commit point
-        _fsync_dir(out_root)
+        # last: the commit point
+        write_json_atomic(out_dir / COMPLETE_MARKER, {"cache_key": key}, indent=1)
+        fsync_dir(out_root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -428,24 +431,6 @@ def _discard_incomplete(out_dir: Path) -> None:
     trash = out_dir.with_name(f".{out_dir.name}.discarded-{uuid.uuid4().hex[:12]}")
     os.rename(out_dir, trash)
     shutil.rmtree(trash, ignore_errors=True)
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    """Write-then-rename, fsynced: the file is either absent or whole."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _summary(directory: Path, reused: bool) -> dict:
