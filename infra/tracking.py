@@ -12,9 +12,10 @@ import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
-from infra.settings import Settings, apply_environment
+from infra.settings import Settings, apply_environment, load_settings
 
 SECRET_KEY = re.compile(r"(secret|token|password|passwd|api[_-]?key|credential|auth)", re.I)
 INVALID_NAME_CHARS = re.compile(r"[^\w\-. :/]")
@@ -22,10 +23,15 @@ MLFLOW_UI = "http://127.0.0.1:5000"  # `make up` serves the UI here; GENAI_MLFLO
 
 
 def client(settings: Settings | None = None):
+    """The MLflow client of the workspace's tracking store (one per store, reused)."""
+    return _client_for((settings or load_settings()).tracking_uri)
+
+
+@lru_cache(maxsize=4)
+def _client_for(tracking_uri: str):
     from mlflow.tracking import MlflowClient
 
-    settings = apply_environment(settings)
-    return MlflowClient(tracking_uri=settings.tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri)
 
 
 def experiment_id(name: str, settings: Settings | None = None) -> str:
