@@ -4,7 +4,8 @@ A test sets ``GENAI_FAULT=<point>`` in a child process's environment; when that 
 reaches the named point it kills its whole process group with SIGKILL (no cleanup, no
 finally blocks: the same as a machine losing power). ``GENAI_FAULT_MODE=raise`` makes the
 point raise ``InjectedFault`` instead (a task failing with an error, for retry/cache tests).
-Unset, every point is a no-op.
+``GENAI_FAULT_SKIP=n`` lets the armed point pass n times first (e.g. fail the second
+checkpoint, not the first). Unset, every point is a no-op.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from pathlib import Path
 
 ENV = "GENAI_FAULT"
 MODE_ENV = "GENAI_FAULT_MODE"
+SKIP_ENV = "GENAI_FAULT_SKIP"
+_passes: dict[str, int] = {}  # how often each armed point was passed in this process
 
 
 class InjectedFault(RuntimeError):
@@ -28,10 +31,18 @@ def armed(point: str) -> bool:
 
 def fault_point(point: str) -> None:
     """Kill the process group here when the environment names this point."""
+    if armed(point) and _passes.get(point, 0) < int(os.environ.get(SKIP_ENV, "0")):
+        _passes[point] = _passes.get(point, 0) + 1
+        return
     if armed(point):
         if os.environ.get(MODE_ENV) == "raise":
             raise InjectedFault(f"fault injected at {point}")
         _kill_group()
+
+
+def reset_fault_counts() -> None:
+    """Start GENAI_FAULT_SKIP counting afresh (a new run in the same process)."""
+    _passes.clear()
 
 
 def kill_when_file_appears(point: str, directory: Path, pattern: str, existing: set[str]) -> None:

@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from infra.files import fsync_dir, write_json_atomic, write_text_atomic
 
-from infra.faults import armed, fault_point
+from infra.faults import fault_point, reset_fault_counts
 from pipelines.models import PRESETS
 
 DEEPSPEED_CONFIGS = Path(__file__).resolve().parents[1] / "infra" / "deepspeed"
@@ -53,7 +53,6 @@ TRAINER_STATE = "trainer_state.json"  # step, sampler position, config (rank 0)
 EMA_FILE = "ema.safetensors"  # EMA weights (rank 0), keyed by parameter name
 METRICS = "metrics.jsonl"  # one JSON line per step / evaluation (rank 0), appended
 TAG_RE = re.compile(r"^step(\d{8})$")
-FAULT_SKIP_ENV = "GENAI_FAULT_SKIP"
 
 log_ = logging.getLogger(__name__)
 
@@ -123,7 +122,7 @@ def train(config: PretrainConfig, shards_dir: Path | str, out_dir: Path | str,
 
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / CHECKPOINTS
-    _FAULT_PASSES.clear()  # GENAI_FAULT_SKIP counts from this run's start
+    reset_fault_counts()  # GENAI_FAULT_SKIP counts from this run's start
     train_data = TokenShards(shards_dir, "train")
     index = train_data.index
     if train_data.seq_len != config.seq_len:
@@ -515,19 +514,6 @@ def find_resume_checkpoint(ckpt_dir: Path | str) -> str | None:
     return complete[-1]
 
 
-def _fault(point: str) -> None:
-    """``fault_point`` that lets the armed point pass GENAI_FAULT_SKIP times first."""
-    if armed(point):
-        passed = _FAULT_PASSES.get(point, 0)
-        if passed < int(os.environ.get(FAULT_SKIP_ENV, "0")):
-            _FAULT_PASSES[point] = passed + 1
-            return
-    fault_point(point)
-
-
-_FAULT_PASSES: dict[str, int] = {}
-
-
 def save_checkpoint(engine, ckpt_dir: Path, step: int, sampler, ema: dict | None,
                     config: PretrainConfig, rank: int = 0) -> Path:
     """DeepSpeed's files, then ours, then the COMPLETE marker, then ``latest``, then pruning."""
@@ -548,14 +534,14 @@ def save_checkpoint(engine, ckpt_dir: Path, step: int, sampler, ema: dict | None
         if ema is not None:
             save_file({k: v.contiguous() for k, v in ema.items()}, str(tag_dir / EMA_FILE))
     _barrier()
-    _fault("ckpt.during_save")
+    fault_point("ckpt.during_save")
     if rank == 0:
         write_json_atomic(tag_dir / COMPLETE,
                           {"tag": tag, "step": step, "files": _manifest(tag_dir)})
         fsync_dir(tag_dir)
         write_text_atomic(Path(ckpt_dir) / LATEST, tag)
         fsync_dir(Path(ckpt_dir))
-        _fault("train.after_checkpoint")
+        fault_point("train.after_checkpoint")
         _prune(Path(ckpt_dir), config.keep_checkpoints)
     _barrier()
     return tag_dir
