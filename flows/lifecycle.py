@@ -11,16 +11,19 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from flows.prepare_corpus import PrepareCorpusConfig, prepare_corpus
+from flows.pretrain import PretrainFlowConfig, pretrain
 from tasks.lifecycle import publish_stage_times
 
 STAGE_BUDGETS_S = {  # DESIGN's demo budget per stage, seconds on 2 cores
     "corpus preparation": 120,
+    "pretraining": 240,
 }
 TOTAL_BUDGET_S = 15 * 60
 
 
 class LifecycleConfig(BaseModel):
     prepare_corpus: PrepareCorpusConfig = Field(default_factory=PrepareCorpusConfig)
+    pretrain: PretrainFlowConfig = Field(default_factory=PretrainFlowConfig)
 
 
 @flow(name="lifecycle", log_prints=True)
@@ -31,6 +34,10 @@ def lifecycle(config: LifecycleConfig = LifecycleConfig()) -> dict:
     started = time.perf_counter()
     outputs["corpus preparation"] = prepare_corpus(config.prepare_corpus)
     stages["corpus preparation"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    outputs["pretraining"] = pretrain(config.pretrain, mix=outputs["corpus preparation"])
+    stages["pretraining"] = time.perf_counter() - started
 
     publish_stage_times(stages, STAGE_BUDGETS_S)
     return {"stages": stages, "outputs": outputs}

@@ -105,6 +105,12 @@ class Run:
     def log_text(self, text: str, artifact_file: str) -> None:
         client().log_text(self.run_id, text, artifact_file)
 
+    def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
+        client().log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_artifacts(self, directory: Path | str, artifact_path: str | None = None) -> None:
+        client().log_artifacts(self.run_id, str(directory), artifact_path)
+
 
 @contextmanager
 def start_run(experiment: str, run_name: str, parent: str | None = None,

@@ -52,6 +52,7 @@ COMPLETE = "COMPLETE"  # in a tag dir, written last: {files: {relpath: {bytes, s
 TRAINER_STATE = "trainer_state.json"  # step, sampler position, config (rank 0)
 EMA_FILE = "ema.safetensors"  # EMA weights (rank 0), keyed by parameter name
 METRICS = "metrics.jsonl"  # one JSON line per step / evaluation (rank 0), appended
+SUMMARY = "summary.json"  # rank 0's result, written atomically as the very last act
 TAG_RE = re.compile(r"^step(\d{8})$")
 
 log_ = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ class PretrainConfig(BaseModel):
     eval_batches: int = Field(4, ge=1)  # micro-batches of validation per pass (per world)
     ema: EmaConfig = Field(default_factory=EmaConfig)
     deterministic: bool = True  # torch deterministic algorithms: bitwise-reproducible on CPU
+    peak_flops: float | None = Field(None, gt=0)  # the device's peak FLOP/s for MFU; None:
+    # looked up by GPU name and precision (pipelines.models.PEAK_FLOPS); CPUs report no MFU
 
     @model_validator(mode="after")
     def _check(self):
@@ -171,6 +174,7 @@ def _train(config, shards_dir, out_dir, ckpt_dir, train_data, tokenizer_dir, ran
           "global_batch": global_batch, "max_steps": config.max_steps})
     params = _named_parameters(engine)
     tokens_per_step = global_batch * config.seq_len
+    flops_per_token, peak = _mfu_terms(config, engine, world)
     last = {"loss": None, "val_loss": None, "val_bpb": None}
     engine.train()
     for indices in sampler.steps():
@@ -178,22 +182,26 @@ def _train(config, shards_dir, out_dir, ckpt_dir, train_data, tokenizer_dir, ran
         start = time.perf_counter()
         batch = torch.from_numpy(train_data.batch(indices).astype(np.int64)).to(engine.device)
         lr = float(engine.get_lr()[0])
-        losses = []
+        losses, grad_norm = [], None
         for micro in batch.split(config.micro_batch):
             loss = engine(input_ids=micro, labels=micro).loss
             engine.backward(loss)
+            if engine.is_gradient_accumulation_boundary():
+                grad_norm = _grad_norm_before_step(engine)
             engine.step()
             losses.append(loss.detach().float())
         loss = _mean_across_ranks(torch.stack(losses).mean(), world)
-        grad_norm = engine.get_global_grad_norm()
+        grad_norm = engine.get_global_grad_norm() if grad_norm is None else grad_norm
         seconds = time.perf_counter() - start
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss is {loss} at step {step}: training diverged "
                                      "(lower lr, raise warmup_steps or grad_clip)")
         last["loss"] = loss
+        tokens_per_s = tokens_per_step / seconds
         emit({"event": "step", "step": step, "loss": loss, "lr": lr,
               "grad_norm": None if grad_norm is None else float(grad_norm),
-              "tokens_per_s": tokens_per_step / seconds, "seconds": seconds})
+              "tokens_per_s": tokens_per_s, "seconds": seconds,
+              "mfu": tokens_per_s * flops_per_token / peak if peak else None})
 
         if config.ema.enabled and step > config.ema_start_step:
             ema = _update_ema(ema, params, engine, config.ema.decay)
@@ -219,7 +227,38 @@ def _train(config, shards_dir, out_dir, ckpt_dir, train_data, tokenizer_dir, ran
                     state_dict=state))
         _barrier()
     emit({"event": "end", **summary})
+    if rank == 0:
+        write_json_atomic(out_dir / SUMMARY, summary)
     return summary
+
+
+def _grad_norm_before_step(engine):
+    """The global gradient norm before clipping, where DeepSpeed does not keep it.
+
+    ZeRO stages >= 1 and bf16 record it in ``engine.get_global_grad_norm()``; plain fp32
+    stage 0 clips with the norm and drops it. Gradients are already averaged across ranks here
+    (the boundary backward all-reduces them), so every rank computes the same norm.
+    """
+    import torch
+
+    if engine.zero_optimization() or engine.bfloat16_enabled():
+        return None
+    grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
+    return float(torch.nn.utils.get_total_norm(grads)) if grads else None
+
+
+def _mfu_terms(config: PretrainConfig, engine, world: int) -> tuple[float, float | None]:
+    """(model FLOPs per token, peak FLOP/s of all ranks together, or None when unknown)."""
+    import torch
+
+    from pipelines.models import device_peak_flops, flops_per_token
+
+    per_token = flops_per_token(engine.module.config, config.seq_len)
+    peak = config.peak_flops
+    if peak is None and torch.cuda.is_available():
+        dtype = "bf16" if engine.bfloat16_enabled() else "fp32"
+        peak = device_peak_flops(torch.cuda.get_device_name(), dtype)
+    return per_token, (peak * world if peak else None)
 
 
 def _select_accelerator() -> None:
@@ -343,9 +382,10 @@ def _initialize(config: PretrainConfig, model, world: int):
 
     ds_logger.setLevel(logging.WARNING)  # its INFO lines drown the training log
     backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "gloo" and world == 1:
-        # DeepSpeed JIT-compiles a shared-memory allreduce for CPU ranks (~30 s on 2 cores,
-        # per TORCH_EXTENSIONS_DIR); one rank never reduces across processes, so skip it
+    if backend == "gloo":
+        # DeepSpeed would JIT-compile a shared-memory allreduce for CPU ranks: a C++ compiler
+        # at run time and ~30 s on 2 cores per fresh TORCH_EXTENSIONS_DIR. gloo's allreduce
+        # is exact and fast enough at CPU scale, so the build is skipped
         compatible = getattr(deepspeed.ops, "__compatible_ops__", None)
         if isinstance(compatible, dict):
             compatible["deepspeed_shm_comm"] = False
@@ -736,6 +776,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: config {args.config}: {err}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a progress bar per export would flood the task's log
     summary = train(config, args.shards, args.out, tokenizer_dir=args.tokenizer,
                     log=lambda r: log_.info(json.dumps(r)))
     print(json.dumps(summary))

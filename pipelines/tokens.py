@@ -8,7 +8,8 @@
 3. ``pack_documents`` / ``SequencePacker``: documents are concatenated, each followed by EOS,
    and cut into fixed-length sequences; the last partial sequence is dropped and counted.
 4. ``build_token_shards``: mix table (pinned version) -> ``train-*.npy`` / ``validation-*.npy``
-   shards of shape (sequences, seq_len) plus ``index.json``, in ``out_root/<cache key>``.
+   shards of shape (sequences, seq_len) plus ``index.json`` and the ``tokenizer/`` they were
+   built with, in ``out_root/<cache key>``.
    The build writes a temp dir, renames it into place, then writes the ``_COMPLETE`` marker
    last: a reader trusts a dir only with the marker, so a crash anywhere never leaves a dir
    that looks complete, and a second call with the same inputs finds it and does no work.
@@ -33,8 +34,9 @@ from infra.files import fsync_dir, write_json_atomic
 from infra.faults import fault_point
 
 INDEX_FILE = "index.json"
+TOKENIZER_DIR = "tokenizer"  # inside a shard dir: the tokenizer the shards were built with
 COMPLETE_MARKER = "_COMPLETE"  # written last; a shard dir without it is never read
-SHARD_FORMAT = 1  # part of the cache key: bump it when the layout changes, old dirs are rebuilt
+SHARD_FORMAT = 2  # part of the cache key: bump it when the layout changes, old dirs are rebuilt
 SPLITS = ("train", "validation")
 DEFAULT_SHARD_SEQUENCES = 8192  # sequences per .npy: 8192 x 2048 x 2 B = 32 MiB at GPU scale
 DOCUMENT_ORDER = ("repeat", "id")  # the token stream's order; see _tokenized_documents
@@ -49,6 +51,8 @@ class TokenizerConfig(BaseModel):
     # one-off strings)
     eos_token: str = "<|endoftext|>"  # appended after every document; also the BOS token
     pad_token: str = "<|pad|>"  # for batched inference and fine-tuning; never in pretraining shards
+    max_train_bytes: int = Field(200_000_000, ge=1)  # text the BPE trainer sees at most (the
+    # driver holds it): merges stabilise long before a large corpus is exhausted
 
 
 # --- tokenizer ------------------------------------------------------------------------------
@@ -145,6 +149,64 @@ def check_vocab(tokenizer_or_dir, model_config) -> None:
             problems.append(f"{name} is {token_id} in the tokenizer but {model_id} in the model")
     if problems:
         raise ValueError("tokenizer and model config do not match: " + "; ".join(problems))
+
+
+def tokenizer_from_table(spark, mix_manifest: dict, config: TokenizerConfig, out_root: Path,
+                         val_fraction: float, seed: int) -> dict:
+    """Step: train the tokenizer on the mix table's TRAIN documents (each once, in id order,
+    up to ``max_train_bytes``) into ``out_root/<key>``; returns a JSON summary.
+
+    Validation documents are left out, so the held-out split is unseen even by the tokenizer.
+    The dir is keyed by (table id, version, config, split) and reused when complete.
+    """
+    from pyspark.sql import functions as F
+
+    from infra.lake import read_table
+
+    is_validation("", val_fraction, seed)
+    table = {k: mix_manifest[k] for k in ("table", "table_id", "version")}
+    payload = {"table_id": table["table_id"], "version": int(table["version"]),
+               "config": config.model_dump(), "val_fraction": val_fraction, "seed": seed}
+    key = "tokenizer-" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()) \
+        .hexdigest()[:24]
+    out_dir = Path(out_root) / key
+    if (out_dir / "tokenizer.json").is_file():
+        return _tokenizer_summary(out_dir, table, reused=True)
+    keep = F.udf(lambda doc_id: not is_validation(doc_id, val_fraction, seed), "boolean")
+    docs = (read_table(spark, mix_manifest).where("repeat = 0").where(keep("id"))
+            .select("id", "text").orderBy("id"))
+    texts, used = [], 0
+    for row in docs.toLocalIterator(prefetchPartitions=True):
+        texts.append(row.text)
+        used += len(row.text.encode())
+        if used >= config.max_train_bytes:
+            break
+    if not texts:
+        raise ValueError(f"mix table {table['table']} (version {table['version']}) has no "
+                         "training documents to train a tokenizer on: is it empty?")
+    tmp = out_dir.with_name(f".{key}.tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        save_tokenizer(train_tokenizer(texts, config), tmp)
+        write_json_atomic(tmp / "training_data.json",
+                          {"table": table, "documents": len(texts), "text_bytes": used})
+        try:
+            os.rename(tmp, out_dir)  # the commit: the dir appears whole or not at all
+        except OSError:
+            if not (out_dir / "tokenizer.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # a concurrent build of the same key won
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _tokenizer_summary(out_dir, table, reused=False)
+
+
+def _tokenizer_summary(directory: Path, table: dict, reused: bool) -> dict:
+    tokenizer = load_tokenizer(directory)
+    trained_on = json.loads((directory / "training_data.json").read_text())
+    return {"dir": str(directory), "hash": tokenizer_hash(tokenizer), "vocab_size": len(tokenizer),
+            "table": table, "documents": trained_on["documents"],
+            "text_bytes": trained_on["text_bytes"], "reused": reused}
 
 
 # --- validation holdout ---------------------------------------------------------------------
@@ -278,6 +340,7 @@ def build_token_shards(spark, mix_manifest: dict, tokenizer_dir: Path | str, out
             "shard_sequences": shard_sequences, "document_order": list(DOCUMENT_ORDER),
             "splits": splits,
         }
+        save_tokenizer(tokenizer, tmp / TOKENIZER_DIR)  # the dir carries what decodes it
         write_json_atomic(tmp / INDEX_FILE, index, indent=1)
         fsync_dir(tmp)
         fault_point("tokens.before_rename")

@@ -146,14 +146,24 @@ def run_step(name: str, parent_run: str | None, config, step) -> dict:
     The run gets the config as params, the manifest's tables (inputs and outputs, with Delta
     versions) as lineage, its stats as metrics; the manifest gains the run's id.
     """
-    from infra import tracking
     from infra.spark import get_spark
 
     spark = get_spark()
+    with tracked_step(name, parent_run, config) as run:
+        return log_manifest(run, step(spark))
+
+
+@contextmanager
+def tracked_step(name: str, parent_run: str | None, config=None):
+    """The task's MLflow run: a child of the flow's run (or its own experiment), tagged with
+    the Prefect flow and task run, with the config as params. Yields ``infra.tracking.Run``."""
+    from infra import tracking
+
     experiment = tracking.experiment_of(parent_run) if parent_run else name
     with tracking.start_run(experiment, name, parent=parent_run, tags=prefect_tags()) as run:
-        run.log_params(jsonable(config))
-        return log_manifest(run, step(spark))
+        if config is not None:
+            run.log_params(jsonable(config))
+        yield run
 
 
 def log_manifest(run, manifest: dict) -> dict:

@@ -45,3 +45,68 @@ def build_tiny_model_and_tokenizer(tmp_dir: Path | str) -> Path:
     model.save_pretrained(str(model_dir), safe_serialization=True)
     save_tokenizer(tokenizer, model_dir)
     return model_dir
+
+
+def write_tiny_shards(root: Path, seq_len: int = 32) -> Path:
+    """A complete shard dir with a ``tokenizer/`` inside, in pipelines.tokens' documented
+    format, straight from the tiny sentences (no Spark: seconds, not a JVM start)."""
+    import json
+
+    import numpy as np
+
+    from pipelines.tokens import (
+        COMPLETE_MARKER,
+        INDEX_FILE,
+        SHARD_FORMAT,
+        TokenizerConfig,
+        pack_documents,
+        save_tokenizer,
+        shard_dtype,
+        tokenizer_hash,
+        train_tokenizer,
+    )
+
+    root.mkdir(parents=True)
+    tokenizer = train_tokenizer(tiny_sentences(), TokenizerConfig(vocab_size=512))
+    save_tokenizer(tokenizer, root / "tokenizer")
+    texts = tiny_sentences(600, seed=1)
+    dtype = shard_dtype(len(tokenizer))
+    splits = {}
+    for split, docs in (("train", texts[:540]), ("validation", texts[540:])):
+        ids = [tokenizer.encode(t, add_special_tokens=False) for t in docs]
+        rows = pack_documents(ids, seq_len, tokenizer.eos_token_id).astype(dtype)
+        np.save(root / f"{split}-00000.npy", rows)
+        tokens = sum(len(i) + 1 for i in ids)
+        splits[split] = {"documents": len(docs), "text_bytes": sum(len(t.encode()) for t in docs),
+                         "tokens": tokens, "sequences": len(rows),
+                         "shards": [{"file": f"{split}-00000.npy", "sequences": len(rows)}]}
+    index = {"format": SHARD_FORMAT, "seq_len": seq_len, "dtype": dtype.name,
+             "vocab_size": len(tokenizer), "eos_token_id": tokenizer.eos_token_id,
+             "tokenizer_hash": tokenizer_hash(tokenizer), "table": {"table": "test"},
+             "seed": 0, "splits": splits}
+    (root / INDEX_FILE).write_text(json.dumps(index))
+    (root / COMPLETE_MARKER).write_text("{}")
+    return root
+
+
+def tiny_mix_rows(n_docs: int = 120) -> list[tuple]:
+    """gold/pretrain_mix rows whose text starts with their document id; every 10th document
+    is repeated in a 2nd pass (as the mix repeats small sources)."""
+    sentences = tiny_sentences(3 * n_docs, seed=11)
+    rows = []
+    for i in range(n_docs):
+        doc_id = f"doc-{i:03d}"
+        text = f"{doc_id}: " + " ".join(sentences[3 * i: 3 * i + 1 + i % 3])
+        for repeat in range(2 if i % 10 == 0 else 1):
+            rows.append((f"{doc_id}@{repeat}", doc_id, "docstring", "pkg", None, text,
+                         len(text.encode()), repeat))
+    return rows
+
+
+def write_tiny_mix(spark, lake, rows) -> dict:
+    """Write rows as a gold/pretrain_mix table under ``lake``; returns its manifest."""
+    from infra.lake import write_table
+    from pipelines.mix import PRETRAIN_MIX
+
+    df = spark.createDataFrame(rows, PRETRAIN_MIX.schema)
+    return write_table(spark, PRETRAIN_MIX, df, txn_id="mix-1", mode="overwrite", root=lake)

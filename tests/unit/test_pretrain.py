@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from pipelines.pretrain import (
@@ -24,18 +23,8 @@ from pipelines.pretrain import (
     train,
     verify_checkpoint,
 )
-from pipelines.tokens import (
-    COMPLETE_MARKER,
-    INDEX_FILE,
-    SHARD_FORMAT,
-    TokenizerConfig,
-    pack_documents,
-    save_tokenizer,
-    shard_dtype,
-    tokenizer_hash,
-    train_tokenizer,
-)
-from tiny_model import tiny_sentences  # tests/ is on sys.path
+from pipelines.tokens import TokenizerConfig, save_tokenizer, train_tokenizer
+from tiny_model import tiny_sentences, write_tiny_shards  # tests/ is on sys.path
 
 REPO = Path(__file__).resolve().parents[2]
 SEQ_LEN = 32
@@ -43,32 +32,7 @@ SEQ_LEN = 32
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
-    return write_test_shards(tmp_path_factory.mktemp("shards") / "tokens-test")
-
-
-def write_test_shards(root: Path) -> Path:
-    """A complete shard dir with a ``tokenizer/`` inside, in the documented format."""
-    root.mkdir(parents=True)
-    tokenizer = train_tokenizer(tiny_sentences(), TokenizerConfig(vocab_size=512))
-    save_tokenizer(tokenizer, root / "tokenizer")
-    texts = tiny_sentences(600, seed=1)
-    dtype = shard_dtype(len(tokenizer))
-    splits = {}
-    for split, docs in (("train", texts[:540]), ("validation", texts[540:])):
-        ids = [tokenizer.encode(t, add_special_tokens=False) for t in docs]
-        rows = pack_documents(ids, SEQ_LEN, tokenizer.eos_token_id).astype(dtype)
-        np.save(root / f"{split}-00000.npy", rows)
-        tokens = sum(len(i) + 1 for i in ids)
-        splits[split] = {"documents": len(docs), "text_bytes": sum(len(t.encode()) for t in docs),
-                         "tokens": tokens, "sequences": len(rows),
-                         "shards": [{"file": f"{split}-00000.npy", "sequences": len(rows)}]}
-    index = {"format": SHARD_FORMAT, "seq_len": SEQ_LEN, "dtype": dtype.name,
-             "vocab_size": len(tokenizer), "eos_token_id": tokenizer.eos_token_id,
-             "tokenizer_hash": tokenizer_hash(tokenizer), "table": {"table": "test"},
-             "seed": 0, "splits": splits}
-    (root / INDEX_FILE).write_text(json.dumps(index))
-    (root / COMPLETE_MARKER).write_text("{}")
-    return root
+    return write_tiny_shards(tmp_path_factory.mktemp("shards") / "tokens-test", SEQ_LEN)
 
 
 def config(**overrides) -> PretrainConfig:

@@ -24,7 +24,12 @@ from pipelines.tokens import (
     tokenizer_hash,
     train_tokenizer,
 )
-from tiny_model import build_tiny_model_and_tokenizer, tiny_sentences  # noqa: E402  (tests/ is on sys.path)
+from tiny_model import (  # noqa: E402  (tests/ is on sys.path)
+    build_tiny_model_and_tokenizer,
+    tiny_sentences,
+)
+from tiny_model import tiny_mix_rows as mix_rows  # noqa: E402
+from tiny_model import write_tiny_mix as write_mix  # noqa: E402
 
 UNICODE = "  Grüße, naïve café — 日本語のテキスト 🎉\ttabs\n\nand  double  spaces, ' quotes ' !"
 SEQ_LEN, VAL_FRACTION, SEED, SHARD_SEQUENCES = 32, 0.25, 7, 16
@@ -129,27 +134,6 @@ def test_a_long_document_fills_several_sequences():
 
 
 # --- shards from a Delta table --------------------------------------------------------------
-
-def mix_rows(n_docs: int = 120) -> list[tuple]:
-    """Documents whose text starts with their id; every 10th one is repeated in a 2nd pass."""
-    sentences = tiny_sentences(3 * n_docs, seed=11)
-    rows = []
-    for i in range(n_docs):
-        doc_id = f"doc-{i:03d}"
-        text = f"{doc_id}: " + " ".join(sentences[3 * i: 3 * i + 1 + i % 3])
-        for repeat in range(2 if i % 10 == 0 else 1):
-            rows.append((f"{doc_id}@{repeat}", doc_id, "docstring", "pkg", None, text,
-                         len(text.encode()), repeat))
-    return rows
-
-
-def write_mix(spark, lake, rows) -> dict:
-    from infra.lake import write_table
-    from pipelines.mix import PRETRAIN_MIX
-
-    df = spark.createDataFrame(rows, PRETRAIN_MIX.schema)
-    return write_table(spark, PRETRAIN_MIX, df, txn_id="mix-1", mode="overwrite", root=lake)
-
 
 def build(spark, manifest, tokenizer_dir, out_root):
     return build_token_shards(spark, manifest, tokenizer_dir, out_root, seq_len=SEQ_LEN,
