@@ -46,7 +46,10 @@ def training_command(config_file: Path, shards_dir: Path, out_dir: Path, ranks: 
                      hostfile: Path | None = None, master_port: int | None = None,
                      tokenizer_dir: Path | None = None) -> list[str]:
     """The command line that starts every rank (see the module docstring)."""
-    script = ["--config", str(config_file), "--shards", str(shards_dir), "--out", str(out_dir)]
+    from infra.settings import load_settings
+
+    script = ["--config", str(config_file), "--shards", str(shards_dir), "--out", str(out_dir),
+              "--workspace", str(load_settings().home)]
     if tokenizer_dir is not None:
         script += ["--tokenizer", str(tokenizer_dir)]
     if ranks == 1 and hostfile is None:

@@ -396,6 +396,10 @@ def _initialize(config: PretrainConfig, model, world: int):
     engine, *_ = deepspeed.initialize(
         model=model, model_parameters=model.parameters(), config=deepspeed_config(config, world),
         lr_scheduler=lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, schedule))
+    if world == 1 and not engine.zero_optimization():
+        # a lone rank has nothing to reduce, yet DeepSpeed's fallback all-reduce would flatten,
+        # "reduce" and copy back every gradient each step; ZeRO stages need that copy
+        engine.enable_backward_allreduce = False
     return engine
 
 
@@ -769,7 +773,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="run dir (checkpoints, metrics, models)")
     parser.add_argument("--tokenizer", default=None, help="tokenizer dir (default: "
                         "<shards>/tokenizer when present)")
+    parser.add_argument("--workspace", default=None, help="GENAI_HOME for this rank (remote "
+                        "nodes do not inherit the launching shell's environment)")
     args = parser.parse_args(argv)
+    if args.workspace:
+        os.environ["GENAI_HOME"] = args.workspace
+    from infra.settings import apply_environment
+
+    apply_environment()  # offline HF, temp and extension dirs inside the workspace
     try:
         config = PretrainConfig.model_validate_json(Path(args.config).read_text())
     except (OSError, ValueError) as err:

@@ -86,6 +86,16 @@ def test_a_short_run_gives_finite_falling_losses_and_is_deterministic(shards, tm
     assert first["val_bpb"] > 0 and first["steps"] == 3
 
 
+def test_the_mixture_of_experts_preset_trains_through_the_same_code(shards, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    summary = train(config(preset="moe-tiny", max_steps=3), shards, tmp_path / "moe")
+    losses = step_losses(tmp_path / "moe")
+    assert all(math.isfinite(v) for v in losses.values()) and losses[3] < losses[1]
+    model = AutoModelForCausalLM.from_pretrained(summary["model_dir"])
+    assert model.config.model_type == "mixtral" and model.config.num_local_experts == 16
+
+
 # --- checkpoint layout ----------------------------------------------------------------------
 
 def test_checkpoints_are_marked_complete_latest_points_at_newest_and_k_are_kept(shards,
