@@ -38,6 +38,7 @@ down:
 
 bench: install
 	$(BIN)/python benchmarks/dedup.py
+	$(BIN)/python benchmarks/pretrain.py
 
 clean:
 	rm -rf $(GENAI_HOME)

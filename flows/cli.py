@@ -21,10 +21,22 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="run the whole lifecycle at demo scale")
     demo.add_argument("--preset", default="demo_minhash_cpu", help="prepare_corpus preset")
     demo.add_argument("--pretrain-preset", default="demo_cpu", help="pretrain preset")
+    demo.add_argument("--finetune-preset", default="demo_lora_cpu", help="finetune_sweep preset")
     run = commands.add_parser("prepare-corpus", help="run the prepare-corpus flow")
     run.add_argument("--preset", default="demo_minhash_cpu")
     train = commands.add_parser("pretrain", help="run the pretrain flow on the current mix")
     train.add_argument("--preset", default="demo_cpu", help="configs/pretrain/<preset>.yaml")
+    sweep = commands.add_parser("finetune-sweep", help="run the LoRA sweep flow")
+    sweep.add_argument("--preset", default="demo_lora_cpu",
+                       help="configs/finetune_sweep/<preset>.yaml")
+    sweep.add_argument("--base", default=None, help="base model: models:/… URI or HF dir")
+    rate = commands.add_parser("pairwise-eval", help="double-blind rating sheets: prepare, score")
+    rate.add_argument("action", choices=("prepare", "score"))
+    rate.add_argument("sheets", nargs="*", help="filled sheets (score)")
+    rate.add_argument("--key", help="the sheet's key.json (score)")
+    rate.add_argument("--a", default="models:/genai-tabledoc@champion", help="model A")
+    rate.add_argument("--b", default="models:/genai-base@champion", help="model B")
+    rate.add_argument("--items", type=int, default=62, help="unseen tables to rate")
     commands.add_parser("up", help="start Prefect server + worker + MLflow UI, deploy flows")
     commands.add_parser("down", help="stop what `up` started")
     args = parser.parse_args(argv)
@@ -38,25 +50,32 @@ def main(argv: list[str] | None = None) -> int:
         return services.down()
     services.use_running_server()
     if args.command == "demo":
-        return run_demo(args.preset, args.pretrain_preset)
+        return run_demo(args.preset, args.pretrain_preset, args.finetune_preset)
     if args.command == "pretrain":
         return run_pretrain(args.preset)
+    if args.command == "finetune-sweep":
+        return run_finetune_sweep(args.preset, args.base)
+    if args.command == "pairwise-eval":
+        return run_pairwise(args)
     return run_prepare_corpus(args.preset)
 
 
-def run_demo(preset: str, pretrain_preset: str) -> int:
+def run_demo(preset: str, pretrain_preset: str, finetune_preset: str) -> int:
     from flows.lifecycle import STAGE_BUDGETS_S, TOTAL_BUDGET_S, LifecycleConfig, lifecycle
     from flows.prepare_corpus import PrepareCorpusConfig
+    from flows.finetune_sweep import SweepConfig
     from flows.pretrain import PretrainFlowConfig
     from pipelines.config import load_preset
 
     config = LifecycleConfig(
         prepare_corpus=load_preset(PrepareCorpusConfig, "prepare_corpus", preset),
-        pretrain=load_preset(PretrainFlowConfig, "pretrain", pretrain_preset))
+        pretrain=load_preset(PretrainFlowConfig, "pretrain", pretrain_preset),
+        finetune=load_preset(SweepConfig, "finetune_sweep", finetune_preset))
     started = time.perf_counter()
     result = lifecycle(config)
     total = time.perf_counter() - started
     print_pretrain_result(result["outputs"]["pretraining"])
+    print_sweep_result(result["outputs"]["fine-tuning"])
     print("\nstage                     seconds   budget")
     over = []
     for stage, seconds in result["stages"].items():
@@ -86,6 +105,46 @@ def print_pretrain_result(result: dict) -> None:
     print(f"  validation loss   {trained['val_loss']:.3f} nats/token "
           f"(add-one unigram {trained['unigram_val_loss']:.3f}), "
           f"{trained['val_bpb']:.3f} bits/byte (unigram {trained['unigram_val_bpb']:.3f})")
+
+
+def print_sweep_result(result: dict) -> None:
+    """The sweep's cells, the references, and where the registered task model is."""
+    print("\ntable-documentation model (held-out families)")
+    print(f"  {'model':<28} {'format':>7} {'coverage':>9} {'ROUGE-L':>8}")
+    rows = [(c["cell"], c) for c in result["cells"]] + list(result["reference"].items())
+    for name, q in rows:
+        print(f"  {name:<28} {q['format_validity']:7.3f} {q['column_coverage']:9.3f} "
+              f"{q['rouge_l']:8.3f}")
+    registered = result["registered"]
+    role = "champion" if registered["champion"] else "challenger (champion kept)"
+    print(f"  registered        {registered['uri']} ({role})")
+    print(f"  model dir         {registered['model_dir']}")
+
+
+def run_finetune_sweep(preset: str, base: str | None) -> int:
+    from flows.finetune_sweep import SweepConfig, finetune_sweep
+    from pipelines.config import load_preset
+
+    print_sweep_result(finetune_sweep(load_preset(SweepConfig, "finetune_sweep", preset),
+                                      base=base))
+    return 0
+
+
+def run_pairwise(args) -> int:
+    from flows.pairwise_eval import PairwiseConfig, pairwise_eval
+
+    config = PairwiseConfig(model_a=args.a, model_b=args.b, items=args.items)
+    if args.action == "score":
+        if not args.sheets or not args.key:
+            print("error: score needs the filled sheets and --key key.json", file=sys.stderr)
+            return 2
+        summary = pairwise_eval(config, sheets=args.sheets, key=args.key)
+        print(json.dumps({k: summary[k] for k in ("a_win_rate", "b_win_rate", "tie_rate")},
+                         indent=2))
+        return 0
+    sheet = pairwise_eval(config)
+    print(f"send raters {sheet['sheet_html']} and {sheet['sheet_csv']}; keep {sheet['key']}")
+    return 0
 
 
 def run_pretrain(preset: str) -> int:

@@ -11,12 +11,14 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from flows.prepare_corpus import PrepareCorpusConfig, prepare_corpus
+from flows.finetune_sweep import SweepConfig, finetune_sweep
 from flows.pretrain import PretrainFlowConfig, pretrain
 from tasks.lifecycle import publish_stage_times
 
 STAGE_BUDGETS_S = {  # DESIGN's demo budget per stage, seconds on 2 cores
     "corpus preparation": 120,
     "pretraining": 240,
+    "fine-tuning": 180,
 }
 TOTAL_BUDGET_S = 15 * 60
 
@@ -24,6 +26,7 @@ TOTAL_BUDGET_S = 15 * 60
 class LifecycleConfig(BaseModel):
     prepare_corpus: PrepareCorpusConfig = Field(default_factory=PrepareCorpusConfig)
     pretrain: PretrainFlowConfig = Field(default_factory=PretrainFlowConfig)
+    finetune: SweepConfig = Field(default_factory=SweepConfig)
 
 
 @flow(name="lifecycle", log_prints=True)
@@ -39,5 +42,16 @@ def lifecycle(config: LifecycleConfig = LifecycleConfig()) -> dict:
     outputs["pretraining"] = pretrain(config.pretrain, mix=outputs["corpus preparation"])
     stages["pretraining"] = time.perf_counter() - started
 
+    started = time.perf_counter()
+    outputs["fine-tuning"] = finetune_sweep(config.finetune, base=base_model(outputs["pretraining"]))
+    stages["fine-tuning"] = time.perf_counter() - started
+
     publish_stage_times(stages, STAGE_BUDGETS_S)
     return {"stages": stages, "outputs": outputs}
+
+
+def base_model(pretrained: dict) -> str:
+    """The model this lifecycle run just pretrained (registered version, else its dir), so
+    fine-tuning builds on it even when it did not become the champion."""
+    registered = pretrained.get("registered")
+    return registered["uri"] if registered else pretrained["trained"]["final_model_dir"]

@@ -4,8 +4,9 @@ The caller (a Prefect task, a benchmark, a test) stays outside the ranks: it nev
 torch.distributed state or holds a rank's memory, so a crashed or hung rank cannot take the
 flow with it.
 
-* One rank on this machine: one ``python -m pipelines.pretrain`` process with the rank
-  environment set (RANK=0, WORLD_SIZE=1, a free MASTER_PORT).
+* One rank on this machine: one ``python -m <module>`` process (``pipelines.pretrain``,
+  ``pipelines.finetune``) with the rank environment set (RANK=0, WORLD_SIZE=1, a free
+  MASTER_PORT).
 * Several ranks, or several machines: DeepSpeed's launcher (``deepspeed.launcher.runner``)
   with ``--num_gpus`` ranks per node — on CPU one rank per slot, gloo — and, for multi-node,
   a hostfile (``host slots=N`` lines) and passwordless ssh, as DeepSpeed documents.
@@ -29,6 +30,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from pipelines.pretrain import SUMMARY, PretrainConfig, free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,24 +39,23 @@ RANK_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR
             "MASTER_PORT", "CROSS_RANK", "CROSS_SIZE")
 TERM_GRACE_S = 10  # seconds between SIGTERM and SIGKILL of the group
 LOG_TAIL_LINES = 40  # lines of the log quoted in a failure
+CONFIG_FILE = "train_config.json"  # in the run dir: the config the ranks were started with
 
 
 class TrainingFailed(RuntimeError):
     """The training processes exited with an error, timed out, or left no summary."""
 
 
-def training_command(config_file: Path, shards_dir: Path, out_dir: Path, ranks: int = 1,
-                     hostfile: Path | None = None, master_port: int | None = None,
-                     tokenizer_dir: Path | None = None) -> list[str]:
-    """The command line that starts every rank (see the module docstring)."""
+def training_command(module: str, config_file: Path, out_dir: Path, script_args: list[str],
+                     ranks: int = 1, hostfile: Path | None = None,
+                     master_port: int | None = None) -> list[str]:
+    """The command line that starts every rank of ``module``'s CLI (see the module docstring)."""
     from infra.settings import load_settings
 
-    script = ["--config", str(config_file), "--shards", str(shards_dir), "--out", str(out_dir),
+    script = ["--config", str(config_file), "--out", str(out_dir), *script_args,
               "--workspace", str(load_settings().home)]
-    if tokenizer_dir is not None:
-        script += ["--tokenizer", str(tokenizer_dir)]
     if ranks == 1 and hostfile is None:
-        return [sys.executable, "-u", "-m", "pipelines.pretrain", *script]
+        return [sys.executable, "-u", "-m", module, *script]
     launcher = [sys.executable, "-u", "-m", "deepspeed.launcher.runner",
                 "--master_port", str(master_port or free_port()), "--no_local_rank"]
     if hostfile is None:  # one machine: the ranks are local slots; no ssh involved
@@ -61,7 +63,7 @@ def training_command(config_file: Path, shards_dir: Path, out_dir: Path, ranks: 
                      "--hostfile", "/dev/null"]
     else:  # slots per host come from the hostfile; ranks caps them per node
         launcher += ["--hostfile", str(hostfile), "--num_gpus", str(ranks)]
-    return [*launcher, "--module", "pipelines.pretrain", *script]
+    return [*launcher, "--module", module, *script]
 
 
 def rank_environment(ranks: int, hostfile: Path | None, master_port: int) -> dict[str, str]:
@@ -80,22 +82,46 @@ def launch_training(config: PretrainConfig, shards_dir: Path | str, out_dir: Pat
                     ranks: int = 1, hostfile: Path | str | None = None,
                     timeout_s: float = 3600, on_line: Callable[[str], None] | None = None,
                     tokenizer_dir: Path | str | None = None) -> dict:
-    """Run training to its end in a new process group; returns rank 0's summary.
+    """Pretraining (``pipelines.pretrain``) to its end; see ``launch``."""
+    script = ["--shards", str(shards_dir)]
+    if tokenizer_dir is not None:
+        script += ["--tokenizer", str(tokenizer_dir)]
+    return launch("pipelines.pretrain", config, out_dir, script, ranks=ranks,
+                  hostfile=hostfile, timeout_s=timeout_s, on_line=on_line)
 
-    ``on_line`` gets every log line as it arrives (rank 0's JSON records among them).
-    Rerunning with the same ``out_dir`` resumes from its last complete checkpoint.
+
+def launch_finetune(config: BaseModel, base_dir: Path | str, train_file: Path | str,
+                    out_dir: Path | str, eval_file: Path | str | None = None,
+                    base_ref: str | None = None, ranks: int = 1,
+                    hostfile: Path | str | None = None, timeout_s: float = 3600,
+                    on_line: Callable[[str], None] | None = None) -> dict:
+    """Fine-tuning (``pipelines.finetune``) to its end; see ``launch``."""
+    script = ["--base", str(base_dir), "--train", str(train_file)]
+    if eval_file is not None:
+        script += ["--eval", str(eval_file)]
+    if base_ref is not None:
+        script += ["--base-ref", base_ref]
+    return launch("pipelines.finetune", config, out_dir, script, ranks=ranks,
+                  hostfile=hostfile, timeout_s=timeout_s, on_line=on_line)
+
+
+def launch(module: str, config: BaseModel, out_dir: Path | str, script_args: list[str],
+           ranks: int = 1, hostfile: Path | str | None = None, timeout_s: float = 3600,
+           on_line: Callable[[str], None] | None = None) -> dict:
+    """Run a training module's ranks to their end in a new process group; returns rank 0's
+    summary. ``on_line`` gets every log line as it arrives (rank 0's JSON records among
+    them). Rerunning with the same ``out_dir`` resumes from its last complete checkpoint.
     """
     if ranks < 1:
         raise ValueError(f"ranks must be >= 1, got {ranks}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / SUMMARY).unlink(missing_ok=True)  # only this launch's summary counts
-    config_file = out_dir / "pretrain_config.json"
+    config_file = out_dir / CONFIG_FILE
     config_file.write_text(config.model_dump_json(indent=1))
     port = free_port()
     hostfile = Path(hostfile) if hostfile else None
-    command = training_command(config_file, Path(shards_dir), out_dir, ranks, hostfile, port,
-                               Path(tokenizer_dir) if tokenizer_dir else None)
+    command = training_command(module, config_file, out_dir, script_args, ranks, hostfile, port)
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
     process = subprocess.Popen(command, cwd=REPO, env=rank_environment(ranks, hostfile, port),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -54,6 +54,7 @@ EMA_FILE = "ema.safetensors"  # EMA weights (rank 0), keyed by parameter name
 METRICS = "metrics.jsonl"  # one JSON line per step / evaluation (rank 0), appended
 SUMMARY = "summary.json"  # rank 0's result, written atomically as the very last act
 TAG_RE = re.compile(r"^step(\d{8})$")
+IGNORE_INDEX = -100  # a label the loss skips (HF convention): prompts, padding
 
 log_ = logging.getLogger(__name__)
 
@@ -68,11 +69,10 @@ class EmaConfig(BaseModel):
     # is 1/(1-decay) = 10k steps, so tiny runs (tens of steps) need e.g. 0.9 to move at all
 
 
-class PretrainConfig(BaseModel):
+class TrainerConfig(BaseModel):
+    """What every DeepSpeed training run shares (pretraining and fine-tuning)."""
     model_config = ConfigDict(extra="forbid")
 
-    preset: str = "tiny"  # pipelines.models preset; "demo" for the 2-core demo
-    seq_len: int = Field(128, ge=2)  # tokens per sequence; must equal the shards' seq_len
     micro_batch: int = Field(8, ge=1)  # sequences per rank per forward/backward
     grad_accum: int = Field(1, ge=1)  # micro-batches per optimizer step
     max_steps: int = Field(100, ge=1)  # optimizer steps (data wraps into further epochs)
@@ -94,17 +94,22 @@ class PretrainConfig(BaseModel):
     peak_flops: float | None = Field(None, gt=0)  # the device's peak FLOP/s for MFU; None:
     # looked up by GPU name and precision (pipelines.models.PEAK_FLOPS); CPUs report no MFU
 
-    @model_validator(mode="after")
-    def _check(self):
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset {self.preset!r} is not one of {sorted(PRESETS)}")
-        return self
-
     @property
     def ema_start_step(self) -> int:
         """EMA averages steps ema_start_step+1 .. max_steps (at least the last one)."""
         span = max(1, math.ceil(self.ema.start_fraction * self.max_steps))
         return self.max_steps - span
+
+
+class PretrainConfig(TrainerConfig):
+    preset: str = "tiny"  # pipelines.models preset; "demo" for the 2-core demo
+    seq_len: int = Field(128, ge=2)  # tokens per sequence; must equal the shards' seq_len
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset {self.preset!r} is not one of {sorted(PRESETS)}")
+        return self
 
 
 # --- the loop -------------------------------------------------------------------------------
@@ -118,38 +123,101 @@ def train(config: PretrainConfig, shards_dir: Path | str, out_dir: Path | str,
     the shards' tokenizer hash and the model config, and is needed to export HF model dirs
     (``<out>/model``, plus ``<out>/model-ema`` with EMA) at the end.
     """
+    from pipelines.tokens import TokenShards
+
+    with rank_context(config) as (rank, _world):
+        train_shards = TokenShards(shards_dir, "train")
+        index = train_shards.index
+        if train_shards.seq_len != config.seq_len:
+            raise ValueError(f"config seq_len {config.seq_len} does not match the shards' "
+                             f"seq_len {train_shards.seq_len} ({Path(shards_dir) / 'index.json'})")
+        tokenizer_dir = _tokenizer_dir(shards_dir, tokenizer_dir, index)
+        model = _build_model(config, index, tokenizer_dir)
+        out_dir = Path(out_dir)
+
+        def export(engine, ema) -> dict:
+            state = _full_state_dict(engine)  # every rank: ZeRO-3 gathers the weights
+            if rank != 0:
+                return {}
+            exported = {"model_dir": str(export_model(engine, tokenizer_dir, out_dir / "model",
+                                                      state_dict=state))}
+            if ema is not None:
+                exported["ema_model_dir"] = str(export_model(
+                    engine, tokenizer_dir, out_dir / "model-ema", use_ema=True,
+                    ema_weights=ema, state_dict=state))
+            return exported
+
+        return run_training(config, model, LanguageModeling(train_shards), out_dir,
+                            eval_data=_validation(shards_dir), log=log,
+                            export=export if tokenizer_dir is not None else None)
+
+
+class LanguageModeling:
+    """A token shard split as training data: every token is its own next-token label."""
+
+    def __init__(self, shards):
+        self.shards = shards
+        self.seq_len = shards.seq_len
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.shards.batch(indices).astype(np.int64)
+        return rows, rows
+
+    def bits_per_byte(self, mean_nats: float) -> float | None:
+        """nats/token -> bits per UTF-8 byte of the split's text."""
+        split = self.shards.index["splits"][self.shards.split]
+        if not split.get("text_bytes"):
+            return None
+        return mean_nats * split["tokens"] / split["text_bytes"] / math.log(2)
+
+
+def _validation(shards_dir) -> LanguageModeling | None:
+    from pipelines.tokens import TokenShards
+
+    try:
+        val = TokenShards(shards_dir, "validation")
+    except KeyError:
+        return None
+    return LanguageModeling(val) if len(val) else None
+
+
+@contextlib.contextmanager
+def rank_context(config: TrainerConfig):
+    """This process as one rank: accelerator, rank env, seeds, fault counters; yields (rank,
+    world). The process-wide deterministic switch goes back as it was afterwards (tests,
+    notebooks)."""
     _select_accelerator()
     import torch
 
-    from pipelines.tokens import TokenShards
-
-    out_dir = Path(out_dir)
-    ckpt_dir = out_dir / CHECKPOINTS
     reset_fault_counts()  # GENAI_FAULT_SKIP counts from this run's start
-    train_data = TokenShards(shards_dir, "train")
-    index = train_data.index
-    if train_data.seq_len != config.seq_len:
-        raise ValueError(f"config seq_len {config.seq_len} does not match the shards' seq_len "
-                         f"{train_data.seq_len} ({Path(shards_dir) / 'index.json'})")
-    tokenizer_dir = _tokenizer_dir(shards_dir, tokenizer_dir, index)
     rank, world, _local_rank = _dist_env()
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     _seed_everything(config.seed, config.deterministic)
     try:
-        return _train(config, shards_dir, out_dir, ckpt_dir, train_data, tokenizer_dir, rank,
-                      world, log)
-    finally:  # the process's global switch goes back as it was (tests, notebooks)
+        yield rank, world
+    finally:
         torch.use_deterministic_algorithms(was_deterministic)
 
 
-def _train(config, shards_dir, out_dir, ckpt_dir, train_data, tokenizer_dir, rank, world, log):
+def run_training(config: TrainerConfig, model, train_data, out_dir: Path, *, eval_data=None,
+                 export: Callable | None = None, log: Callable[[dict], None] | None = None,
+                 facts: dict | None = None) -> dict:
+    """The loop every stage trains with, inside ``rank_context``.
+
+    ``train_data`` / ``eval_data``: ``len()``, ``seq_len`` and ``batch(indices) -> (input_ids,
+    labels)`` (labels -100 are not scored). ``export(engine, ema) -> dict`` runs on every
+    rank after the last step and adds to the summary; ``facts`` go into it as they are.
+    """
     import torch
 
     from pipelines.data_order import ResumableSampler
 
-    index = train_data.index
-
-    model = _build_model(config, index, tokenizer_dir)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / CHECKPOINTS
     engine = _initialize(config, model, world)
     global_batch = config.micro_batch * config.grad_accum * world
     sampler = ResumableSampler(len(train_data), config.seed, global_batch, world, rank,
@@ -173,18 +241,20 @@ def _train(config, shards_dir, out_dir, ckpt_dir, train_data, tokenizer_dir, ran
     emit({"event": "start", "step": step, "resumed_from": resumed, "world_size": world,
           "global_batch": global_batch, "max_steps": config.max_steps})
     params = _named_parameters(engine)
-    tokens_per_step = global_batch * config.seq_len
-    flops_per_token, peak = _mfu_terms(config, engine, world)
+    tokens_per_step = global_batch * train_data.seq_len
+    flops_per_token, peak = _mfu_terms(config, engine, world, train_data.seq_len)
     last = {"loss": None, "val_loss": None, "val_bpb": None}
     engine.train()
     for indices in sampler.steps():
         step += 1
         start = time.perf_counter()
-        batch = torch.from_numpy(train_data.batch(indices).astype(np.int64)).to(engine.device)
+        inputs, labels = (torch.from_numpy(a).to(engine.device)
+                          for a in train_data.batch(indices))
         lr = float(engine.get_lr()[0])
         losses, grad_norm = [], None
-        for micro in batch.split(config.micro_batch):
-            loss = engine(input_ids=micro, labels=micro).loss
+        for micro, micro_labels in zip(inputs.split(config.micro_batch),
+                                       labels.split(config.micro_batch)):
+            loss = engine(input_ids=micro, labels=micro_labels).loss
             engine.backward(loss)
             if engine.is_gradient_accumulation_boundary():
                 grad_norm = _grad_norm_before_step(engine)
@@ -205,26 +275,19 @@ def _train(config, shards_dir, out_dir, ckpt_dir, train_data, tokenizer_dir, ran
 
         if config.ema.enabled and step > config.ema_start_step:
             ema = _update_ema(ema, params, engine, config.ema.decay)
-        if (config.eval_every and step % config.eval_every == 0) or step == config.max_steps:
-            val = evaluate(engine, shards_dir, config, rank, world)
-            if val:
-                last.update(val_loss=val["val_loss"], val_bpb=val["val_bpb"])
-                emit({"event": "eval", "step": step, **val})
+        if eval_data is not None and (
+                (config.eval_every and step % config.eval_every == 0) or step == config.max_steps):
+            val = evaluate(engine, eval_data, config, rank, world)
+            last.update(val_loss=val["val_loss"], val_bpb=val["val_bpb"])
+            emit({"event": "eval", "step": step, **val})
         if step % config.checkpoint_every == 0 or step == config.max_steps:
             save_checkpoint(engine, ckpt_dir, step, sampler, ema, config, rank)
 
     summary = {"steps": step, "resumed_from": resumed, "world_size": world,
                "tokens": step * tokens_per_step, "checkpoint_dir": str(ckpt_dir),
-               "latest": _read_latest(ckpt_dir), **last}
-    if tokenizer_dir is not None:
-        state = _full_state_dict(engine)
-        if rank == 0:
-            summary["model_dir"] = str(export_model(engine, tokenizer_dir, out_dir / "model",
-                                                    state_dict=state))
-            if ema is not None:
-                summary["ema_model_dir"] = str(export_model(
-                    engine, tokenizer_dir, out_dir / "model-ema", use_ema=True, ema_weights=ema,
-                    state_dict=state))
+               "latest": _read_latest(ckpt_dir), **last, **(facts or {})}
+    if export is not None:
+        summary.update(export(engine, ema))
         _barrier()
     emit({"event": "end", **summary})
     if rank == 0:
@@ -247,13 +310,14 @@ def _grad_norm_before_step(engine):
     return float(torch.nn.utils.get_total_norm(grads)) if grads else None
 
 
-def _mfu_terms(config: PretrainConfig, engine, world: int) -> tuple[float, float | None]:
+def _mfu_terms(config: TrainerConfig, engine, world: int,
+               seq_len: int) -> tuple[float, float | None]:
     """(model FLOPs per token, peak FLOP/s of all ranks together, or None when unknown)."""
     import torch
 
     from pipelines.models import device_peak_flops, flops_per_token
 
-    per_token = flops_per_token(engine.module.config, config.seq_len)
+    per_token = flops_per_token(engine.module.config, seq_len)
     peak = config.peak_flops
     if peak is None and torch.cuda.is_available():
         dtype = "bf16" if engine.bfloat16_enabled() else "fp32"
@@ -434,51 +498,38 @@ def _barrier() -> None:
 
 # --- validation -----------------------------------------------------------------------------
 
-def evaluate(engine, shards_dir, config: PretrainConfig, rank: int = 0, world: int = 1) -> dict:
-    """Validation loss (nats/token) and bits per byte on the first eval_batches micro-batches.
-
-    bits/byte = total nats / ln 2 / UTF-8 bytes of the text evaluated; the bytes are the
-    split's ``text_bytes`` scaled by the share of its tokens evaluated, so
-    bpb = mean nats/token x split tokens / split bytes / ln 2. {} without a validation split.
-    """
+def evaluate(engine, data, config: TrainerConfig, rank: int = 0, world: int = 1) -> dict:
+    """Loss (nats per scored token) on the first eval_batches micro-batches of ``data``, and
+    bits per byte when the data knows its text's bytes (pretraining's validation split:
+    bpb = mean nats/token x split tokens / split bytes / ln 2)."""
     import torch
 
-    from pipelines.tokens import TokenShards
-
-    try:
-        val = TokenShards(shards_dir, "validation")
-    except KeyError:
-        return {}
-    if len(val) == 0:
-        return {}
-    n = min(len(val), config.eval_batches * config.micro_batch)
+    n = min(len(data), config.eval_batches * config.micro_batch)
     mine = list(range(rank, n, world))
-    nats = torch.zeros(2, dtype=torch.float64)  # [sum of nats, predicted tokens]
+    nats = torch.zeros(2, dtype=torch.float64)  # [sum of nats, scored tokens]
     engine.eval()
     with torch.no_grad():
         for start in range(0, len(mine), config.micro_batch):
-            rows = val.batch(mine[start:start + config.micro_batch]).astype(np.int64)
-            batch = torch.from_numpy(rows).to(engine.device)
-            loss = engine(input_ids=batch, labels=batch).loss.double().cpu()
-            predicted = batch.shape[0] * (batch.shape[1] - 1)
-            nats += torch.tensor([float(loss) * predicted, predicted], dtype=torch.float64)
+            inputs, labels = (torch.from_numpy(a).to(engine.device)
+                              for a in data.batch(mine[start:start + config.micro_batch]))
+            loss = engine(input_ids=inputs, labels=labels).loss.double().cpu()
+            scored = int((labels[:, 1:] != IGNORE_INDEX).sum())
+            nats += torch.tensor([float(loss) * scored, scored], dtype=torch.float64)
     engine.train()
     if world > 1:
         import torch.distributed as dist
 
         dist.all_reduce(nats)
     mean = float(nats[0] / nats[1])
-    split = val.index["splits"]["validation"]
-    bpb = mean * split["tokens"] / split["text_bytes"] / math.log(2) if split["text_bytes"] \
-        else None
-    return {"val_loss": mean, "val_bpb": bpb, "val_sequences": n}
+    to_bpb = getattr(data, "bits_per_byte", None)
+    return {"val_loss": mean, "val_bpb": to_bpb(mean) if to_bpb else None, "val_sequences": n}
 
 
 # --- EMA ------------------------------------------------------------------------------------
 
 def _named_parameters(engine) -> dict:
-    """Trainable parameters by name; a tied embedding appears once."""
-    return dict(engine.module.named_parameters())
+    """Trainable parameters by name (a tied embedding appears once; frozen ones never move)."""
+    return {k: p for k, p in engine.module.named_parameters() if p.requires_grad}
 
 
 @contextlib.contextmanager
@@ -567,7 +618,8 @@ def save_checkpoint(engine, ckpt_dir: Path, step: int, sampler, ema: dict | None
     tag = tag_name(step)
     tag_dir = Path(ckpt_dir) / tag
     state = {"step": step, "sampler": sampler.state_dict(), "config": config.model_dump()}
-    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=state, save_latest=False)
+    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=state, save_latest=False,
+                           exclude_frozen_parameters=_has_frozen(engine))
     write_json_atomic(tag_dir / f"rng-rank{rank:05d}.json", _rng_state())
     rng = {"torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -589,6 +641,11 @@ def save_checkpoint(engine, ckpt_dir: Path, step: int, sampler, ema: dict | None
         _prune(Path(ckpt_dir), config.keep_checkpoints)
     _barrier()
     return tag_dir
+
+
+def _has_frozen(engine) -> bool:
+    """Frozen weights (an adapter's base) are not checkpointed: they never change."""
+    return any(not p.requires_grad for p in engine.module.parameters())
 
 
 def _rng_state() -> dict:
@@ -648,7 +705,8 @@ def _load_checkpoint(engine, ckpt_dir: Path, tag: str, sampler, rank: int):
     tag_dir = ckpt_dir / tag
     verify_checkpoint(tag_dir)
     try:
-        load_path, _ = engine.load_checkpoint(str(ckpt_dir), tag=tag)
+        load_path, _ = engine.load_checkpoint(str(ckpt_dir), tag=tag,
+                                              load_module_strict=not _has_frozen(engine))
     except Exception as err:
         raise RuntimeError(f"cannot load DeepSpeed checkpoint {tag_dir}: {err}") from err
     if load_path is None:
@@ -776,23 +834,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workspace", default=None, help="GENAI_HOME for this rank (remote "
                         "nodes do not inherit the launching shell's environment)")
     args = parser.parse_args(argv)
-    if args.workspace:
-        os.environ["GENAI_HOME"] = args.workspace
+    return rank_main(PretrainConfig, args.config, args.workspace, lambda config: train(
+        config, args.shards, args.out, tokenizer_dir=args.tokenizer,
+        log=lambda r: log_.info(json.dumps(r))))
+
+
+def rank_main(config_model: type[TrainerConfig], config_file: str, workspace: str | None,
+              run: Callable[[TrainerConfig], dict]) -> int:
+    """What a rank's CLI does around ``run``: workspace environment, config, logging."""
+    if workspace:
+        os.environ["GENAI_HOME"] = workspace
     from infra.settings import apply_environment
 
     apply_environment()  # offline HF, temp and extension dirs inside the workspace
     try:
-        config = PretrainConfig.model_validate_json(Path(args.config).read_text())
+        config = config_model.model_validate_json(Path(config_file).read_text())
     except (OSError, ValueError) as err:
-        print(f"error: config {args.config}: {err}", file=sys.stderr)
+        print(f"error: config {config_file}: {err}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a progress bar per export would flood the task's log
-    summary = train(config, args.shards, args.out, tokenizer_dir=args.tokenizer,
-                    log=lambda r: log_.info(json.dumps(r)))
-    print(json.dumps(summary))
+    print(json.dumps(run(config)))
     return 0
 
 

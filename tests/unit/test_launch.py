@@ -77,16 +77,17 @@ def test_a_rank_that_dies_takes_the_others_down_instead_of_hanging(shards, tmp_p
 
 
 def test_the_launch_command_uses_deepspeeds_launcher_for_several_ranks_or_hosts(tmp_path):
-    single = training_command(tmp_path / "c.json", tmp_path / "s", tmp_path / "o")
-    assert single[1:4] == ["-u", "-m", "pipelines.pretrain"]
-    local = training_command(tmp_path / "c.json", tmp_path / "s", tmp_path / "o", ranks=2,
-                             master_port=29555)
+    script = ["--shards", str(tmp_path / "s")]
+    single = training_command("pipelines.pretrain", tmp_path / "c.json", tmp_path / "o", script)
+    assert single[1:4] == ["-u", "-m", "pipelines.pretrain"] and "--workspace" in single
+    local = training_command("pipelines.finetune", tmp_path / "c.json", tmp_path / "o", script,
+                             ranks=2, master_port=29555)
     assert "deepspeed.launcher.runner" in local and local[local.index("--num_gpus") + 1] == "2"
-    assert local[local.index("--module") + 1] == "pipelines.pretrain"
+    assert local[local.index("--module") + 1] == "pipelines.finetune"
     hosts = tmp_path / "hostfile"
     hosts.write_text("node-a slots=4\nnode-b slots=4\n")
-    multi = training_command(tmp_path / "c.json", tmp_path / "s", tmp_path / "o", ranks=4,
-                             hostfile=hosts, master_port=29555)
+    multi = training_command("pipelines.pretrain", tmp_path / "c.json", tmp_path / "o", script,
+                             ranks=4, hostfile=hosts, master_port=29555)
     assert multi[multi.index("--hostfile") + 1] == str(hosts)
     with pytest.raises(ValueError, match="ranks must be >= 1"):
         launch_training(config(), tmp_path / "s", tmp_path / "o", ranks=0)

@@ -86,17 +86,22 @@ def test_the_flow_trains_tracks_exports_and_registers_a_champion(spark, prefect_
     assert str(registry.alias_version("genai-test-base").version) == "1"
 
 
-def test_a_killed_training_resumes_from_its_checkpoint_when_the_flow_is_rerun(
+def test_a_killed_training_is_resumed_by_prefects_retry_and_by_a_flow_rerun(
         spark, prefect_server, mix, monkeypatch, tmp_path):
-    config = flow_config("genai-test-resume", seed=7)
-    config = config.model_copy(update={"register_model": False})
-    monkeypatch.setenv("GENAI_FAULT", "train.after_checkpoint")  # SIGKILLs the process group
+    config = flow_config("genai-test-resume", seed=7).model_copy(
+        update={"register_model": False, "retries": 1})
+    # every launch SIGKILLs its own process group right after its first checkpoint: the first
+    # attempt dies after step 3, Prefect's retry resumes there and dies after step 6
+    monkeypatch.setenv("GENAI_FAULT", "train.after_checkpoint")
     failed = pretrain(config, mix=mix, return_state=True)
     assert failed.is_failed()
     assert task_run_states(failed)["pretrain-model"] == "Failed"
     out = run_dir_of(config)
+    starts = [r for r in map(json.loads, (out / METRICS).read_text().splitlines())
+              if r["event"] == "start"]
+    assert [s["resumed_from"] for s in starts] == [None, "step00000003"]
     ckpt = out / "checkpoints"
-    assert (ckpt / LATEST).read_text() == "step00000003" and max(step_losses(out)) == 3
+    assert (ckpt / LATEST).read_text() == "step00000006" and max(step_losses(out)) == 6
     state = json.loads((ckpt / "step00000003" / TRAINER_STATE).read_text())
     assert state["sampler"]["position"] % state["sampler"]["n_samples"] != 0  # mid-epoch
 
@@ -106,7 +111,7 @@ def test_a_killed_training_resumes_from_its_checkpoint_when_the_flow_is_rerun(
     states = task_run_states(rerun)
     assert states["train-tokenizer"] == states["build-token-shards"] == "Cached"
     trained = rerun.result()["trained"]
-    assert trained["resumed_from"] == "step00000003" and trained["steps"] == 8
+    assert trained["resumed_from"] == "step00000006" and trained["steps"] == 8
 
     reference = launch_training(config.train, rerun.result()["shards"]["dir"],
                                 tmp_path / "uninterrupted", timeout_s=300)
@@ -129,7 +134,7 @@ def run_dir_of(config: PretrainFlowConfig) -> Path:
 
     wanted = config.train.model_dump(mode="json")
     for candidate in (load_settings().home / "runs" / "pretrain").iterdir():
-        saved = candidate / "pretrain_config.json"
+        saved = candidate / "train_config.json"
         if saved.is_file() and json.loads(saved.read_text()) == wanted:
             return candidate
     raise AssertionError("no run dir for this config")

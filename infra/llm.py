@@ -1,0 +1,379 @@
+"""LLM access for every stage: ``generate(prompts, params) -> list[str]``, one contract.
+
+Two implementations sit behind the ``LLM`` protocol, so a stage never knows which it has:
+
+- ``TransformersLLM`` runs an HF causal LM in process. Prompts are sorted by token length and
+  grouped into left-padded batches under a token budget (short prompts share a batch, long
+  ones go few at a time), then the completions are put back in the callers' order.
+- ``OpenAICompatibleLLM`` talks to any OpenAI-compatible server (vLLM, the project's own
+  serving app, a hosted API) over HTTP, a few requests in flight at a time, retrying what is
+  transient (429, 5xx, timeouts) with exponential backoff and failing fast on the rest.
+
+Both cut each completion at its earliest stop sequence on the client side, so a value never
+contains a stop string whatever the backend did. ``load_llm`` picks one from a config string.
+
+Structured output (``generate_fields``) fills a template field by field: each field's prefix
+is appended, the model writes up to that field's stop, the value is kept and the next prefix
+follows. The output always parses (``parse_fields``) by construction, whatever the model says,
+which is what batch pipelines need from a small task-tuned model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import pydantic
+from pydantic import BaseModel, ConfigDict
+
+log = logging.getLogger(__name__)
+
+ERROR_BODY_CHARS = 500  # how much of a failed response's body an error message quotes
+
+
+class GenerationParams(BaseModel):
+    """How to generate; one object for both backends (OpenAI's names where they differ)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_new_tokens: int = pydantic.Field(256, ge=1)  # tokens per completion, at most
+    temperature: float = pydantic.Field(0.0, ge=0.0)  # 0: greedy (deterministic)
+    top_p: float = pydantic.Field(1.0, gt=0.0, le=1.0)  # nucleus mass kept when sampling
+    seed: int = 0  # sampling is seeded: same seed, same prompts, same outputs
+    stop: list[str] = []  # generation ends at the first stop sequence (not in the output)
+
+
+@runtime_checkable
+class LLM(Protocol):
+    def generate(self, prompts: list[str], params: GenerationParams | None = None) -> list[str]:
+        """Only the completion text for each prompt, in the prompts' order."""
+        ...
+
+
+class LLMError(RuntimeError):
+    """A request that failed for good: names the URL, the status and the server's answer."""
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    """``text`` up to (not including) the earliest occurrence of any stop string."""
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+# ---------------------------------------------------------------------------- in process
+
+
+def plan_batches(lengths: Sequence[int], max_new_tokens: int, tokens_per_batch: int
+                 ) -> list[list[int]]:
+    """Indices of prompts grouped longest first so that each batch's padded size,
+    (longest prompt + max_new_tokens) x batch size, stays within ``tokens_per_batch``.
+    A prompt too long for the budget still gets a batch of its own."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        # Sorted longest first, so a batch's first prompt sets its padded width.
+        if batches and (len(batches[-1]) + 1) * (
+                lengths[batches[-1][0]] + max_new_tokens) <= tokens_per_batch:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def _stop_on_strings(tokenizer, prompt_width: int, stops: list[str]):
+    """A StoppingCriteria that ends each row once its decoded completion holds a stop string
+    (decoding, not token matching: a stop may span tokens or split a multi-byte char)."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class StopOnStrings(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            texts = tokenizer.batch_decode(input_ids[:, prompt_width:], skip_special_tokens=True)
+            done = [any(s in text for s in stops) for text in texts]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return StopOnStrings()
+
+
+class TransformersLLM:
+    """An HF causal LM dir (safetensors + tokenizer), loaded from local files only.
+
+    Sampling is seeded per batch (``seed + batch index`` in the length-sorted plan): the same
+    prompts with the same params and ``tokens_per_batch`` give the same outputs on every call,
+    but one prompt's sample depends on which prompts share its batch. Greedy decoding does not.
+    """
+
+    def __init__(self, model_dir: str | Path, device: str | None = None,
+                 tokens_per_batch: int = 8192, dtype=None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model_dir = Path(model_dir)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokens_per_batch = tokens_per_batch  # padded tokens per forward pass, at most
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        self.tokenizer.padding_side = "left"  # completions start at the same column
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        # bf16 halves GPU memory at no quality cost for inference; CPUs are fastest in fp32.
+        dtype = dtype or (torch.bfloat16 if self.device.startswith("cuda") else torch.float32)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            str(model_dir), local_files_only=True, dtype=dtype).to(self.device).eval()
+
+    def generate(self, prompts: list[str], params: GenerationParams | None = None) -> list[str]:
+        params = params or GenerationParams()
+        ids = [self._encode(p) for p in prompts]
+        completions = [""] * len(prompts)
+        plan = plan_batches([len(i) for i in ids], params.max_new_tokens, self.tokens_per_batch)
+        for index, batch in enumerate(plan):
+            texts = self._generate_batch([ids[i] for i in batch], params, params.seed + index)
+            for i, text in zip(batch, texts):
+                completions[i] = cut_at_stop(text, params.stop)
+        return completions
+
+    def _encode(self, prompt: str) -> list[int]:
+        ids = self.tokenizer(prompt)["input_ids"]
+        # An empty prompt still needs one position to condition on: start of text.
+        return ids or [self.tokenizer.bos_token_id or self.tokenizer.eos_token_id]
+
+    def _left_pad(self, batch_ids: list[list[int]]):
+        import torch
+
+        width = max(len(i) for i in batch_ids)
+        pad = self.tokenizer.pad_token_id
+        input_ids = [[pad] * (width - len(i)) + i for i in batch_ids]
+        mask = [[0] * (width - len(i)) + [1] * len(i) for i in batch_ids]
+        return (torch.tensor(input_ids, device=self.device),
+                torch.tensor(mask, device=self.device))
+
+    def _generate_batch(self, batch_ids: list[list[int]], params: GenerationParams,
+                        seed: int) -> list[str]:
+        import torch
+
+        input_ids, attention_mask = self._left_pad(batch_ids)
+        kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens,
+                                  "pad_token_id": self.tokenizer.pad_token_id}
+        if params.temperature > 0:
+            # top_k=0: only temperature and top_p shape the distribution, as on the HTTP APIs.
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p,
+                          top_k=0)
+        else:
+            kwargs.update(do_sample=False)
+        if params.stop:
+            from transformers import StoppingCriteriaList
+
+            kwargs["stopping_criteria"] = StoppingCriteriaList(
+                [_stop_on_strings(self.tokenizer, input_ids.shape[1], params.stop)])
+        cuda = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
+        # fork_rng: seeding here must not reset the caller's global random state.
+        with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(seed)
+            out = self.model.generate(input_ids, attention_mask=attention_mask, **kwargs)
+        return self.tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)
+
+
+# ---------------------------------------------------------------------------- over HTTP
+
+
+def _retry_after_s(response) -> float | None:
+    """The server's ``Retry-After`` in seconds, when given as a number (dates are ignored)."""
+    try:
+        return max(0.0, float(response.headers.get("retry-after", "")))
+    except ValueError:
+        return None
+
+
+class OpenAICompatibleLLM:
+    """An OpenAI-compatible ``/v1`` server: ``completions`` or ``chat`` mode.
+
+    The API key (argument, else ``OPENAI_API_KEY``) only ever goes into the Authorization
+    header: never into logs or error messages (a body that echoes it is redacted).
+    """
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None,
+                 mode: Literal["chat", "completions"] = "completions", max_concurrency: int = 4,
+                 max_retries: int = 5, timeout_s: float = 60, backoff_s: float = 0.5):
+        if mode not in ("chat", "completions"):
+            raise ValueError(f"mode must be 'chat' or 'completions', got {mode!r}")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.mode = mode
+        self.max_concurrency = max_concurrency  # requests in flight at once, at most
+        self.max_retries = max_retries  # retries after the first try of each request
+        self.timeout_s = timeout_s  # per request (connect, read, write each)
+        self.backoff_s = backoff_s  # first retry's wait; doubles on each retry
+        self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatibleLLM({self.base_url!r}, model={self.model!r}, mode={self.mode!r})"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/{'chat/completions' if self.mode == 'chat' else 'completions'}"
+
+    def generate(self, prompts: list[str], params: GenerationParams | None = None) -> list[str]:
+        import httpx
+
+        params = params or GenerationParams()
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        limits = httpx.Limits(max_connections=self.max_concurrency)
+        with httpx.Client(headers=headers, timeout=self.timeout_s, limits=limits) as client:
+            pool = ThreadPoolExecutor(max_workers=self.max_concurrency)
+            try:
+                texts = list(pool.map(lambda p: self._complete(client, p, params), prompts))
+            finally:  # one request failed for good: don't send the queued rest
+                pool.shutdown(cancel_futures=True)
+        return [cut_at_stop(t, params.stop) for t in texts]  # in case the server ignored stop
+
+    def _body(self, prompt: str, params: GenerationParams) -> dict:
+        body: dict[str, Any] = {"model": self.model, "max_tokens": params.max_new_tokens,
+                                "temperature": params.temperature, "top_p": params.top_p,
+                                "seed": params.seed}
+        if params.stop:  # omitted when empty: some servers reject an empty list
+            body["stop"] = params.stop
+        if self.mode == "chat":
+            body["messages"] = [{"role": "user", "content": prompt}]
+        else:
+            body["prompt"] = prompt
+        return body
+
+    def _complete(self, client, prompt: str, params: GenerationParams) -> str:
+        response = self._post_with_retries(client, self._body(prompt, params))
+        try:
+            choice = response.json()["choices"][0]
+            text = choice["message"]["content"] if self.mode == "chat" else choice["text"]
+        except (ValueError, KeyError, IndexError, TypeError) as err:
+            raise LLMError(f"POST {self.url}: unexpected response ({err!r}): "
+                           f"{self._quote(response.text)}") from None
+        return text or ""
+
+    def _post_with_retries(self, client, body: dict):
+        import httpx
+
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = client.post(self.url, json=body)
+            except httpx.TransportError as err:  # timeouts, refused or dropped connections
+                failure, wait = f"{type(err).__name__}: {err}", None
+            else:
+                if response.status_code < 300:
+                    return response
+                failure = f"status {response.status_code}: {self._quote(response.text)}"
+                if response.status_code != 429 and response.status_code < 500:
+                    raise LLMError(f"POST {self.url} failed with {failure}")  # won't get better
+                wait = _retry_after_s(response)
+            if attempt == self.max_retries:
+                raise LLMError(f"POST {self.url} failed after {self.max_retries + 1} tries; "
+                               f"last: {failure}")
+            if wait is None:  # jitter spreads out clients that failed at the same moment
+                wait = self.backoff_s * 2 ** attempt * (1 + random.uniform(0, 0.1))
+            log.warning("POST %s: %s; retry %d/%d in %.2f s", self.url, failure[:200],
+                        attempt + 1, self.max_retries, wait)
+            time.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _quote(self, text: str) -> str:
+        if self._api_key:
+            text = text.replace(self._api_key, "***")
+        return text[:ERROR_BODY_CHARS] + ("…" if len(text) > ERROR_BODY_CHARS else "")
+
+
+def load_llm(spec: str | Path | dict) -> LLM:
+    """An LLM from config: ``models:/name@alias`` or ``models:/name/3`` (the MLflow
+    registry), a local HF dir, ``http(s)://host/v1#model-name``, or a dict of either
+    client's arguments (``{"base_url", "model", ...}`` or ``{"model_dir", ...}``)."""
+    if isinstance(spec, dict):
+        if "base_url" in spec:
+            return OpenAICompatibleLLM(**spec)
+        if "model_dir" in spec:
+            return load_llm_dir(**spec)
+        raise ValueError(f"LLM spec {sorted(spec)} needs 'base_url' (+ 'model') or 'model_dir'")
+    text = str(spec)
+    if text.startswith(("http://", "https://")):
+        base_url, _, model = text.partition("#")
+        if not model:
+            raise ValueError(f"{text}: name the model after '#', e.g. {text}#my-model")
+        return OpenAICompatibleLLM(base_url, model)
+    return load_llm_dir(text)
+
+
+def load_llm_dir(model_dir: str | Path, **kwargs) -> TransformersLLM:
+    """A TransformersLLM for a local HF dir or a ``models:/`` URI (fetched from MLflow)."""
+    from infra.registry import model_dir as resolve_model_dir
+
+    return TransformersLLM(resolve_model_dir(model_dir), **kwargs)
+
+
+# ---------------------------------------------------------------------------- structured output
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One template field: ``prefix`` is written, then the model's value up to ``stop``.
+    ``stop[0]`` is the terminator written after the value, so the text parses back."""
+
+    name: str
+    prefix: str  # e.g. "Sentiment:"
+    stop: list[str] = dataclasses.field(default_factory=lambda: ["\n"])
+    max_new_tokens: int = 64  # tokens for this field's value, at most
+
+    def __post_init__(self):
+        if not self.stop or not all(self.stop):
+            raise ValueError(f"field {self.name!r}: stop needs at least one non-empty string")
+
+
+def _clean_value(value: str, field: Field) -> str:
+    """Strip ``value`` and cut it until its terminator is the first stop that parsing
+    finds (a value ending in "a" before a stop "aa" would otherwise parse shorter)."""
+    value = value.strip()
+    while True:
+        cut = cut_at_stop(value + field.stop[0], field.stop).strip()
+        if cut == value:
+            return value
+        value = cut
+
+
+def render_fields(fields: Sequence[Field], values: dict[str, str]) -> str:
+    """The filled template as text: each field's prefix, value and terminator."""
+    return "".join(f"{f.prefix}{values.get(f.name, '')}{f.stop[0]}" for f in fields)
+
+
+def parse_fields(fields: Sequence[Field], text: str) -> dict[str, str]:
+    """The values in ``text`` written as ``render_fields`` writes them (a missing last
+    terminator is tolerated); raises ValueError naming the field whose prefix is missing."""
+    values, pos = {}, 0
+    for f in fields:
+        if not text.startswith(f.prefix, pos):
+            raise ValueError(f"field {f.name!r}: expected {f.prefix!r} at character {pos}, "
+                             f"found {text[pos:pos + 40]!r}")
+        pos += len(f.prefix)
+        end = pos + len(cut_at_stop(text[pos:], f.stop))
+        values[f.name] = text[pos:end].strip()
+        # Prefer the terminator render_fields writes; else whichever stop matched here.
+        matched = [s for s in f.stop if text.startswith(s, end)]
+        pos = end + (len(f.stop[0]) if f.stop[0] in matched else max(map(len, matched),
+                                                                     default=0))
+    return values
+
+
+def generate_fields(llm: LLM, prompts: list[str], fields: list[Field],
+                    params: GenerationParams | None = None) -> list[dict[str, str]]:
+    """Fill ``fields`` for every prompt, one field at a time, batched across prompts.
+    ``params`` sets sampling (temperature, top_p, seed); each field sets its own stop and
+    max_new_tokens. Every field is present in every result (possibly empty)."""
+    params = params or GenerationParams()
+    results: list[dict[str, str]] = [{} for _ in prompts]
+    for i, f in enumerate(fields):
+        field_params = params.model_copy(update={"max_new_tokens": f.max_new_tokens,
+                                                 "stop": list(f.stop)})
+        texts = [prompt + render_fields(fields[:i], values) + f.prefix
+                 for prompt, values in zip(prompts, results)]
+        for values, completion in zip(results, llm.generate(texts, field_params)):
+            values[f.name] = _clean_value(cut_at_stop(completion, f.stop), f)
+    return results

@@ -1,0 +1,267 @@
+"""Prefect tasks of fine-tuning: examples table, pairs files, one training run per sweep cell
+(its own process group, like pretraining), held-out quality, registration with a gate.
+
+``finetune_task(dataset, base, config)`` is the general entry point later stages call to make
+their own task model: pairs from a table or an instruction dataset -> LoRA run -> merged
+model registered under the stage's name.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from prefect import task
+
+from pipelines import launch, synth, tabledoc_eval
+from pipelines.finetune import FinetuneConfig, write_pairs
+from pipelines.pretrain import METRICS
+from tasks.common import (
+    NO_CACHE_POLICY,
+    Progress,
+    current_txn_id,
+    jsonable,
+    lake_task,
+    run_step,
+    tracked_step,
+)
+from tasks.training import LogFollower, plot_loss_curve
+
+HOUR = 3600
+
+
+def _workspace(*parts: str) -> Path:
+    from infra.settings import load_settings
+
+    return load_settings().home.joinpath(*parts)
+
+
+def _digest(payload) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()) \
+        .hexdigest()[:16]
+
+
+@lake_task("make-tabledoc-examples", "pipelines.synth", timeout_seconds=2 * HOUR)
+def make_tabledoc_examples(config: synth.SynthConfig, parent_run: str | None = None) -> dict:
+    """Synthetic CREATE TABLE -> documentation examples into silver/tabledoc_examples."""
+    return run_step("make-tabledoc-examples", parent_run, config,
+                    lambda spark: synth.write_tabledoc_examples(spark, config,
+                                                                txn_id=current_txn_id()))
+
+
+@lake_task("export-pairs", "pipelines.finetune", timeout_seconds=HOUR, tags=())
+def export_pairs(dataset: dict | str, test_fraction: float = 0.1,
+                 parent_run: str | None = None) -> dict:
+    """Prompt/response jsonl files for the ranks: from a table manifest with instruction,
+    response and split columns (the table's version pinned), or from an instruction dataset
+    file/dir (held out by a hash of the instruction)."""
+    if isinstance(dataset, dict):
+        train, test, source = _pairs_from_table(dataset)
+    else:
+        train, test = _pairs_from_dataset(dataset, test_fraction)
+        source = {"path": str(dataset)}
+    out = _workspace("finetune", "pairs", _digest([source, test_fraction]))
+    write_pairs(train, out / "train.jsonl")
+    write_pairs(test, out / "test.jsonl")
+    return {"train": str(out / "train.jsonl"), "test": str(out / "test.jsonl"),
+            "train_examples": len(train), "test_examples": len(test), "source": source,
+            "key": _digest([source, test_fraction, len(train), len(test)])}
+
+
+def _pairs_from_table(manifest: dict):
+    from infra.lake import read_table
+    from infra.spark import get_spark
+
+    rows = (read_table(get_spark(), manifest).select("example_id", "instruction", "response",
+                                                      "split")
+            .orderBy("example_id").collect())
+    split = {"train": [], "test": []}
+    for row in rows:
+        split[row.split].append(_pair(row.instruction, row.response))
+    source = {k: manifest[k] for k in ("table", "table_id", "version")}
+    return split["train"], split["test"], source
+
+
+def _pairs_from_dataset(path: str, test_fraction: float):
+    examples = synth.load_instruction_dataset(path)
+    split = {"train": [], "test": []}
+    for example in examples:
+        bucket = int(hashlib.blake2b(example["instruction"].encode(), digest_size=8)
+                     .hexdigest(), 16) / 2**64
+        split["test" if bucket < test_fraction else "train"].append(
+            _pair(example["instruction"], example["response"]))
+    return split["train"], split["test"]
+
+
+def _pair(instruction: str, response: str) -> tuple[str, str]:
+    """(prompt, target): the Alpaca text cut after the response marker; the target ends
+    with the end marker, so a model learns to stop."""
+    prompt = synth.prompt_of(instruction)
+    return prompt, synth.format_example(instruction, response)[len(prompt):]
+
+
+def run_dir(config: FinetuneConfig, pairs: dict, base: str, ranks: int) -> Path:
+    """A pure function of what the run's trajectory depends on (config, data, base, ranks)."""
+    payload = {"config": config.model_dump(mode="json"), "pairs": pairs["key"], "base": base,
+               "ranks": ranks}
+    return _workspace("runs", "finetune", f"r{config.lora.r}-{_digest(payload)}")
+
+
+def cell_name(config: FinetuneConfig) -> str:
+    targets = config.lora.targets if isinstance(config.lora.targets, str) \
+        else "+".join(config.lora.targets)
+    return f"r{config.lora.r}-{targets}-{config.base_bits}bit"
+
+
+@lake_task("finetune-model", "pipelines.finetune", timeout_seconds=7 * 24 * HOUR)
+def finetune_model(pairs: dict, base: str, config: FinetuneConfig, ranks: int = 1,
+                   timeout_s: float = 24 * HOUR, parent_run: str | None = None) -> dict:
+    """One LoRA run in its own process group (auto-resuming), tracked as an MLflow run."""
+    from prefect import get_run_logger
+
+    from infra import registry
+
+    base_dir = registry.model_dir(base)
+    out = run_dir(config, pairs, str(base), ranks)
+    name = cell_name(config)
+    params = {**jsonable(config), "base": str(base), "ranks": ranks, "run_dir": str(out)}
+    with tracked_step(f"finetune {name}", parent_run, params) as run:
+        if "table" in pairs["source"]:
+            run.log_table(pairs["source"], role="input")
+        follower = LogFollower(run, get_run_logger(), Progress(f"fine-tuning {name}"),
+                               config.max_steps)
+        started = time.perf_counter()
+        summary = launch.launch_finetune(config, base_dir, pairs["train"], out,
+                                         eval_file=pairs["test"] if pairs["test_examples"]
+                                         else None, base_ref=str(base), ranks=ranks,
+                                         timeout_s=timeout_s, on_line=follower)
+        follower.flush()
+        wall_s = time.perf_counter() - started
+        run.log_metrics({"trainable_parameters": summary["trainable_parameters"],
+                         "total_parameters": summary["total_parameters"], "wall_s": wall_s,
+                         **({"eval_loss": summary["val_loss"]}
+                            if summary.get("val_loss") is not None else {})})
+        run.log_artifact(plot_loss_curve(out / METRICS, out / "loss_curve.png"))
+        return {**summary, "cell": name, "base": str(base), "wall_s": wall_s,
+                "run_dir": str(out), "mlflow_run_id": run.run_id,
+                "lora": config.lora.model_dump(mode="json"), "base_bits": config.base_bits}
+
+
+@lake_task("evaluate-tabledoc", "pipelines.tabledoc_eval", timeout_seconds=2 * HOUR)
+def evaluate_tabledoc(model: str, pairs: dict, limit: int, max_new_tokens: int,
+                      run_id: str | None = None) -> dict:
+    """Held-out quality of a model dir or models:/ URI; logged into ``run_id`` when given."""
+    from infra import registry, tracking
+
+    items = tabledoc_eval.read_items(pairs["test"], limit)
+    result = tabledoc_eval.evaluate_model(registry.model_dir(model), items, max_new_tokens)
+    if run_id:
+        run = tracking.Run(run_id)
+        run.log_metrics({k: result[k] for k in ("format_validity", "column_coverage",
+                                                "rouge_l")})
+        run.log_dict({"samples": result["samples"]}, "fixed_prompt_generations.json")
+    return {**result, "model": str(model)}
+
+
+@lake_task("register-finetuned", "pipelines.tabledoc_eval", timeout_seconds=2 * HOUR)
+def register_finetuned(best: dict, quality: dict, pairs: dict, name: str, metric: str,
+                       limit: int, max_new_tokens: int, parent_run: str | None = None) -> dict:
+    """Register the merged winner (and its adapter as an artifact pointing at its base); move
+    ``champion`` only when it beats the current champion on ``metric`` on the same items."""
+    from prefect import get_run_logger
+
+    from infra import registry, tracking
+
+    champion = registry.alias_version(name)
+    champion_score = None
+    if champion is not None:
+        items = tabledoc_eval.read_items(pairs["test"], limit)
+        champion_dir = registry.model_dir(f"models:/{name}/{champion.version}")
+        champion_score = tabledoc_eval.evaluate_model(champion_dir, items,
+                                                      max_new_tokens)[metric]
+    promote = champion_score is None or quality[metric] > champion_score
+    tracking.Run(best["mlflow_run_id"]).log_artifacts(best["adapter_dir"], "adapter")
+    tags = {metric: f"{quality[metric]:.6f}", "base": best["base"], "cell": best["cell"],
+            "adapter": "runs:/" + best["mlflow_run_id"] + "/adapter",
+            **{f"source.{k}": v for k, v in pairs["source"].items()}}
+    with tracked_step(f"register {name}", parent_run, {"name": name, "metric": metric}) as run:
+        version = registry.register_model_dir(name, best["model_dir"], best["mlflow_run_id"],
+                                              tags=tags,
+                                              description=f"LoRA fine-tune of {best['base']}")
+        if promote:
+            registry.set_alias(name, version)
+        run.set_tags({"model_version": version, "promoted": promote})
+    get_run_logger().info("%s version %s (%s %.4f) %s", name, version, metric, quality[metric],
+                          "is the new champion" if promote else
+                          f"stays a challenger (champion: {champion_score:.4f})")
+    return {"name": name, "version": version, "uri": f"models:/{name}/{version}",
+            "champion": promote, metric: quality[metric], "champion_score": champion_score,
+            "model_dir": best["model_dir"]}
+
+
+@task(name="publish-sweep-summary", timeout_seconds=120, cache_policy=NO_CACHE_POLICY)
+def publish_sweep_summary(trained: list[dict], quality: list[dict], skipped: list[dict],
+                          reference: dict, metric: str, best: int) -> list[dict]:
+    """The seed's summary table (r, target modules, base weight bits, quality, parameters
+    updated) as a Prefect table artifact, with the references and skipped cells below."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    rows = [sweep_row(t, q) | {"best": i == best} for i, (t, q) in
+            enumerate(zip(trained, quality))]
+    create_table_artifact(key="finetune-sweep", table=rows,
+                          description=f"LoRA sweep; best by {metric}")
+    lines = ["# finetune-sweep", "", f"Best cell by {metric}: **{trained[best]['cell']}**", "",
+             "| model | format validity | column coverage | ROUGE-L |", "|---|---|---|---|"]
+    lines += [f"| {r['cell']} | {r['format_validity']:.3f} | {r['column_coverage']:.3f} | "
+              f"{r['rouge_l']:.3f} |" for r in rows]
+    lines += [f"| {name} | {q['format_validity']:.3f} | {q['column_coverage']:.3f} | "
+              f"{q['rouge_l']:.3f} |" for name, q in reference.items()]
+    lines += [f"- skipped {s['cell']}: {s['why']}" for s in skipped]
+    create_markdown_artifact(key="finetune-sweep-report", markdown="\n".join(lines) + "\n")
+    return rows
+
+
+def sweep_row(trained: dict, quality: dict) -> dict:
+    targets = trained["lora"]["targets"]
+    return {"cell": trained["cell"], "r": trained["lora"]["r"],
+            "target_modules": targets if isinstance(targets, str) else ",".join(targets),
+            "base_weight_bits": trained["base_bits"],
+            "format_validity": round(quality["format_validity"], 4),
+            "column_coverage": round(quality["column_coverage"], 4),
+            "rouge_l": round(quality["rouge_l"], 4),
+            "parameters_updated": trained["trainable_parameters"],
+            "share_updated": round(trained["trainable_parameters"]
+                                   / trained["total_parameters"], 5),
+            "eval_loss": trained.get("val_loss"), "wall_s": round(trained["wall_s"], 1)}
+
+
+def finetune_task(dataset: dict | str, base: str, config: FinetuneConfig, model_name: str,
+                  parent_run: str | None = None, test_fraction: float = 0.1) -> dict:
+    """Make a task model: pairs from ``dataset`` (a table manifest with instruction,
+    response, split; or an instruction dataset path) -> LoRA fine-tune of ``base`` -> merged
+    model registered as ``model_name``. Champion gate: held-out eval loss, lower wins."""
+    from infra import registry
+
+    pairs = export_pairs(dataset, test_fraction, parent_run=parent_run)
+    trained = finetune_model(pairs, base, config, parent_run=parent_run)
+    loss = trained.get("val_loss")
+    champion = registry.alias_version(model_name)
+    if champion is not None and champion.run_id == trained["mlflow_run_id"]:
+        return {"name": model_name, "version": str(champion.version),  # a cached rerun
+                "uri": f"models:/{model_name}/{champion.version}", "champion": True,
+                "eval_loss": loss, "model_dir": trained["model_dir"]}
+    # eval losses compare only on the same held-out pairs; new data makes a new champion
+    comparable = champion is not None and champion.tags.get("pairs") == pairs["key"]
+    previous = float(champion.tags["eval_loss"]) if comparable and \
+        champion.tags.get("eval_loss") not in (None, "None") else None
+    promote = champion is None or not comparable or (
+        loss is not None and (previous is None or loss < previous))
+    version = registry.register_model_dir(model_name, trained["model_dir"],
+                                          trained["mlflow_run_id"],
+                                          tags={"base": str(base), "eval_loss": loss,
+                                                "pairs": pairs["key"]})
+    if promote:
+        registry.set_alias(model_name, version)
+    return {"name": model_name, "version": version, "uri": f"models:/{model_name}/{version}",
+            "champion": promote, "eval_loss": loss, "model_dir": trained["model_dir"]}
