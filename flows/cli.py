@@ -102,9 +102,10 @@ def print_pretrain_result(result: dict) -> None:
         role = "champion" if registered["champion"] else "challenger (champion kept)"
         print(f"  registered        {registered['uri']} ({role})")
     print(f"  MLflow run        {tracking.run_url(trained['mlflow_run_id'])}")
-    print(f"  validation loss   {trained['val_loss']:.3f} nats/token "
-          f"(add-one unigram {trained['unigram_val_loss']:.3f}), "
-          f"{trained['val_bpb']:.3f} bits/byte (unigram {trained['unigram_val_bpb']:.3f})")
+    if trained.get("val_loss") is not None:
+        print(f"  validation loss   {trained['val_loss']:.3f} nats/token "
+              f"(add-one unigram {trained['unigram_val_loss']:.3f}), "
+              f"{trained['val_bpb']:.3f} bits/byte (unigram {trained['unigram_val_bpb']:.3f})")
 
 
 def print_sweep_result(result: dict) -> None:

@@ -184,6 +184,9 @@ def load_base(base_dir: Path | str, base_bits: int):
 
 def apply_lora(model, settings: LoraSettings, base_bits: int = 32):
     """Wrap the base with LoRA adapters on the resolved targets; only adapters train."""
+    # peft imports bitsandbytes, whose CPU backend warns about a 4-bit kernel package on every
+    # import; 4-bit bases run on CUDA only here, so the warning is noise
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     from peft import LoraConfig, get_peft_model
 
     targets = resolve_targets(model, settings.targets)

@@ -283,6 +283,9 @@ def run_training(config: TrainerConfig, model, train_data, out_dir: Path, *, eva
         if step % config.checkpoint_every == 0 or step == config.max_steps:
             save_checkpoint(engine, ckpt_dir, step, sampler, ema, config, rank)
 
+    if eval_data is not None and last["val_loss"] is None:  # resumed at the end: no step ran
+        val = evaluate(engine, eval_data, config, rank, world)
+        last.update(val_loss=val["val_loss"], val_bpb=val["val_bpb"])
     summary = {"steps": step, "resumed_from": resumed, "world_size": world,
                "tokens": step * tokens_per_step, "checkpoint_dir": str(ckpt_dir),
                "latest": _read_latest(ckpt_dir), **last, **(facts or {})}

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -38,8 +37,9 @@ class LogFollower:
                 self.progress(step / self.max_steps)
         elif event == "eval":
             self.pending.append(({k: record.get(k) for k in EVAL_METRICS}, step))
-            self.logger.info("step %d validation loss %.4f, %.4f bits/byte", step,
-                             record["val_loss"], record.get("val_bpb") or math.nan)
+            bpb = record.get("val_bpb")
+            self.logger.info("step %d validation loss %.4f%s", step, record["val_loss"],
+                             f", {bpb:.4f} bits/byte" if bpb is not None else "")
         elif event == "start":
             self.logger.info("training starts at step %d of %d (world size %d%s)", step,
                              record["max_steps"], record["world_size"],
