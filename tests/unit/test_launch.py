@@ -3,7 +3,6 @@ timeouts and dead ranks that never hang the caller."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
