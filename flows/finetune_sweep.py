@@ -11,7 +11,7 @@ from prefect import flow, unmapped
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.finetune import FinetuneConfig, LoraSettings
+from pipelines.finetune import FinetuneConfig
 from pipelines.synth import SynthConfig
 from tasks.common import tracked_flow
 from tasks.finetune import (
@@ -53,8 +53,7 @@ def grid(config: SweepConfig) -> tuple[list[FinetuneConfig], list[dict]]:
     cells, skipped = [], []
     for r, targets, bits in itertools.product(config.ranks, config.targets, config.base_bits):
         lora = config.train.lora.model_copy(update={"r": r, "alpha": 2 * r, "targets": targets})
-        cell = config.train.model_copy(update={"lora": LoraSettings.model_validate(
-            lora.model_dump()), "base_bits": bits})
+        cell = config.train.model_copy(update={"lora": lora, "base_bits": bits})
         if bits == 4 and not torch.cuda.is_available():
             skipped.append({"cell": cell_name(cell), "why": "4-bit base needs CUDA"})
         elif config.max_cells is None or len(cells) < config.max_cells:

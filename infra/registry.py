@@ -47,6 +47,18 @@ def alias_version(name: str, alias: str = CHAMPION):
         raise
 
 
+def version_with_tags(name: str, tags: dict[str, str]):
+    """The newest version of ``name`` carrying every tag in ``tags``, or None."""
+    from mlflow.exceptions import MlflowException
+
+    query = " and ".join([f"name='{name}'"] + [f"tags.`{k}`='{v}'" for k, v in tags.items()])
+    try:
+        found = tracking.client().search_model_versions(query)
+    except MlflowException:
+        return None
+    return max(found, key=lambda v: int(v.version), default=None)
+
+
 def set_alias(name: str, version: str, alias: str = CHAMPION) -> None:
     tracking.client().set_registered_model_alias(name, alias, version)
 

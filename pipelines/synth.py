@@ -579,6 +579,12 @@ def parse_response(text: str, columns: Sequence[str]) -> tuple[str, dict[str, st
     return one_line(" ".join(description)), comments
 
 
+def response_columns(response: str) -> list[str]:
+    """Column names, in order, of a response's strict ``- name: comment`` lines."""
+    return [m.group(1) for line in response.splitlines()
+            if (m := _STRICT_COLUMN_LINE.match(line))]
+
+
 def format_valid(text: str, columns: Sequence[str]) -> bool:
     """Strict: a non-empty Description line, then exactly one '- name: comment' per column,
     in table order, and nothing else (blank lines aside)."""

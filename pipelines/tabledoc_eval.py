@@ -9,20 +9,13 @@ same items, so a model must beat restating names, not just produce the layout.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from statistics import fmean
 
 from pipelines import synth
 from pipelines.text_metrics import rouge_l
 
-_COLUMN_LINE = re.compile(r"^- ([A-Za-z_][\w$]*): ")
 FIXED_PROMPTS = 3  # the first held-out items, whose generations are logged every time
-
-
-def response_columns(response: str) -> list[str]:
-    """Column names, in order, of a teacher response (one ``- name: comment`` line each)."""
-    return [m.group(1) for line in response.splitlines() if (m := _COLUMN_LINE.match(line))]
 
 
 def read_items(path: Path | str, limit: int | None = None) -> list[dict]:
@@ -33,7 +26,7 @@ def read_items(path: Path | str, limit: int | None = None) -> list[dict]:
             record = json.loads(line)
             reference = synth.response_part(record["response"])
             items.append({"prompt": record["prompt"], "response": reference,
-                          "columns": response_columns(reference)})
+                          "columns": synth.response_columns(reference)})
         if limit is not None and len(items) >= limit:
             break
     return items

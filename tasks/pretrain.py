@@ -108,6 +108,14 @@ def register_base_model(trained: dict, shards: dict, name: str = "genai-base",
 
     from infra import registry
 
+    existing = registry.version_with_tags(name, {"run_dir": trained["run_dir"],
+                                                 "steps": str(trained["steps"])})
+    if existing is not None:  # the same finished run, exported again (e.g. after a code change)
+        return {"name": name, "version": str(existing.version),
+                "uri": f"models:/{name}/{existing.version}",
+                "champion": registry.CHAMPION in (existing.aliases or []),
+                "val_bpb": float(existing.tags["val_bpb"]), "champion_val_bpb": None,
+                "previous_champion": None, "model_dir": trained["final_model_dir"]}
     texts = lm_metrics.validation_texts(shards["dir"])
     window = int(trained["seq_len"])
     bpb = lm_metrics.bits_per_byte(trained["final_model_dir"], texts, window=window)
@@ -119,6 +127,7 @@ def register_base_model(trained: dict, shards: dict, name: str = "genai-base",
                                                 texts, window=window)
     promote = champion_bpb is None or bpb < champion_bpb
     tags = {"val_bpb": f"{bpb:.6f}", "validation_shards": shards["cache_key"],
+            "run_dir": trained["run_dir"],
             "steps": trained["steps"], "tokens": trained["tokens"]}
     with tracked_step("register-base-model", parent_run, {"name": name}) as run:
         version = registry.register_model_dir(
