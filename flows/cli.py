@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--preset", default="demo_minhash_cpu", help="prepare_corpus preset")
     demo.add_argument("--pretrain-preset", default="demo_cpu", help="pretrain preset")
     demo.add_argument("--finetune-preset", default="demo_lora_cpu", help="finetune_sweep preset")
+    demo.add_argument("--reviews-preset", default="demo_lora_cpu",
+                      help="review_summaries preset")
     run = commands.add_parser("prepare-corpus", help="run the prepare-corpus flow")
     run.add_argument("--preset", default="demo_minhash_cpu")
     train = commands.add_parser("pretrain", help="run the pretrain flow on the current mix")
@@ -30,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     sweep.add_argument("--preset", default="demo_lora_cpu",
                        help="configs/finetune_sweep/<preset>.yaml")
     sweep.add_argument("--base", default=None, help="base model: models:/… URI or HF dir")
+    summarise = commands.add_parser("review-summaries",
+                                    help="run the review-summaries flow (incremental)")
+    summarise.add_argument("--preset", default="demo_lora_cpu",
+                           help="configs/review_summaries/<preset>.yaml")
+    summarise.add_argument("--base", default=None,
+                           help="base of genai-reviews when it must be made")
     rate = commands.add_parser("pairwise-eval", help="double-blind rating sheets: prepare, score")
     rate.add_argument("action", choices=("prepare", "score"))
     rate.add_argument("sheets", nargs="*", help="filled sheets (score)")
@@ -37,11 +45,26 @@ def main(argv: list[str] | None = None) -> int:
     rate.add_argument("--a", default="models:/genai-tabledoc@champion", help="model A")
     rate.add_argument("--b", default="models:/genai-base@champion", help="model B")
     rate.add_argument("--items", type=int, default=62, help="unseen tables to rate")
+    serve = commands.add_parser("serve", help="serve a model over OpenAI's HTTP API "
+                                "(foreground, no Prefect run; Ctrl-C stops it)")
+    serve.add_argument("--model", default="models:/genai-tabledoc@champion",
+                       help="models:/… URI or local HF dir")
+    serve.add_argument("--name", default=None,
+                       help="model name clients send (default: the URI minus models:/)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-batch", type=int, help="requests per model call, at most")
+    serve.add_argument("--batch-window-ms", type=float,
+                       help="how long a batch's first request waits for others")
+    serve.add_argument("--api-key-env", default=None,
+                       help="env var holding a bearer token that clients must send")
     commands.add_parser("up", help="start Prefect server + worker + MLflow UI, deploy flows")
     commands.add_parser("down", help="stop what `up` started")
     args = parser.parse_args(argv)
 
     apply_environment()
+    if args.command == "serve":  # no Prefect: a server in the foreground
+        return run_serve(args)
     from infra.prefect import services
 
     if args.command == "up":
@@ -50,32 +73,40 @@ def main(argv: list[str] | None = None) -> int:
         return services.down()
     services.use_running_server()
     if args.command == "demo":
-        return run_demo(args.preset, args.pretrain_preset, args.finetune_preset)
+        return run_demo(args.preset, args.pretrain_preset, args.finetune_preset,
+                        args.reviews_preset)
     if args.command == "pretrain":
         return run_pretrain(args.preset)
     if args.command == "finetune-sweep":
         return run_finetune_sweep(args.preset, args.base)
     if args.command == "pairwise-eval":
         return run_pairwise(args)
+    if args.command == "review-summaries":
+        return run_review_summaries(args.preset, args.base)
     return run_prepare_corpus(args.preset)
 
 
-def run_demo(preset: str, pretrain_preset: str, finetune_preset: str) -> int:
+def run_demo(preset: str, pretrain_preset: str, finetune_preset: str,
+             reviews_preset: str) -> int:
     from flows.lifecycle import STAGE_BUDGETS_S, TOTAL_BUDGET_S, LifecycleConfig, lifecycle
     from flows.prepare_corpus import PrepareCorpusConfig
     from flows.finetune_sweep import SweepConfig
     from flows.pretrain import PretrainFlowConfig
+    from flows.review_summaries import ReviewSummariesConfig
     from pipelines.config import load_preset
 
     config = LifecycleConfig(
         prepare_corpus=load_preset(PrepareCorpusConfig, "prepare_corpus", preset),
         pretrain=load_preset(PretrainFlowConfig, "pretrain", pretrain_preset),
-        finetune=load_preset(SweepConfig, "finetune_sweep", finetune_preset))
+        finetune=load_preset(SweepConfig, "finetune_sweep", finetune_preset),
+        review_summaries=load_preset(ReviewSummariesConfig, "review_summaries",
+                                     reviews_preset))
     started = time.perf_counter()
     result = lifecycle(config)
     total = time.perf_counter() - started
     print_pretrain_result(result["outputs"]["pretraining"])
     print_sweep_result(result["outputs"]["fine-tuning"])
+    print_review_result(result["outputs"]["review summaries"])
     print("\nstage                     seconds   budget")
     over = []
     for stage, seconds in result["stages"].items():
@@ -122,6 +153,34 @@ def print_sweep_result(result: dict) -> None:
     print(f"  model dir         {registered['model_dir']}")
 
 
+def print_review_result(result: dict) -> None:
+    """Where the summaries are, how many groups and how many parsed; the task model's
+    held-out negative-point quality beside its base and the keyword baseline."""
+    summary, report = result["summary"], result["report"]
+    print("\nreview summaries")
+    if summary.get("up_to_date"):
+        print("  no new reviews since the last run: nothing recomputed")
+    else:
+        print(f"  groups            {summary['groups']} ({summary['cached_groups']} from cache), "
+              f"parse rate {summary['parse_rate']:.3f}")
+        print(f"  table             {summary['summaries']['table']}")
+    print(f"  model, prompt     {summary.get('model')}, {summary.get('prompt_uri')}")
+    print(f"  report            {report['html']}")
+    quality = result.get("task_model_quality")
+    if quality:
+        print("  negative points on held-out products (precision / recall):")
+        for who in ("task_model", "base", "keyword_baseline"):
+            q = quality[who]
+            print(f"    {who:<18} {q['precision']:.3f} / {q['recall']:.3f}")
+
+
+def run_review_summaries(preset: str, base: str | None) -> int:
+    from flows.review_summaries import review_summaries
+
+    print_review_result(review_summaries(preset=preset, base=base))
+    return 0
+
+
 def run_finetune_sweep(preset: str, base: str | None) -> int:
     from flows.finetune_sweep import SweepConfig, finetune_sweep
     from pipelines.config import load_preset
@@ -163,6 +222,23 @@ def run_prepare_corpus(preset: str) -> int:
 
     manifest = prepare_corpus(load_preset(PrepareCorpusConfig, "prepare_corpus", preset))
     print(json.dumps(manifest, indent=2, default=str))
+    return 0
+
+
+def run_serve(args) -> int:
+    import logging
+
+    from infra.serving import serve
+
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    batching = {"max_batch": args.max_batch, "batch_window_ms": args.batch_window_ms}
+    try:  # options left out take the server's defaults (infra.serving)
+        serve(args.model, args.host, args.port, model_name=args.name,
+              api_key_env=args.api_key_env, **{k: v for k, v in batching.items() if v is not None})
+    except (OSError, LookupError, ValueError) as err:  # bad --model, key variable or port
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -13,12 +13,14 @@ from pydantic import BaseModel, Field
 from flows.prepare_corpus import PrepareCorpusConfig, prepare_corpus
 from flows.finetune_sweep import SweepConfig, finetune_sweep
 from flows.pretrain import PretrainFlowConfig, pretrain
+from flows.review_summaries import ReviewSummariesConfig, review_summaries
 from tasks.lifecycle import publish_stage_times
 
 STAGE_BUDGETS_S = {  # DESIGN's demo budget per stage, seconds on 2 cores
     "corpus preparation": 120,
     "pretraining": 240,
     "fine-tuning": 180,
+    "review summaries": 180,
 }
 TOTAL_BUDGET_S = 15 * 60
 
@@ -27,6 +29,7 @@ class LifecycleConfig(BaseModel):
     prepare_corpus: PrepareCorpusConfig = Field(default_factory=PrepareCorpusConfig)
     pretrain: PretrainFlowConfig = Field(default_factory=PretrainFlowConfig)
     finetune: SweepConfig = Field(default_factory=SweepConfig)
+    review_summaries: ReviewSummariesConfig = Field(default_factory=ReviewSummariesConfig)
 
 
 @flow(name="lifecycle", log_prints=True)
@@ -45,6 +48,11 @@ def lifecycle(config: LifecycleConfig = LifecycleConfig()) -> dict:
     started = time.perf_counter()
     outputs["fine-tuning"] = finetune_sweep(config.finetune, base=base_model(outputs["pretraining"]))
     stages["fine-tuning"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    outputs["review summaries"] = review_summaries(config.review_summaries,
+                                                   base=base_model(outputs["pretraining"]))
+    stages["review summaries"] = time.perf_counter() - started
 
     publish_stage_times(stages, STAGE_BUDGETS_S)
     return {"stages": stages, "outputs": outputs}

@@ -244,12 +244,16 @@ def _merge(spark, df, path: Path, txn_id: str, key: tuple[str, ...]) -> None:
     from delta.tables import DeltaTable
 
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in key)
+    # update only rows whose values differ: re-merging the same rows changes nothing, so the
+    # Change Data Feed shows real changes only (incremental consumers rely on it)
+    changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in df.columns if c not in key)
     with _merge_lock:
         spark.conf.set("spark.databricks.delta.write.txnAppId", txn_id)
         spark.conf.set("spark.databricks.delta.write.txnVersion", "1")
         try:
             (DeltaTable.forPath(spark, str(path)).alias("t").merge(df.alias("s"), condition)
-             .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+             .whenMatchedUpdateAll(condition=changed or None).whenNotMatchedInsertAll()
+             .execute())
         finally:
             spark.conf.unset("spark.databricks.delta.write.txnAppId")
             spark.conf.unset("spark.databricks.delta.write.txnVersion")

@@ -5,6 +5,10 @@ Two implementations sit behind the ``LLM`` protocol, so a stage never knows whic
 - ``TransformersLLM`` runs an HF causal LM in process. Prompts are sorted by token length and
   grouped into left-padded batches under a token budget (short prompts share a batch, long
   ones go few at a time), then the completions are put back in the callers' order.
+  ``complete`` is the one decode path: it also reports token counts and why each completion
+  ended, and, given ``on_delta``, hands out each completion's text as it grows, step by step
+  (what the serving app streams); ``generate`` is its texts. The deltas of a completion
+  always add up to its final text, so streamed and non-streamed outputs are the same.
 - ``OpenAICompatibleLLM`` talks to any OpenAI-compatible server (vLLM, the project's own
   serving app, a hosted API) over HTTP, a few requests in flight at a time, retrying what is
   transient (429, 5xx, timeouts) with exponential backoff and failing fast on the rest.
@@ -20,11 +24,13 @@ which is what batch pipelines need from a small task-tuned model.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import random
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -66,6 +72,16 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> str:
     return text[:cut]
 
 
+def streamable_prefix(text: str, stops: Sequence[str]) -> str:
+    """The part of a still-growing completion that can be sent now and never taken back:
+    cut at the earliest stop, then hold back a trailing replacement character (a multi-byte
+    character whose other bytes are yet to come) and any tail that might begin a stop string
+    (the next token could complete it, or reveal an earlier stop)."""
+    text = cut_at_stop(text, stops).rstrip("\ufffd")
+    held = max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+    return text[:len(text) - held]
+
+
 # ---------------------------------------------------------------------------- in process
 
 
@@ -101,6 +117,58 @@ def _stop_on_strings(tokenizer, prompt_width: int, stops: list[str]):
     return StopOnStrings()
 
 
+@dataclasses.dataclass(frozen=True)
+class Completion:
+    """One prompt's completion with what an OpenAI-style ``usage`` and ``finish_reason`` need."""
+
+    text: str  # cut at the earliest stop sequence
+    prompt_tokens: int
+    completion_tokens: int  # tokens generated, not counting the end-of-sequence token
+    finish_reason: Literal["stop", "length"]  # stop: EOS or a stop sequence; length: max tokens
+
+
+DeltaCallback = Callable[[int, str], None]  # (index of the prompt, new text of its completion)
+
+
+class _TextDeltas:
+    """A ``model.generate`` streamer for a whole batch: after every decoding step, each row's
+    tokens so far are decoded and whatever ``streamable_prefix`` adds to what was already sent
+    goes to ``emit(row, delta)``. ``flush`` sends the rest of the final texts, so a row's deltas
+    always add up to its final text (decoding is checked to only ever extend the sent text)."""
+
+    def __init__(self, tokenizer, stops: list[str], emit: DeltaCallback):
+        self.tokenizer, self.stops, self.emit = tokenizer, stops, emit
+        self.tokens: list[list[int]] | None = None  # generated ids per row
+        self.sent: list[str] = []
+
+    def put(self, value) -> None:
+        if self.tokens is None:  # generate's first call hands over the prompts: not output
+            self.tokens = [[] for _ in range(value.shape[0])]
+            self.sent = [""] * value.shape[0]
+            return
+        for row, token in zip(self.tokens, value.tolist()):
+            row.append(token)
+        texts = self.tokenizer.batch_decode(self.tokens, skip_special_tokens=True)
+        for row, text in enumerate(texts):
+            self._send(row, streamable_prefix(text, self.stops))
+
+    def end(self) -> None:
+        """Called by ``generate`` when done; the final texts come with ``flush``."""
+
+    def flush(self, final_texts: list[str]) -> None:
+        for row, text in enumerate(final_texts):
+            if not text.startswith(self.sent[row]):  # would break "deltas add up": say so
+                raise RuntimeError(f"streamed text {self.sent[row]!r} is not a prefix of the "
+                                   f"final completion {text!r}: the tokenizer's decoding is "
+                                   "not prefix-stable")
+            self._send(row, text)
+
+    def _send(self, row: int, text: str) -> None:
+        if len(text) > len(self.sent[row]) and text.startswith(self.sent[row]):
+            self.emit(row, text[len(self.sent[row]):])
+            self.sent[row] = text
+
+
 class TransformersLLM:
     """An HF causal LM dir (safetensors + tokenizer), loaded from local files only.
 
@@ -127,15 +195,34 @@ class TransformersLLM:
             str(model_dir), local_files_only=True, dtype=dtype).to(self.device).eval()
 
     def generate(self, prompts: list[str], params: GenerationParams | None = None) -> list[str]:
+        return [c.text for c in self.complete(prompts, params)]
+
+    def complete(self, prompts: list[str], params: GenerationParams | None = None,
+                 on_delta: DeltaCallback | None = None) -> list[Completion]:
+        """Completions in the prompts' order. With ``on_delta``, each completion's text is also
+        handed out as it grows, ``on_delta(prompt index, delta)``, from this thread; a prompt's
+        deltas add up to its completion's text by the time this returns."""
         params = params or GenerationParams()
         ids = [self._encode(p) for p in prompts]
-        completions = [""] * len(prompts)
+        completions: list[Completion | None] = [None] * len(prompts)
         plan = plan_batches([len(i) for i in ids], params.max_new_tokens, self.tokens_per_batch)
         for index, batch in enumerate(plan):
-            texts = self._generate_batch([ids[i] for i in batch], params, params.seed + index)
-            for i, text in zip(batch, texts):
-                completions[i] = cut_at_stop(text, params.stop)
-        return completions
+            emit = None if on_delta is None else (
+                lambda row, delta, batch=batch: on_delta(batch[row], delta))
+            done = self._complete_batch([ids[i] for i in batch], params, params.seed + index,
+                                        emit)
+            for i, completion in zip(batch, done):
+                completions[i] = completion
+        return completions  # type: ignore[return-value]  # every index is in one batch
+
+    def count_tokens(self, prompt: str) -> int:
+        """The prompt's length as ``complete`` feeds it to the model."""
+        return len(self._encode(prompt))
+
+    @property
+    def context_length(self) -> int | None:
+        """Positions the model was built for (prompt + completion), when its config says."""
+        return getattr(self.model.config, "max_position_embeddings", None)
 
     def _encode(self, prompt: str) -> list[int]:
         ids = self.tokenizer(prompt)["input_ids"]
@@ -152,8 +239,8 @@ class TransformersLLM:
         return (torch.tensor(input_ids, device=self.device),
                 torch.tensor(mask, device=self.device))
 
-    def _generate_batch(self, batch_ids: list[list[int]], params: GenerationParams,
-                        seed: int) -> list[str]:
+    def _complete_batch(self, batch_ids: list[list[int]], params: GenerationParams, seed: int,
+                        emit: DeltaCallback | None) -> list[Completion]:
         import torch
 
         input_ids, attention_mask = self._left_pad(batch_ids)
@@ -170,12 +257,38 @@ class TransformersLLM:
 
             kwargs["stopping_criteria"] = StoppingCriteriaList(
                 [_stop_on_strings(self.tokenizer, input_ids.shape[1], params.stop)])
+        deltas = None if emit is None else _TextDeltas(self.tokenizer, params.stop, emit)
+        if deltas is not None:  # only when asked: decoding every step costs a little
+            kwargs["streamer"] = deltas
         cuda = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
         # fork_rng: seeding here must not reset the caller's global random state.
         with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             out = self.model.generate(input_ids, attention_mask=attention_mask, **kwargs)
-        return self.tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)
+        generated = out[:, input_ids.shape[1]:].tolist()
+        texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        completions = [self._completion(len(ids), tokens, text, params.stop)
+                       for ids, tokens, text in zip(batch_ids, generated, texts)]
+        if deltas is not None:
+            deltas.flush([c.text for c in completions])
+        return completions
+
+    def _completion(self, prompt_tokens: int, tokens: list[int], text: str,
+                    stops: list[str]) -> Completion:
+        """Token counts and finish reason of one row: a row that ended early (EOS, or a stop
+        sequence) is followed by EOS or padding; one that ran to max_new_tokens is not."""
+        cut = cut_at_stop(text, stops)
+        ended = next((k for k, t in enumerate(tokens) if t in self._end_token_ids), None)
+        return Completion(text=cut, prompt_tokens=prompt_tokens,
+                          completion_tokens=len(tokens) if ended is None else ended,
+                          finish_reason="stop" if ended is not None or cut != text else "length")
+
+    @functools.cached_property
+    def _end_token_ids(self) -> frozenset[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id,
+                                                              self.tokenizer.pad_token_id}
+        return frozenset(i for i in ids if i is not None)
 
 
 # ---------------------------------------------------------------------------- over HTTP
@@ -322,6 +435,9 @@ class Field:
     prefix: str  # e.g. "Sentiment:"
     stop: list[str] = dataclasses.field(default_factory=lambda: ["\n"])
     max_new_tokens: int = 64  # tokens for this field's value, at most
+    joiner: str = ""  # written between prefix and value, never generated: with prefix "Name:"
+    # and joiner " ", the model continues "Name:" itself, as its training text did (a prompt
+    # ending in a bare space splits the " word" token it learned)
 
     def __post_init__(self):
         if not self.stop or not all(self.stop):
@@ -341,7 +457,7 @@ def _clean_value(value: str, field: Field) -> str:
 
 def render_fields(fields: Sequence[Field], values: dict[str, str]) -> str:
     """The filled template as text: each field's prefix, value and terminator."""
-    return "".join(f"{f.prefix}{values.get(f.name, '')}{f.stop[0]}" for f in fields)
+    return "".join(f"{f.prefix}{f.joiner}{values.get(f.name, '')}{f.stop[0]}" for f in fields)
 
 
 def parse_fields(fields: Sequence[Field], text: str) -> dict[str, str]:
@@ -367,13 +483,45 @@ def generate_fields(llm: LLM, prompts: list[str], fields: list[Field],
     """Fill ``fields`` for every prompt, one field at a time, batched across prompts.
     ``params`` sets sampling (temperature, top_p, seed); each field sets its own stop and
     max_new_tokens. Every field is present in every result (possibly empty)."""
+    return generate_templates(llm, prompts, [fields] * len(prompts), params)
+
+
+def generate_templates(llm: LLM, prompts: list[str], templates: list[list[Field]],
+                       params: GenerationParams | None = None) -> list[dict[str, str]]:
+    """``generate_fields`` with a template per prompt (say, one field per column of each
+    table): step i fills the i-th field of every template that has one, in one model call
+    per distinct (stop, max_new_tokens)."""
+    if len(templates) != len(prompts):
+        raise ValueError(f"{len(templates)} templates for {len(prompts)} prompts")
     params = params or GenerationParams()
     results: list[dict[str, str]] = [{} for _ in prompts]
-    for i, f in enumerate(fields):
-        field_params = params.model_copy(update={"max_new_tokens": f.max_new_tokens,
-                                                 "stop": list(f.stop)})
-        texts = [prompt + render_fields(fields[:i], values) + f.prefix
-                 for prompt, values in zip(prompts, results)]
-        for values, completion in zip(results, llm.generate(texts, field_params)):
-            values[f.name] = _clean_value(cut_at_stop(completion, f.stop), f)
+    for i in range(max(map(len, templates), default=0)):
+        groups: dict[tuple, list[int]] = {}
+        for j, fields in enumerate(templates):
+            if i < len(fields):
+                groups.setdefault((tuple(fields[i].stop), fields[i].max_new_tokens), []).append(j)
+        for (stop, max_new_tokens), members in groups.items():
+            field_params = params.model_copy(update={"max_new_tokens": max_new_tokens,
+                                                     "stop": list(stop)})
+            texts = [prompts[j] + render_fields(templates[j][:i], results[j])
+                     + templates[j][i].prefix for j in members]
+            for j, completion in zip(members, llm.generate(texts, field_params)):
+                field = templates[j][i]
+                results[j][field.name] = _clean_value(cut_at_stop(completion, field.stop), field)
     return results
+
+
+# ------------------------------------------------------------------- quoting data in prompts
+
+QUOTE_OPEN, QUOTE_CLOSE = "<<<", ">>>"
+
+
+def quote_block(text: str, label: str) -> str:
+    """``text`` quoted as data: ``<<<label`` … ``>>>``. Every run of three or more ``<`` or
+    ``>`` inside the text is spaced out first (``>>>>`` -> ``> > > >``), so quoted text can
+    neither close its block nor open a fake one, whatever it says."""
+    safe = _MARKER_RUN.sub(lambda m: " ".join(m.group()), text)
+    return f"{QUOTE_OPEN}{label}\n{safe}\n{QUOTE_CLOSE}"
+
+
+_MARKER_RUN = re.compile(r"<{3,}|>{3,}")

@@ -150,3 +150,81 @@ def flatten(data: dict, prefix: str = "") -> dict:
         else:
             out[name] = value
     return out
+
+
+# ------------------------------------------------------------------------- prompt registry
+
+@dataclass(frozen=True)
+class PromptRef:
+    """One registered prompt version: its URI (``prompts:/<name>/<version>``) and text."""
+    name: str
+    version: int
+    template: str
+
+    @property
+    def uri(self) -> str:
+        return f"prompts:/{self.name}/{self.version}"
+
+    def format(self, **values: str) -> str:
+        """The template with its ``{{name}}`` variables filled; a missing value is an error,
+        and filled text is never re-scanned (a review quoting "{{x}}" stays as written)."""
+        def fill(match: re.Match) -> str:
+            if match.group(1) not in values:
+                raise KeyError(f"prompt {self.uri} needs a value for {{{{{match.group(1)}}}}}")
+            return values[match.group(1)]
+
+        return _PROMPT_VARIABLE.sub(fill, self.template)
+
+
+_PROMPT_VARIABLE = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+
+
+def register_prompt(name: str, template: str, message: str) -> PromptRef:
+    """The newest version of prompt ``name`` when its text is ``template``, else a new
+    version (so a code default is registered once, and an edited prompt gets a version)."""
+    apply_environment()
+    import mlflow
+
+    latest = load_prompt(f"prompts:/{name}@latest", allow_missing=True)
+    if latest is not None and latest.template == template:
+        return latest
+    version = mlflow.genai.register_prompt(name=name, template=template, commit_message=message)
+    return PromptRef(name, int(version.version), version.template)
+
+
+def load_prompt(uri: str, allow_missing: bool = False) -> PromptRef | None:
+    """A prompt version by URI: ``prompts:/<name>/<version>`` or ``prompts:/<name>@<alias>``."""
+    apply_environment()
+    import mlflow
+
+    version = mlflow.genai.load_prompt(uri, allow_missing=allow_missing, link_to_model=False)
+    if version is None:
+        return None
+    return PromptRef(version.name, int(version.version), version.template)
+
+
+# ---------------------------------------------------------------------------------- traces
+
+def log_llm_traces(run_id: str, name: str, calls: list[dict]) -> int:
+    """One MLflow trace per LLM call of a run: ``calls`` hold ``inputs``, ``outputs``,
+    ``latency_ms``, ``prompt_tokens``, ``completion_tokens`` and any string attributes.
+    The traces land in the run's experiment, linked to the run; returns how many."""
+    import time
+
+    apply_environment()
+    import mlflow
+
+    experiment = client().get_run(run_id).info.experiment_id
+    now = time.time_ns()
+    for call in calls:
+        latency_ns = int(call.get("latency_ms", 0) * 1e6)
+        attributes = {k: str(v) for k, v in call.items()
+                      if k not in ("inputs", "outputs") and v is not None}
+        span = mlflow.start_span_no_context(
+            name, span_type="LLM", inputs=call.get("inputs"), attributes=attributes,
+            experiment_id=experiment, metadata={"mlflow.sourceRun": run_id},
+            start_time_ns=now - latency_ns)
+        span.set_outputs(call.get("outputs"))
+        span.end(end_time_ns=now)
+    mlflow.flush_trace_async_logging()  # export runs in the background: finish it here
+    return len(calls)

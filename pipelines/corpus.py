@@ -247,14 +247,14 @@ def _user_work_items(paths: list[str]) -> list[WorkItem]:
                                        f"(expected one of {', '.join(sorted(USER_SUFFIXES))})")
             items.append(_user_item(kind, resolved_root, resolved_root.parent))
             continue
-        for path in _walk_refusing_symlinks(resolved_root):
+        for path in walk_refusing_symlinks(resolved_root):
             kind = USER_SUFFIXES.get(path.suffix.lower())
             if kind is not None:  # other files in a folder (.DS_Store, images) are not corpus
                 items.append(_user_item(kind, path, resolved_root))
     return items
 
 
-def _walk_refusing_symlinks(root: Path) -> Iterator[Path]:
+def walk_refusing_symlinks(root: Path) -> Iterator[Path]:
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
     except OSError as exc:
@@ -269,17 +269,17 @@ def _walk_refusing_symlinks(root: Path) -> Iterator[Path]:
         if not path.resolve().is_relative_to(root):
             raise CorpusInputError(f"corpus path {path} resolves outside the corpus root {root}")
         if entry.is_dir():
-            yield from _walk_refusing_symlinks(path)
+            yield from walk_refusing_symlinks(path)
         elif entry.is_file():
             yield path
 
 
 def _user_item(kind: str, path: Path, root: Path) -> WorkItem:
-    _check_readable(kind, path)
+    check_readable(kind, path)
     return WorkItem(kind, None, None, str(path), path.relative_to(root).as_posix(), str(path))
 
 
-def _check_readable(kind: str, path: Path) -> None:
+def check_readable(kind: str, path: Path) -> None:
     try:
         with open(path, "rb"):
             pass

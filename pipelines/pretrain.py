@@ -288,7 +288,8 @@ def run_training(config: TrainerConfig, model, train_data, out_dir: Path, *, eva
         last.update(val_loss=val["val_loss"], val_bpb=val["val_bpb"])
     summary = {"steps": step, "resumed_from": resumed, "world_size": world,
                "tokens": step * tokens_per_step, "checkpoint_dir": str(ckpt_dir),
-               "latest": _read_latest(ckpt_dir), **last, **(facts or {})}
+               "latest": _read_latest(ckpt_dir), **last, **_peak_gpu_memory(),
+               **(facts or {})}
     if export is not None:
         summary.update(export(engine, ema))
         _barrier()
@@ -296,6 +297,15 @@ def run_training(config: TrainerConfig, model, train_data, out_dir: Path, *, eva
     if rank == 0:
         write_json_atomic(out_dir / SUMMARY, summary)
     return summary
+
+
+def _peak_gpu_memory() -> dict:
+    """This rank's peak GPU memory held by tensors (what LoRA vs QLoRA is compared on)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {"peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20}
 
 
 def _grad_norm_before_step(engine):

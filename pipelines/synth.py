@@ -551,6 +551,78 @@ def render_response(description: str, comments: Iterable[tuple[str, str]]) -> st
     return "\n".join(lines)
 
 
+_TABLE_CONSTRAINT = re.compile(r"^(CONSTRAINT|PRIMARY|FOREIGN|UNIQUE|CHECK|INDEX|KEY|EXCLUDE)\b",
+                               re.IGNORECASE)
+_CREATE_TABLE = re.compile(r"CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP(?:ORARY)?\s+)?TABLE\b",
+                           re.IGNORECASE)
+
+
+def ddl_columns(text: str) -> list[str]:
+    """Column names of the first CREATE TABLE in ``text``, in order (table constraints,
+    comments and quoting are skipped); raises ValueError when there is none."""
+    match = _CREATE_TABLE.search(text)
+    start = text.find("(", match.end()) if match else -1
+    if start < 0:
+        raise ValueError("no CREATE TABLE (...) statement found")
+    columns = []
+    for element in _top_level_elements(text[start + 1:]):
+        element = re.sub(r"--[^\n]*", " ", element).strip()
+        if element and not _TABLE_CONSTRAINT.match(element):
+            columns.append(_identifier(element))
+    if not columns:
+        raise ValueError("the CREATE TABLE statement declares no columns")
+    return columns
+
+
+_QUOTED_IDENTIFIER = re.compile(r'^(?:"([^"]+)"|`([^`]+)`|\[([^\]]+)\])')
+
+
+def _identifier(element: str) -> str:
+    """The leading identifier of a column definition; quoted ones may hold spaces."""
+    quoted = _QUOTED_IDENTIFIER.match(element)
+    return next(g for g in quoted.groups() if g) if quoted else element.split()[0]
+
+
+def _top_level_elements(body: str) -> list[str]:
+    """Split a table body at commas outside parentheses, quotes and comments; stop at the
+    body's closing parenthesis."""
+    elements, current, depth, quote, i = [], [], 0, None, 0
+    while i < len(body):
+        ch = body[i]
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"`":
+            quote = ch
+        elif body.startswith("--", i):  # a comment runs to the line's end
+            end = body.find("\n", i)
+            i = len(body) if end < 0 else end
+            continue
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            if depth == 0:
+                break
+            depth -= 1
+        elif ch == "," and depth == 0:
+            elements.append("".join(current))
+            current = []
+            i += 1
+            continue
+        current.append(ch)
+        i += 1
+    elements.append("".join(current))
+    return elements
+
+
+def response_template(columns: Sequence[str]) -> list:
+    """The response layout as infra.llm fields (description, then one comment per column):
+    filled field by field, a generation parses by construction."""
+    from infra.llm import Field
+
+    return [Field("description", "Description:", ["\n"], 96, joiner=" ")] + [
+        Field(name, f"- {name}:", ["\n"], 64, joiner=" ") for name in columns]
+
+
 def response_part(text: str) -> str:
     """The response of a full Alpaca example (or the text itself), without the end marker."""
     if RESPONSE_MARKER in text:
@@ -967,6 +1039,22 @@ def example_stats(rows: Sequence[dict]) -> dict:
             "fallback_columns": sum(r["fallback_columns"] for r in rows)}
 
 
+def tabledoc_rows(config: SynthConfig, teacher: Teacher | None = None) -> list[dict]:
+    """Generate, document and split the examples in memory: the rows of SYNTH_TABLEDOC."""
+    tables = generate_tables(config.n_examples, config.seed)
+    teacher = teacher or teacher_from_config(config.teacher)
+    docs = teacher.document(tables)
+    _, test = split_by_family(tables, config.test_fraction, config.seed)
+    return build_examples(tables, docs, {t.family for t in test}, teacher.name, config.seed)
+
+
+def training_pair(instruction: str, response: str) -> tuple[str, str]:
+    """(prompt, target): the Alpaca text cut after the response marker; the target ends
+    with the end marker, so a model learns to stop."""
+    prompt = prompt_of(instruction)
+    return prompt, format_example(instruction, response)[len(prompt):]
+
+
 def write_tabledoc_examples(spark, config: SynthConfig, txn_id: str, root: Path | None = None,
                             *, teacher: Teacher | None = None) -> dict:
     """Step: generate, document, split and write silver/tabledoc_examples; returns its manifest.
@@ -974,11 +1062,7 @@ def write_tabledoc_examples(spark, config: SynthConfig, txn_id: str, root: Path 
     ``teacher`` overrides ``config.teacher`` (tests and callers that already hold an LLM)."""
     from infra.lake import write_table
 
-    tables = generate_tables(config.n_examples, config.seed)
-    teacher = teacher or teacher_from_config(config.teacher)
-    docs = teacher.document(tables)
-    _, test = split_by_family(tables, config.test_fraction, config.seed)
-    rows = build_examples(tables, docs, {t.family for t in test}, teacher.name, config.seed)
+    rows = tabledoc_rows(config, teacher)
     columns = [f.split()[0] for f in SYNTH_TABLEDOC.schema.split(", ")]
     df = spark.createDataFrame([tuple(r[c] for c in columns) for r in rows],
                                SYNTH_TABLEDOC.schema)

@@ -54,19 +54,28 @@ def copy_baseline_outputs(items: list[dict]) -> list[str]:
             for i in items]
 
 
-def generate(model_dir: Path | str, items: list[dict], max_new_tokens: int) -> list[str]:
-    """Greedy generations of the model for each item's prompt, cut at the end marker."""
-    from infra.llm import GenerationParams, TransformersLLM
+def generate(model_dir: Path | str, items: list[dict], max_new_tokens: int,
+             tokens_per_batch: int = 8192, structured: bool = False) -> list[str]:
+    """Greedy generations of the model for each item's prompt, cut at the end marker; or,
+    ``structured``, the response template of the item's CREATE TABLE filled field by field."""
+    from infra.llm import GenerationParams, TransformersLLM, generate_templates, render_fields
 
-    llm = TransformersLLM(model_dir)
-    params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0,
-                              stop=[synth.END_MARKER])
-    return llm.generate([i["prompt"] for i in items], params)
+    llm = TransformersLLM(model_dir, tokens_per_batch=tokens_per_batch)
+    prompts = [i["prompt"] for i in items]
+    if not structured:
+        params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0,
+                                  stop=[synth.END_MARKER])
+        return llm.generate(prompts, params)
+    templates = [synth.response_template(synth.ddl_columns(p)) for p in prompts]
+    filled = generate_templates(llm, prompts, templates, GenerationParams(temperature=0.0))
+    return [render_fields(t, values) for t, values in zip(templates, filled)]
 
 
-def evaluate_model(model_dir: Path | str, items: list[dict], max_new_tokens: int) -> dict:
-    """Scores plus the fixed prompts' generations (for the run's artifacts)."""
-    outputs = generate(model_dir, items, max_new_tokens)
+def evaluate_model(model_dir: Path | str, items: list[dict], max_new_tokens: int,
+                   tokens_per_batch: int = 8192, structured: bool = False) -> dict:
+    """Scores plus the fixed prompts' generations (for the run's artifacts);
+    ``tokens_per_batch`` bounds padded tokens per forward pass (raise it on a GPU)."""
+    outputs = generate(model_dir, items, max_new_tokens, tokens_per_batch, structured)
     samples = [{"prompt": i["prompt"], "reference": i["response"], "generated": o}
                for i, o in zip(items[:FIXED_PROMPTS], outputs)]
     return {**score(outputs, items), "samples": samples}

@@ -309,13 +309,25 @@ def build_token_shards(spark, mix_manifest: dict, tokenizer_dir: Path | str, out
     """
     from infra.lake import read_table
 
+    tokenizer = load_tokenizer(tokenizer_dir)
+    table = {k: mix_manifest[k] for k in ("table", "table_id", "version")}
+    return write_token_shards(
+        lambda: _tokenized_documents(read_table(spark, mix_manifest), tokenizer), tokenizer,
+        table, out_root, seq_len, val_fraction, seed, shard_sequences)
+
+
+def write_token_shards(documents: Callable[[], Iterable], tokenizer, table: dict,
+                       out_root: Path | str, seq_len: int, val_fraction: float, seed: int,
+                       shard_sequences: int = DEFAULT_SHARD_SEQUENCES) -> dict:
+    """Tokenized documents -> a complete shard dir under ``out_root``, keyed by ``table``
+    ({table, table_id, version}) and the settings; returns its summary (see
+    ``build_token_shards``). ``documents()`` yields (id, repeat, UTF-8 bytes, token ids) in
+    (repeat, id) order and is only called when the dir must be built."""
     if seq_len < 2:
         raise ValueError(f"seq_len must be >= 2 (inputs and shifted labels), got {seq_len}")
     if shard_sequences < 1:
         raise ValueError(f"shard_sequences must be >= 1, got {shard_sequences}")
     is_validation("", val_fraction, seed)  # validates the fraction before any work
-    tokenizer = load_tokenizer(tokenizer_dir)
-    table = {k: mix_manifest[k] for k in ("table", "table_id", "version")}
     digest = tokenizer_hash(tokenizer)
     key = shard_cache_key(table, digest, seq_len, val_fraction, seed, shard_sequences)
     out_root = Path(out_root)
@@ -324,14 +336,13 @@ def build_token_shards(spark, mix_manifest: dict, tokenizer_dir: Path | str, out
         return _summary(out_dir, reused=True)
     _discard_incomplete(out_dir)  # a crash between the rename and the marker left it
 
-    df = read_table(spark, mix_manifest)
     out_root.mkdir(parents=True, exist_ok=True)
     tmp = out_root / f".{key}.tmp-{uuid.uuid4().hex[:12]}"  # unique: concurrent builds never mix
     tmp.mkdir()
     try:
-        splits = _write_shards(_tokenized_documents(df, tokenizer), tmp, table, seq_len,
-                               val_fraction, seed, shard_sequences,
-                               eos_id=tokenizer.eos_token_id, dtype=shard_dtype(len(tokenizer)))
+        splits = _write_shards(documents(), tmp, table, seq_len, val_fraction, seed,
+                               shard_sequences, eos_id=tokenizer.eos_token_id,
+                               dtype=shard_dtype(len(tokenizer)))
         index = {
             "format": SHARD_FORMAT, "cache_key": key, "seq_len": seq_len,
             "dtype": shard_dtype(len(tokenizer)).name, "vocab_size": len(tokenizer),
@@ -354,6 +365,19 @@ def build_token_shards(spark, mix_manifest: dict, tokenizer_dir: Path | str, out
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return _summary(out_dir, reused=False)
+
+
+def tokenize_in_process(records: Iterable[tuple[str, str]], tokenizer,
+                        batch: int = 1024) -> Iterator[tuple[str, int, int, np.ndarray]]:
+    """(id, text) pairs -> ``write_token_shards`` documents, without Spark: sorted by id (one
+    pass, repeat 0), tokenized in batches by the Rust tokenizer's threads."""
+    ordered = sorted(records, key=lambda r: r[0])
+    backend = tokenizer.backend_tokenizer
+    for start in range(0, len(ordered), batch):
+        chunk = ordered[start:start + batch]
+        encodings = backend.encode_batch_fast([t for _, t in chunk], add_special_tokens=False)
+        for (doc_id, text), encoding in zip(chunk, encodings):
+            yield doc_id, 0, len(text.encode()), np.asarray(encoding.ids, dtype=np.uint32)
 
 
 def _tokenized_documents(df, tokenizer) -> Iterator[tuple[str, int, int, np.ndarray]]:

@@ -78,7 +78,7 @@ def _pairs_from_table(manifest: dict):
             .orderBy("example_id").collect())
     split = {"train": [], "test": []}
     for row in rows:
-        split[row.split].append(_pair(row.instruction, row.response))
+        split[row.split].append(synth.training_pair(row.instruction, row.response))
     source = {k: manifest[k] for k in ("table", "table_id", "version")}
     return split["train"], split["test"], source
 
@@ -90,15 +90,8 @@ def _pairs_from_dataset(path: str, test_fraction: float):
         bucket = int(hashlib.blake2b(example["instruction"].encode(), digest_size=8)
                      .hexdigest(), 16) / 2**64
         split["test" if bucket < test_fraction else "train"].append(
-            _pair(example["instruction"], example["response"]))
+            synth.training_pair(example["instruction"], example["response"]))
     return split["train"], split["test"]
-
-
-def _pair(instruction: str, response: str) -> tuple[str, str]:
-    """(prompt, target): the Alpaca text cut after the response marker; the target ends
-    with the end marker, so a model learns to stop."""
-    prompt = synth.prompt_of(instruction)
-    return prompt, synth.format_example(instruction, response)[len(prompt):]
 
 
 def run_dir(config: FinetuneConfig, pairs: dict, base: str, ranks: int) -> Path:

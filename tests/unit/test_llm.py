@@ -3,15 +3,13 @@ output that always parses, and the HTTP client's retries, limits and key hygiene
 local server."""
 from __future__ import annotations
 
-import json
 import random
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
 
+from fake_openai import FakeServer, echo  # noqa: E402  (tests/ is on sys.path)
 from infra.llm import (
     Field,
     GenerationParams,
@@ -20,6 +18,7 @@ from infra.llm import (
     TransformersLLM,
     cut_at_stop,
     generate_fields,
+    generate_templates,
     load_llm,
     parse_fields,
     plan_batches,
@@ -173,59 +172,6 @@ def test_render_parse_round_trip_and_clear_parse_error():
 # ---------------------------------------------------------------------------- HTTP client
 
 
-class FakeServer:
-    """An OpenAI-compatible server on 127.0.0.1: answers with ``respond(n, path, body)`` ->
-    (status, headers, payload), records requests and the most requests in flight at once."""
-
-    def __init__(self, respond=None, delay_s: float = 0.0):
-        self.respond = respond or (lambda n, path, body: (200, {}, echo(path, body)))
-        self.delay_s = delay_s
-        self.requests: list[dict] = []
-        self.in_flight = self.max_in_flight = 0
-        self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.httpd.handle_error = lambda request, address: None  # clients that timed out
-        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def _handler(self):
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.lock:
-                    n = len(server.requests)
-                    server.requests.append({"path": self.path, "body": body,
-                                            "headers": dict(self.headers)})
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                try:
-                    time.sleep(server.delay_s)
-                    status, headers, payload = server.respond(n, self.path, body)
-                finally:
-                    with server.lock:
-                        server.in_flight -= 1
-                data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
-                self.send_response(status)
-                for key, value in {"Content-Length": str(len(data)), **headers}.items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        return Handler
-
-
-def echo(path: str, body: dict) -> dict:
-    if path.endswith("/chat/completions"):
-        return {"choices": [{"message": {"role": "assistant",
-                                         "content": "chat:" + body["messages"][0]["content"]}}]}
-    return {"choices": [{"text": "text:" + body["prompt"]}]}
-
-
 @pytest.fixture
 def serve():
     servers = []
@@ -247,7 +193,9 @@ def test_completions_and_chat_hit_their_paths_with_their_bodies(serve):
     assert completions.generate(["x|y", "z"], params) == ["text:x", "text:z"]  # cut client-side
     chat = OpenAICompatibleLLM(server.base_url + "/", "m2", mode="chat")
     assert chat.generate(["hi"], params) == ["chat:hi"]
-    first, chat_request = server.requests[0], server.requests[-1]
+    # the two completions go out concurrently: find the first prompt's request by its body
+    first = next(r for r in server.requests if r["body"].get("prompt") == "x|y")
+    chat_request = server.requests[-1]
     assert first["path"] == "/v1/completions"
     assert first["body"] == {"model": "m1", "prompt": "x|y", "max_tokens": 5, "temperature": 0.5,
                              "top_p": 0.9, "seed": 4, "stop": ["|"]}
@@ -336,3 +284,19 @@ def test_load_llm_dispatches_on_the_spec(tiny_model_dir, tmp_path):
         load_llm("http://127.0.0.1:9/v1")
     with pytest.raises(ValueError, match="base_url"):
         load_llm({"model": "x"})
+
+
+def test_templates_per_prompt_parse_and_join_their_prefix_and_value():
+    templates = [[Field("d", "D:", joiner=" ")]
+                 + [Field(f"c{k}", f"- c{k}:", joiner=" ") for k in range(n)] for n in (0, 1, 3)]
+    fake = ScriptedLLM(seed=1)
+    prompts = ["p0\n", "p1\n", "p2\n"]
+    results = generate_templates(fake, prompts, templates)
+    for fields, values in zip(templates, results):
+        _assert_well_formed([values], fields)
+        assert set(values) == {f.name for f in fields}
+    # the model continues right after the prefix; rendering puts the joiner back
+    assert all(text.endswith(":") for call in fake.calls for text in call)
+    assert render_fields(templates[0], {"d": "x"}) == "D: x\n"
+    with pytest.raises(ValueError, match="2 templates for 3 prompts"):
+        generate_templates(fake, prompts, templates[:2])

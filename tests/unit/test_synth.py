@@ -24,6 +24,7 @@ from pipelines.synth import (
     SynthConfig,
     column_coverage,
     copy_column_names_baseline,
+    ddl_columns,
     format_example,
     format_valid,
     generate_tables,
@@ -31,6 +32,7 @@ from pipelines.synth import (
     naics_titles,
     parse_response,
     prompt_of,
+    response_template,
     split_by_family,
     tabledoc_instruction,
     teacher_from_config,
@@ -368,3 +370,27 @@ def test_write_tabledoc_examples_writes_through_the_gate(spark, lake_dir):
     assert by_id["tabledoc-3-000007"].text == format_example(
         tabledoc_instruction(expected[7].ddl),
         RuleTeacher().document_table(expected[7]).response(expected[7]))
+
+
+def test_ddl_columns_reads_every_generated_table_and_common_house_styles(tables):
+    for table in tables[:500]:
+        assert ddl_columns(prompt_of(tabledoc_instruction(table.ddl))) == table.column_names
+    ddl = ("-- staging\ncreate temporary table \"s\".\"t\" (\n  `order id` INT, -- key, first\n"
+           "  [note] VARCHAR(10) DEFAULT 'a,b)', amount NUMERIC(10, 2) CHECK (amount > 0),\n"
+           "  PRIMARY KEY (`order id`), CONSTRAINT fk FOREIGN KEY (amount) REFERENCES x(y),\n"
+           "  UNIQUE (note));")
+    assert ddl_columns(ddl) == ["order id", "note", "amount"]
+    for bad in ("SELECT 1", "CREATE TABLE t (PRIMARY KEY (a))"):
+        with pytest.raises(ValueError):
+            ddl_columns(bad)
+
+
+def test_response_template_renders_the_teachers_layout(tables):
+    from infra.llm import parse_fields, render_fields
+
+    table = tables[0]
+    response = RuleTeacher().document([table])[0].response(table)
+    fields = response_template(table.column_names)
+    values = parse_fields(fields, response + "\n")
+    assert render_fields(fields, values) == response + "\n"
+    assert format_valid(render_fields(fields, values), table.column_names)

@@ -21,8 +21,10 @@ from pipelines.tokens import (
     pack_documents,
     save_tokenizer,
     shard_cache_key,
+    tokenize_in_process,
     tokenizer_hash,
     train_tokenizer,
+    write_token_shards,
 )
 from tiny_model import (  # noqa: E402  (tests/ is on sys.path)
     build_tiny_model_and_tokenizer,
@@ -286,3 +288,20 @@ def test_the_reader_names_the_missing_or_corrupt_file(built, tmp_path):
     (copy / INDEX_FILE).write_text("{not json")
     with pytest.raises(ValueError, match="index.json is not valid JSON"):
         TokenShards(copy, "validation")
+
+
+def test_in_process_shards_pack_the_documents_in_id_order_without_spark(tokenizer, tmp_path):
+    records = [(r[1], r[5]) for r in mix_rows() if r[7] == 0][::-1]  # any input order
+    table = {"table": "file:corpus.jsonl", "table_id": "abc", "version": 0}
+    summary = write_token_shards(lambda: tokenize_in_process(records, tokenizer, batch=7),
+                                 tokenizer, table, tmp_path, SEQ_LEN, VAL_FRACTION, SEED,
+                                 SHARD_SEQUENCES)
+    for split in ("train", "validation"):
+        docs = sorted(r for r in records
+                      if is_validation(r[0], VAL_FRACTION, SEED) == (split != "train"))
+        expected = pack_documents([tokenizer.encode(t) for _, t in docs], SEQ_LEN, eos_id=0)
+        np.testing.assert_array_equal(all_sequences(summary["dir"], split), expected)
+        assert summary["splits"][split]["text_bytes"] == sum(len(t.encode()) for _, t in docs)
+    again = write_token_shards(lambda: pytest.fail("a complete dir is rebuilt"), tokenizer,
+                               table, tmp_path, SEQ_LEN, VAL_FRACTION, SEED, SHARD_SEQUENCES)
+    assert again["reused"] and again["dir"] == summary["dir"]

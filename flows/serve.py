@@ -1,0 +1,38 @@
+"""Flow serve-model: the OpenAI-compatible model server (infra/serving.py) as a flow run.
+
+The run loads the model (``models:/genai-tabledoc@champion`` by default, or any local HF dir)
+and serves ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models`` and ``/health`` until
+it is cancelled (cancelling it in the Prefect UI stops the process, and the server with it).
+``genai serve`` starts the same server in the foreground without Prefect.
+"""
+from __future__ import annotations
+
+from prefect import flow
+from pydantic import BaseModel, ConfigDict, Field
+
+from infra.serving import DEFAULT_BATCH_WINDOW_MS, DEFAULT_MAX_BATCH
+
+FLOW_NAME = "serve-model"
+
+
+class ServeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "models:/genai-tabledoc@champion"  # a models:/ URI or a local HF dir
+    model_name: str | None = None  # what clients send as "model"; default: URI minus models:/
+    host: str = "127.0.0.1"  # this machine only; another address needs api_key_env too
+    port: int = Field(8000, ge=1, le=65535)  # Prefect has 4200 and MLflow 5000
+    max_batch: int = Field(DEFAULT_MAX_BATCH, ge=1)  # requests per model call, at most
+    batch_window_ms: float = Field(DEFAULT_BATCH_WINDOW_MS, ge=0)  # wait for a batch to fill, ms
+    api_key_env: str | None = None  # name of the env var with the bearer token clients send
+
+
+@flow(name=FLOW_NAME, log_prints=True)
+def serve_model(config: ServeConfig = ServeConfig()) -> None:
+    """Serve until cancelled (a long-running run by design: it never completes on its own)."""
+    from infra.serving import serve
+
+    print(f"serving {config.model} on http://{config.host}:{config.port}/v1 until cancelled")
+    serve(config.model, config.host, config.port, model_name=config.model_name,
+          max_batch=config.max_batch, batch_window_ms=config.batch_window_ms,
+          api_key_env=config.api_key_env)

@@ -1,0 +1,144 @@
+"""Prefect tasks of the review-summary stage: reviews in, the stage's task model, the batch
+summaries (incremental, traced), and the report."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+
+from pipelines import batch_llm, reviews
+from pipelines.finetune import FinetuneConfig
+from tasks.common import NO_CACHE_POLICY, current_txn_id, lake_task, run_step, tracked_step
+
+HOUR = 3600
+REVIEW_MODEL = "genai-reviews"
+
+
+def _workspace(*parts: str) -> Path:
+    from infra.settings import load_settings
+
+    return load_settings().home.joinpath(*parts)
+
+
+@lake_task("ingest-reviews", "pipelines.reviews", timeout_seconds=2 * HOUR)
+def ingest_reviews(config: reviews.ReviewsConfig, parent_run: str | None = None) -> dict:
+    """Review files by field mapping (or the seeded generator) into bronze/reviews through
+    the quality gate; rejected rows quarantined and counted."""
+    return run_step("ingest-reviews", parent_run, config,
+                    lambda spark: reviews.write_reviews(spark, config, txn_id=current_txn_id()))
+
+
+@task(name="make-review-model", timeout_seconds=24 * HOUR, cache_policy=NO_CACHE_POLICY)
+def make_review_model(config: reviews.ReviewsConfig, base: str, train: FinetuneConfig,
+                      window: str = "week", parent_run: str | None = None) -> dict:
+    """genai-reviews: ``finetune_task`` on generated reviews and the rule teacher's answers,
+    grouped by the summary job's ``window`` (the default summary model; any other model or
+    endpoint can be configured instead)."""
+    from tasks.finetune import finetune_task
+
+    pairs = reviews.review_training_pairs(config, window)
+    dataset = reviews.write_instruction_jsonl(
+        pairs, _workspace("finetune", "datasets", f"reviews-{config.seed}-{window}.jsonl"))
+    return finetune_task(str(dataset), base, train, REVIEW_MODEL, parent_run=parent_run)
+
+
+def resolve_summary_model(spec: str | dict) -> tuple[str | dict, str]:
+    """(what executors load, the id recorded with every answer): a models:/ URI becomes its
+    local dir and ``name/version``; an HF dir or endpoint is used as given."""
+    from infra import registry
+
+    if isinstance(spec, str) and spec.startswith("models:/"):
+        version = registry.resolve(spec)
+        pinned = f"models:/{version.name}/{version.version}"  # the alias may move later
+        return str(registry.model_dir(pinned)), pinned
+    return spec, spec if isinstance(spec, str) else f"{spec.get('base_url')}#{spec.get('model')}"
+
+
+@lake_task("summarise-reviews", "pipelines.batch_llm", timeout_seconds=12 * HOUR, retries=0)
+def summarise_reviews(reviews_manifest: dict, config: batch_llm.SummaryConfig,
+                      parent_run: str | None = None) -> dict:
+    """The groups touched since the last processed reviews version, answered and merged into
+    gold/review_summaries, review_flags and review_metrics; every model call traced."""
+    from infra import tracking
+    from infra.spark import get_spark
+
+    prompt = tracking.load_prompt(config.prompt) if config.prompt else \
+        tracking.register_prompt(batch_llm.PROMPT_NAME, batch_llm.PROMPT_TEMPLATE,
+                                 "the seed's four questions, reviews quoted as data")
+    llm_spec, model_id = resolve_summary_model(config.model)
+    with tracked_step("summarise-reviews", parent_run, config) as run:
+        run.log_table(reviews_manifest, role="input")
+        run.set_tags({"prompt_uri": prompt.uri, "model": model_id})
+
+        def trace(answers: list[dict]) -> None:
+            tracking.log_llm_traces(run.run_id, "summarise-review-group", [_call(a) for a in
+                                                                            answers])
+
+        result = batch_llm.update_review_summaries(
+            get_spark(), reviews_manifest, config, llm_spec=llm_spec, model_id=model_id,
+            prompt=prompt, txn_id=current_txn_id(), run_id=run.run_id,
+            cache_dir=_workspace("cache", "batch_llm"), on_answers=trace)
+        for name in ("summaries", "flags", "metrics"):
+            if name in result:
+                run.log_table(result[name], role="output")
+        run.log_metrics({k: result[k] for k in ("groups", "cached_groups", "parse_rate")
+                         if k in result})
+        return {**result, "prompt_uri": prompt.uri, "model": model_id,
+                "mlflow_run_id": run.run_id}
+
+
+def _call(answer: dict) -> dict:
+    """One traced model call: the group's prompt (its tail, where the reviews are) and answer."""
+    return {"inputs": {"prompt": answer["prompt_preview"]},
+            "outputs": {"raw": answer["raw"], "parse_error": answer["parse_error"]},
+            "latency_ms": answer["latency_ms"], "prompt_tokens": answer["prompt_tokens"],
+            "completion_tokens": answer["completion_tokens"],
+            "group": "/".join(str(answer[k]) for k in batch_llm.GROUP_KEY)}
+
+
+@task(name="publish-review-report", timeout_seconds=HOUR, cache_policy=NO_CACHE_POLICY)
+def publish_review_report(summary: dict) -> dict:
+    """The latest window per product as a Prefect markdown artifact and a static HTML page."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from infra.files import write_text_atomic
+    from infra.spark import get_spark
+
+    summaries, metrics = batch_llm.latest_report_rows(get_spark())
+    markdown = batch_llm.report_markdown(summaries, metrics)
+    create_markdown_artifact(key="review-summaries", markdown=markdown,
+                             description="Latest review summaries per product")
+    page = _workspace("reports", "review_summaries.html")
+    page.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(page, batch_llm.report_html(summaries, metrics, "Review summaries"))
+    return {"html": str(page), "products": len(metrics), "groups": len(summaries),
+            "summaries_version": (summary.get("summaries") or {}).get("version")}
+
+
+@task(name="evaluate-review-model", timeout_seconds=6 * HOUR, cache_policy=NO_CACHE_POLICY)
+def evaluate_review_model(model: str, base: str, config: reviews.ReviewsConfig,
+                          summary: batch_llm.SummaryConfig, max_groups: int = 64,
+                          parent_run: str | None = None) -> dict:
+    """Negative points of the task model on held-out generated products (another seed),
+    scored against the generator's aspect records beside the untuned base and the keyword
+    baseline: precision and recall of named criticised aspects."""
+    from infra import registry
+    from infra.llm import TransformersLLM
+    from infra.tracking import PromptRef
+
+    heldout = config.model_copy(update={"seed": config.seed + 1000})
+    groups, aspects = batch_llm.heldout_groups(heldout, summary.window)
+    groups = groups[:max_groups]
+    template = PromptRef(batch_llm.PROMPT_NAME, 0, batch_llm.PROMPT_TEMPLATE).format
+    scores = {"keyword_baseline": batch_llm.negative_point_quality(
+        [reviews.keyword_baseline(g.reviews) for g in groups], groups, aspects)}
+    for name, ref in (("task_model", model), ("base", base)):
+        llm = TransformersLLM(registry.model_dir(ref), tokens_per_batch=summary.tokens_per_batch)
+        summariser = batch_llm.Summariser(llm, template, summary, llm.tokenizer)
+        scores[name] = batch_llm.negative_point_quality(
+            batch_llm.model_negative_points(summariser, groups), groups, aspects)
+    with tracked_step("evaluate-review-model", parent_run,
+                      {"model": model, "base": base, "heldout_seed": heldout.seed,
+                       "groups": len(groups)}) as run:
+        run.log_metrics({f"{who}.{k}": v for who, s in scores.items() for k, v in s.items()})
+    return {**scores, "model_ref": model, "base_ref": base}
