@@ -86,8 +86,8 @@ def main() -> int:
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--model-dir", default=None, help="an HF causal-LM dir instead")
     parser.add_argument("--prompts", type=int, default=96)
-    parser.add_argument("--reviews-per-prompt", type=int, default=3)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--reviews-per-prompt", type=int, default=1)
+    parser.add_argument("--max-new-tokens", type=int, default=128)  # ~ a four-field answer
     parser.add_argument("--tokens-per-batch", type=int, default=65536)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

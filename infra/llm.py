@@ -169,6 +169,19 @@ class _TextDeltas:
             self.sent[row] = text
 
 
+MIN_SHARED_PREFIX = 16  # tokens: below this, sharing a prefix cache is not worth a pass
+
+
+def _shared_prefix_length(batch_ids: list[list[int]]) -> int:
+    """Tokens every row starts with, leaving each row at least its last token to feed."""
+    shortest = min(len(i) for i in batch_ids) - 1
+    first = batch_ids[0]
+    n = 0
+    while n < shortest and all(ids[n] == first[n] for ids in batch_ids):
+        n += 1
+    return n
+
+
 class TransformersLLM:
     """An HF causal LM dir (safetensors + tokenizer), loaded from local files only.
 
@@ -229,21 +242,44 @@ class TransformersLLM:
         # An empty prompt still needs one position to condition on: start of text.
         return ids or [self.tokenizer.bos_token_id or self.tokenizer.eos_token_id]
 
-    def _left_pad(self, batch_ids: list[list[int]]):
+    def _pad(self, batch_ids: list[list[int]], shared: int = 0):
+        """Rows padded to one width so every completion starts in the same column: on the
+        left, or — when the rows share their first ``shared`` tokens — after that prefix,
+        so the prefix sits in the same columns of every row and its keys and values are
+        computed once (``_prefix_cache``). Masked pads change no position: positions come
+        from the attention mask's running count."""
         import torch
 
         width = max(len(i) for i in batch_ids)
         pad = self.tokenizer.pad_token_id
-        input_ids = [[pad] * (width - len(i)) + i for i in batch_ids]
-        mask = [[0] * (width - len(i)) + [1] * len(i) for i in batch_ids]
+        input_ids = [i[:shared] + [pad] * (width - len(i)) + i[shared:] for i in batch_ids]
+        mask = [[1] * shared + [0] * (width - len(i)) + [1] * (len(i) - shared)
+                for i in batch_ids]
         return (torch.tensor(input_ids, device=self.device),
                 torch.tensor(mask, device=self.device))
+
+    def _static_cache(self, prefix, rows: int, length: int):
+        """A key/value cache allocated once for the whole generation (a growing cache copies
+        itself every step), holding the shared prefix's keys and values — computed once,
+        for one row — in every row."""
+        from transformers import StaticCache
+
+        cache = StaticCache(config=self.model.config, max_cache_len=length)
+        if prefix.shape[1]:
+            computed = self.model(input_ids=prefix, use_cache=True).past_key_values
+            for index, layer in enumerate(computed.layers):
+                cache.update(layer.keys.expand(rows, -1, -1, -1).contiguous(),
+                             layer.values.expand(rows, -1, -1, -1).contiguous(), index)
+        return cache
 
     def _complete_batch(self, batch_ids: list[list[int]], params: GenerationParams, seed: int,
                         emit: DeltaCallback | None) -> list[Completion]:
         import torch
 
-        input_ids, attention_mask = self._left_pad(batch_ids)
+        shared = _shared_prefix_length(batch_ids) if len(batch_ids) > 1 else 0
+        if shared < MIN_SHARED_PREFIX:
+            shared = 0
+        input_ids, attention_mask = self._pad(batch_ids, shared)
         kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens,
                                   "pad_token_id": self.tokenizer.pad_token_id}
         if params.temperature > 0:
@@ -264,6 +300,8 @@ class TransformersLLM:
         # fork_rng: seeding here must not reset the caller's global random state.
         with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
+            kwargs["past_key_values"] = self._static_cache(
+                input_ids[:1, :shared], len(batch_ids), input_ids.shape[1] + params.max_new_tokens)
             out = self.model.generate(input_ids, attention_mask=attention_mask, **kwargs)
         generated = out[:, input_ids.shape[1]:].tolist()
         texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)

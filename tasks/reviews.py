@@ -2,6 +2,8 @@
 summaries (incremental, traced), and the report."""
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 from prefect import task
@@ -37,8 +39,10 @@ def make_review_model(config: reviews.ReviewsConfig, base: str, train: FinetuneC
     from tasks.finetune import finetune_task
 
     pairs = reviews.review_training_pairs(config, window)
+    # named by content: export-pairs caches on the path, so other pairs need another path
+    digest = hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:16]
     dataset = reviews.write_instruction_jsonl(
-        pairs, _workspace("finetune", "datasets", f"reviews-{config.seed}-{window}.jsonl"))
+        pairs, _workspace("finetune", "datasets", f"reviews-{digest}.jsonl"))
     return finetune_task(str(dataset), base, train, REVIEW_MODEL, parent_run=parent_run)
 
 

@@ -110,3 +110,15 @@ def write_tiny_mix(spark, lake, rows) -> dict:
 
     df = spark.createDataFrame(rows, PRETRAIN_MIX.schema)
     return write_table(spark, PRETRAIN_MIX, df, txn_id="mix-1", mode="overwrite", root=lake)
+
+
+def scramble_weights(model, seed: int = 1, scale: float = 0.3) -> None:
+    """Large random matrices: at init scale a tiny model repeats its last token, which would
+    hide padding or position bugs; these make every output depend on every prompt token."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() > 1:
+                param.copy_(torch.randn(param.shape, generator=gen) * scale)

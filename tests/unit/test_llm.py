@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fake_openai import FakeServer, echo  # noqa: E402  (tests/ is on sys.path)
+from tiny_model import scramble_weights  # noqa: E402
 from infra.llm import (
     Field,
     GenerationParams,
@@ -36,11 +37,7 @@ def llm(tiny_model_dir) -> TransformersLLM:
     which would hide padding or position bugs; large weights make every output depend on
     every prompt token and position."""
     model = TransformersLLM(tiny_model_dir, device="cpu", tokens_per_batch=40)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for param in model.model.parameters():
-            if param.dim() > 1:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
+    scramble_weights(model.model)
     return model
 
 
@@ -68,6 +65,24 @@ def test_batched_greedy_equals_one_prompt_at_a_time_in_order(llm):
     assert batched == alone
     assert len(set(batched)) == len(PROMPTS)  # distinct outputs: order is really checked
     assert llm.generate([], params) == []
+
+
+def test_a_shared_prompt_prefix_is_computed_once_and_changes_no_output(llm, monkeypatch):
+    import infra.llm as module
+
+    head = "The pipeline reads delta rows and the model packs the mix into shards. " * 3
+    prompts = [head + tail for tail in ("Each shard", "Our tokenizer checks", "a", "日本語")]
+    ids = [llm._encode(p) for p in prompts]
+    assert module._shared_prefix_length(ids) >= module.MIN_SHARED_PREFIX
+    params = GenerationParams(max_new_tokens=10)
+    monkeypatch.setattr(llm, "tokens_per_batch", 1 << 16)  # all four in one batch
+    shared_calls = []
+    original = llm._static_cache
+    monkeypatch.setattr(llm, "_static_cache", lambda prefix, rows, length: (
+        shared_calls.append(prefix.shape[1]), original(prefix, rows, length))[1])
+    batched = llm.generate(prompts, params)
+    assert shared_calls and shared_calls[0] >= module.MIN_SHARED_PREFIX
+    assert batched == [llm.generate([p], params)[0] for p in prompts]
 
 
 def test_seeded_sampling_is_reproducible_and_leaves_global_rng_alone(llm):

@@ -19,6 +19,7 @@ import uvicorn
 
 from infra.llm import GenerationParams, OpenAICompatibleLLM, TransformersLLM, streamable_prefix
 from infra.serving import ChatMessage, alpaca_stops, create_app, render_chat
+from tiny_model import scramble_weights  # noqa: E402  (tests/ is on sys.path)
 
 MODEL = "tiny"
 PROMPTS = ["The", "a", "", "日本語 text the café", "Each shard packs the ☕ corpus 3 times.",
@@ -48,11 +49,7 @@ def llm(tiny_model_dir, tmp_path_factory) -> TransformersLLM:
     (model_dir / "config.json").write_text(json.dumps({**config,
                                                        "max_position_embeddings": 512}))
     model = TransformersLLM(model_dir, device="cpu")
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for param in model.model.parameters():
-            if param.dim() > 1:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
+    scramble_weights(model.model)
     return model
 
 
