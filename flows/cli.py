@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--finetune-preset", default="demo_lora_cpu", help="finetune_sweep preset")
     demo.add_argument("--reviews-preset", default="demo_lora_cpu",
                       help="review_summaries preset")
+    demo.add_argument("--rag-preset", default="demo_lora_cpu", help="rag preset")
     run = commands.add_parser("prepare-corpus", help="run the prepare-corpus flow")
     run.add_argument("--preset", default="demo_minhash_cpu")
     train = commands.add_parser("pretrain", help="run the pretrain flow on the current mix")
@@ -58,6 +59,35 @@ def main(argv: list[str] | None = None) -> int:
                        help="how long a batch's first request waits for others")
     serve.add_argument("--api-key-env", default=None,
                        help="env var holding a bearer token that clients must send")
+    serve.add_argument("--rag-preset", default=None,
+                       help="also serve POST /answer over this configs/rag/<preset>.yaml's "
+                            "index (the served model answers)")
+    index = commands.add_parser("build-index", help="run the build-index flow (incremental)")
+    index.add_argument("--preset", default="demo_cpu", help="configs/build_index/<preset>.yaml")
+    grid = commands.add_parser("evaluate-retrieval",
+                               help="run the retriever grid: chunk size x retriever x k")
+    grid.add_argument("--preset", default="demo_cpu",
+                      help="configs/evaluate_retrieval/<preset>.yaml")
+    grid.add_argument("--questions", action="append", default=[],
+                      help="a CSV (question, expected_source_ids) or JSONL of your own; repeat")
+    sync = commands.add_parser("sync-features", help="run the sync-online-features flow")
+    sync.add_argument("--preset", default="demo_cpu",
+                      help="configs/sync_online_features/<preset>.yaml")
+    rag = commands.add_parser("rag", help="run the RAG stage's flow (features, index, "
+                              "genai-rag, a few answers)")
+    rag.add_argument("--preset", default="demo_lora_cpu", help="configs/rag/<preset>.yaml")
+    rag.add_argument("--base", default=None, help="base of genai-rag when it must be made")
+    ask = commands.add_parser("ask", help="answer a question with the RAG chain "
+                              "(no Prefect run; the index must have been built)")
+    ask.add_argument("question")
+    ask.add_argument("--json", action="store_true", help="print one JSON object")
+    ask.add_argument("--user-id", default=None, help="answer with this user's features")
+    ask.add_argument("--nights", type=int, default=None, help="stay length for prices")
+    ask.add_argument("--season", choices=("low", "shoulder", "high"), default=None)
+    ask.add_argument("--preset", default="demo_lora_cpu",
+                     help="configs/rag/<preset>.yaml: which index and answering model")
+    ask.add_argument("--model", default=None,
+                     help="answering model: models:/… URI, HF dir or http(s)://…/v1#name")
     commands.add_parser("up", help="start Prefect server + worker + MLflow UI, deploy flows")
     commands.add_parser("down", help="stop what `up` started")
     args = parser.parse_args(argv)
@@ -65,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     apply_environment()
     if args.command == "serve":  # no Prefect: a server in the foreground
         return run_serve(args)
+    if args.command == "ask":  # no Prefect: one question, answered here
+        return run_ask(args)
     from infra.prefect import services
 
     if args.command == "up":
@@ -74,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     services.use_running_server()
     if args.command == "demo":
         return run_demo(args.preset, args.pretrain_preset, args.finetune_preset,
-                        args.reviews_preset)
+                        args.reviews_preset, args.rag_preset)
     if args.command == "pretrain":
         return run_pretrain(args.preset)
     if args.command == "finetune-sweep":
@@ -83,15 +115,18 @@ def main(argv: list[str] | None = None) -> int:
         return run_pairwise(args)
     if args.command == "review-summaries":
         return run_review_summaries(args.preset, args.base)
+    if args.command in ("build-index", "evaluate-retrieval", "sync-features", "rag"):
+        return run_rag_flow(args)
     return run_prepare_corpus(args.preset)
 
 
 def run_demo(preset: str, pretrain_preset: str, finetune_preset: str,
-             reviews_preset: str) -> int:
+             reviews_preset: str, rag_preset: str) -> int:
     from flows.lifecycle import STAGE_BUDGETS_S, TOTAL_BUDGET_S, LifecycleConfig, lifecycle
     from flows.prepare_corpus import PrepareCorpusConfig
     from flows.finetune_sweep import SweepConfig
     from flows.pretrain import PretrainFlowConfig
+    from flows.rag import RagConfig
     from flows.review_summaries import ReviewSummariesConfig
     from pipelines.config import load_preset
 
@@ -100,13 +135,15 @@ def run_demo(preset: str, pretrain_preset: str, finetune_preset: str,
         pretrain=load_preset(PretrainFlowConfig, "pretrain", pretrain_preset),
         finetune=load_preset(SweepConfig, "finetune_sweep", finetune_preset),
         review_summaries=load_preset(ReviewSummariesConfig, "review_summaries",
-                                     reviews_preset))
+                                     reviews_preset),
+        rag=load_preset(RagConfig, "rag", rag_preset))
     started = time.perf_counter()
     result = lifecycle(config)
     total = time.perf_counter() - started
     print_pretrain_result(result["outputs"]["pretraining"])
     print_sweep_result(result["outputs"]["fine-tuning"])
     print_review_result(result["outputs"]["review summaries"])
+    print_rag_result(result["outputs"]["RAG"])
     print("\nstage                     seconds   budget")
     over = []
     for stage, seconds in result["stages"].items():
@@ -174,6 +211,73 @@ def print_review_result(result: dict) -> None:
             print(f"    {who:<18} {q['precision']:.3f} / {q['recall']:.3f}")
 
 
+def run_rag_flow(args) -> int:
+    """build-index, evaluate-retrieval, sync-features or the whole RAG stage; prints the
+    flow's result."""
+    if args.command == "build-index":
+        from flows.build_index import build_index
+
+        result = build_index(preset=args.preset)
+    elif args.command == "evaluate-retrieval":
+        from flows.evaluate_retrieval import evaluate_retrieval
+
+        result = evaluate_retrieval(preset=args.preset, question_files=args.questions)
+    elif args.command == "sync-features":
+        from flows.sync_online_features import sync_online_features
+
+        result = sync_online_features(preset=args.preset)
+    else:
+        from flows.rag import rag
+
+        result = rag(preset=args.preset, base=args.base)
+        print_rag_result(result)
+        return 0
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def print_rag_result(result: dict) -> None:
+    """The index version answered from, and each demo answer with its sources."""
+    index, answers = result["index"], result["answers"]
+    print("\nRAG")
+    print(f"  index             {index['table']} v{index['version']} ({index['chunks']} chunks "
+          f"of {index['documents']} documents, {index['chunks_embedded']} embedded this run)")
+    print(f"  answering model   {answers['model']}")
+    for a in answers["answers"]:
+        print(f"  Q: {a['question']}" + (f"  (user {a['user_id']})" if a["user_id"] else ""))
+        print(f"     A: {a['answer']}")
+        print(f"     sources {', '.join(a['sources'])}; cited {', '.join(a['cited']) or '-'}; "
+              f"{a['latency_ms']['total_ms']:.0f} ms")
+
+
+def run_ask(args) -> int:
+    """`genai ask`: the chain over the preset's index (latest version) and model."""
+    from flows.rag import RagConfig, index_config
+    from pipelines.config import load_preset
+    from pipelines.rag_chain import open_chain
+    from tasks.rag import lancedb_dir
+
+    try:
+        config = load_preset(RagConfig, "rag", args.preset)
+        answer = config.answer if args.model is None else \
+            config.answer.model_copy(update={"model": args.model})
+        chain = open_chain(index_config(config), answer, lancedb_dir())
+        request = {k: v for k, v in (("nights", args.nights), ("season", args.season)) if v}
+        result = chain.answer(args.question, args.user_id, request)
+    except (LookupError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({k: result[k] for k in ("answer", "sources", "cited", "latency_ms",
+                                                 "table_version", "model", "features")},
+                         default=str))
+    else:
+        print(result["answer"])
+        print(f"\nsources: {', '.join(result['sources'])}")
+        print(f"cited:   {', '.join(result['cited']) or '-'}")
+    return 0
+
+
 def run_review_summaries(preset: str, base: str | None) -> int:
     from flows.review_summaries import review_summaries
 
@@ -228,6 +332,7 @@ def run_prepare_corpus(preset: str) -> int:
 def run_serve(args) -> int:
     import logging
 
+    from flows.rag import answer_routers
     from infra.serving import serve
 
     logging.basicConfig(level=logging.INFO,
@@ -235,7 +340,8 @@ def run_serve(args) -> int:
     batching = {"max_batch": args.max_batch, "batch_window_ms": args.batch_window_ms}
     try:  # options left out take the server's defaults (infra.serving)
         serve(args.model, args.host, args.port, model_name=args.name,
-              api_key_env=args.api_key_env, **{k: v for k, v in batching.items() if v is not None})
+              api_key_env=args.api_key_env, routers=answer_routers(args.rag_preset, args.model),
+              **{k: v for k, v in batching.items() if v is not None})
     except (OSError, LookupError, ValueError) as err:  # bad --model, key variable or port
         print(f"error: {err}", file=sys.stderr)
         return 2

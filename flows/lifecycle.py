@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from flows.prepare_corpus import PrepareCorpusConfig, prepare_corpus
 from flows.finetune_sweep import SweepConfig, finetune_sweep
 from flows.pretrain import PretrainFlowConfig, pretrain
+from flows.rag import RagConfig, rag
 from flows.review_summaries import ReviewSummariesConfig, review_summaries
 from tasks.lifecycle import publish_stage_times
 
@@ -21,6 +22,7 @@ STAGE_BUDGETS_S = {  # DESIGN's demo budget per stage, seconds on 2 cores
     "pretraining": 240,
     "fine-tuning": 180,
     "review summaries": 180,
+    "RAG": 180,
 }
 TOTAL_BUDGET_S = 15 * 60
 
@@ -30,6 +32,7 @@ class LifecycleConfig(BaseModel):
     pretrain: PretrainFlowConfig = Field(default_factory=PretrainFlowConfig)
     finetune: SweepConfig = Field(default_factory=SweepConfig)
     review_summaries: ReviewSummariesConfig = Field(default_factory=ReviewSummariesConfig)
+    rag: RagConfig = Field(default_factory=RagConfig)
 
 
 @flow(name="lifecycle", log_prints=True)
@@ -53,6 +56,10 @@ def lifecycle(config: LifecycleConfig = LifecycleConfig()) -> dict:
     outputs["review summaries"] = review_summaries(config.review_summaries,
                                                    base=base_model(outputs["pretraining"]))
     stages["review summaries"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    outputs["RAG"] = rag(config.rag, base=base_model(outputs["pretraining"]))
+    stages["RAG"] = time.perf_counter() - started
 
     publish_stage_times(stages, STAGE_BUDGETS_S)
     return {"stages": stages, "outputs": outputs}

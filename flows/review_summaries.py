@@ -10,9 +10,10 @@ from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.batch_llm import SummaryConfig
-from pipelines.finetune import FinetuneConfig, LoraSettings
+from pipelines.finetune import FinetuneConfig, task_model_training
 from pipelines.reviews import ReviewsConfig
 from tasks.common import tracked_flow
+from tasks.finetune import task_model_needed
 from tasks.reviews import (
     REVIEW_MODEL,
     evaluate_review_model,
@@ -25,12 +26,6 @@ from tasks.reviews import (
 FLOW_NAME = "review-summaries"
 
 
-def _review_model_training() -> FinetuneConfig:
-    return FinetuneConfig(lora=LoraSettings(r=16, alpha=32, targets="all-linear"),
-                          max_len=512, max_steps=200, lr=2e-3, warmup_steps=10,
-                          checkpoint_every=100, eval_every=100)
-
-
 class ReviewSummariesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -39,19 +34,10 @@ class ReviewSummariesConfig(BaseModel):
         default_factory=lambda: ReviewsConfig(seed=1))  # products of its own, not the data
     summary: SummaryConfig = Field(default_factory=SummaryConfig)
     base: str = "models:/genai-base@champion"  # what genai-reviews is fine-tuned from
-    task_model: FinetuneConfig = Field(default_factory=_review_model_training)
+    task_model: FinetuneConfig = Field(default_factory=lambda: task_model_training(512))
     make_task_model: Literal["if-missing", "always", "never"] = "if-missing"  # only when
     # summary.model is genai-reviews' champion
     eval_groups: int = Field(64, ge=1)  # held-out groups genai-reviews is scored on
-
-
-def needs_task_model(config: ReviewSummariesConfig) -> bool:
-    from infra import registry
-
-    if config.summary.model != f"models:/{REVIEW_MODEL}@champion" or \
-            config.make_task_model == "never":
-        return False
-    return config.make_task_model == "always" or registry.alias_version(REVIEW_MODEL) is None
 
 
 @flow(name=FLOW_NAME, log_prints=True)
@@ -69,7 +55,7 @@ def review_summaries(config: ReviewSummariesConfig | None = None, base: str | No
     with tracked_flow(FLOW_NAME, config) as run:
         ingested = ingest_reviews(config.reviews, parent_run=run)
         task_model = quality = None
-        if needs_task_model(config):
+        if task_model_needed(config.summary.model, REVIEW_MODEL, config.make_task_model):
             task_model = make_review_model(config.training_reviews, base, config.task_model,
                                            config.summary.window, parent_run=run)
             quality = evaluate_review_model(task_model["uri"], base, config.training_reviews,

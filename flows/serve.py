@@ -1,8 +1,9 @@
 """Flow serve-model: the OpenAI-compatible model server (infra/serving.py) as a flow run.
 
 The run loads the model (``models:/genai-tabledoc@champion`` by default, or any local HF dir)
-and serves ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models`` and ``/health`` until
-it is cancelled (cancelling it in the Prefect UI stops the process, and the server with it).
+and serves ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models`` and ``/health`` (and,
+with ``rag_preset``, the RAG chain's ``/answer``) until it is cancelled (cancelling it in the
+Prefect UI stops the process, and the server with it).
 ``genai serve`` starts the same server in the foreground without Prefect.
 """
 from __future__ import annotations
@@ -25,14 +26,17 @@ class ServeConfig(BaseModel):
     max_batch: int = Field(DEFAULT_MAX_BATCH, ge=1)  # requests per model call, at most
     batch_window_ms: float = Field(DEFAULT_BATCH_WINDOW_MS, ge=0)  # wait for a batch to fill, ms
     api_key_env: str | None = None  # name of the env var with the bearer token clients send
+    rag_preset: str | None = None  # configs/rag/<name>.yaml: also serve POST /answer over its
+    # index, answered by the served model (e.g. model models:/genai-rag@champion)
 
 
 @flow(name=FLOW_NAME, log_prints=True)
 def serve_model(config: ServeConfig = ServeConfig()) -> None:
     """Serve until cancelled (a long-running run by design: it never completes on its own)."""
+    from flows.rag import answer_routers
     from infra.serving import serve
 
     print(f"serving {config.model} on http://{config.host}:{config.port}/v1 until cancelled")
     serve(config.model, config.host, config.port, model_name=config.model_name,
           max_batch=config.max_batch, batch_window_ms=config.batch_window_ms,
-          api_key_env=config.api_key_env)
+          api_key_env=config.api_key_env, routers=answer_routers(config.rag_preset, config.model))

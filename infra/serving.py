@@ -6,6 +6,8 @@ Endpoints
   (chat chunks carry ``delta``s; ``stream_options.include_usage`` adds a usage chunk).
 - ``GET /v1/models`` (and ``/v1/models/{id}``): the one model served.
 - ``GET /health``: liveness, plus the batcher's counters (requests, model batches, queue).
+- ``POST /answer`` (when the app is made with ``answer_router(chain)``): the RAG chain's
+  answer, sources, citations and per-step latency.
 Later stages add routes (RAG's ``/answer``) with ``create_app(..., routers=[...])`` or
 ``app.include_router``; they find the model at ``app.state.llm`` and submit generations to
 ``app.state.batcher``, so they share its batches.
@@ -600,6 +602,48 @@ def _model_card(app: FastAPI) -> dict:
             "owned_by": OWNER}
 
 
+class AnswerRequest(BaseModel):
+    """``POST /answer``: a question, optionally for a user whose features the answer uses."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str
+    user_id: str | None = None
+    nights: int | None = Field(None, ge=1, le=60)  # the stay the price function prices
+    season: Literal["low", "shoulder", "high"] | None = None
+
+
+def answer_router(chain) -> APIRouter:
+    """``POST /answer`` over a RAG chain (``pipelines.rag_chain.RagChain``): retrieval and
+    feature lookups run in a worker thread, generation goes through the app's batcher (so
+    answers share model batches with ``/v1`` requests)."""
+    from starlette.concurrency import run_in_threadpool
+
+    router = APIRouter()
+
+    @router.post("/answer")
+    async def answer(body: AnswerRequest, request: Request):
+        extras = {k: v for k, v in (("nights", body.nights), ("season", body.season)) if v}
+        try:
+            prepared = await run_in_threadpool(chain.prepare, body.question, body.user_id,
+                                               extras)
+        except LookupError as err:  # an unknown user or hotel id
+            raise OpenAIError(404, _message(err), param="user_id", code="not_found") from None
+        except ValueError as err:  # a question too long or empty
+            raise OpenAIError(400, _message(err), param="question") from None
+        started = time.perf_counter()
+        future = request.app.state.batcher.submit(prepared.prompt, chain.generation_params())
+        await asyncio.wait([future])
+        completion = _outcome(future)
+        return chain.finish(prepared, completion.text, 1000 * (time.perf_counter() - started))
+
+    return router
+
+
+def _message(err: BaseException) -> str:
+    return err.args[0] if len(err.args) == 1 and isinstance(err.args[0], str) else str(err)
+
+
 def default_model_name(model_ref: str | Path) -> str:
     """What clients call the model: the registry name (``genai-tabledoc@champion``) for a
     ``models:/`` URI, the path as given for a local dir."""
@@ -660,7 +704,7 @@ def api_key_from_env(name: str | None) -> str | None:
 def serve(model_ref: str | Path, host: str = "127.0.0.1", port: int = 8000, *,
           model_name: str | None = None, max_batch: int = DEFAULT_MAX_BATCH,
           batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS, api_key_env: str | None = None,
-          log_level: str = "info") -> None:
+          log_level: str = "info", routers: Sequence[APIRouter] = ()) -> None:
     """Load the model and serve it until interrupted (Ctrl-C, SIGTERM, flow cancellation)."""
     import uvicorn
 
@@ -668,7 +712,7 @@ def serve(model_ref: str | Path, host: str = "127.0.0.1", port: int = 8000, *,
     sock = bind_socket(host, port)  # before the model loads: a taken port fails at once
     try:
         app = create_app(model_ref, model_name, max_batch=max_batch,
-                         batch_window_ms=batch_window_ms, api_key=api_key)
+                         batch_window_ms=batch_window_ms, api_key=api_key, routers=routers)
         log.info("serving %s as %r on http://%s:%d/v1", model_ref, app.state.model_name, host,
                  port)
         uvicorn.Server(uvicorn.Config(app, log_level=log_level)).run(sockets=[sock])

@@ -78,6 +78,7 @@ def tool_environment(settings: Settings) -> dict[str, str]:
         "GX_ANALYTICS_ENABLED": "false",  # Great Expectations would otherwise phone home
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",  # MLflow 3 reports usage unless told not to
         "HF_HUB_OFFLINE": "1",  # no code path downloads weights or data at run time
         "HF_DATASETS_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",

@@ -44,6 +44,9 @@ class LoraSettings(BaseModel):
     alpha: int = Field(16, ge=1)  # scaling alpha/r; 2r keeps the update size across ranks
     dropout: float = Field(0.05, ge=0, lt=1)  # on the adapter input; small data overfits
     targets: Literal["attention", "all-linear"] | list[str] = "attention"
+    train_embeddings: bool = False  # also train the token embeddings (and a tied output
+    # layer, kept tied): a small base whose vocabulary never saw the task's text needs it;
+    # adds vocab x hidden trainable parameters, saved with the adapter
 
 
 class FinetuneConfig(TrainerConfig):
@@ -57,6 +60,14 @@ class FinetuneConfig(TrainerConfig):
 
 
 # --- target modules -------------------------------------------------------------------------
+
+def task_model_training(max_len: int) -> FinetuneConfig:
+    """A stage's default task-model training: r16 all-linear LoRA, 200 steps at 2e-3 (what
+    the sweep's best cells use), ``max_len`` tokens per example (the stage's prompts)."""
+    return FinetuneConfig(lora=LoraSettings(r=16, alpha=32, targets="all-linear"),
+                          max_len=max_len, max_steps=200, lr=2e-3, warmup_steps=10,
+                          checkpoint_every=100, eval_every=100)
+
 
 def linear_modules(model) -> dict[str, tuple[int, int]]:
     """Every ``nn.Linear`` by full name -> (in_features, out_features)."""
@@ -194,8 +205,13 @@ def apply_lora(model, settings: LoraSettings, base_bits: int = 32):
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model)
+    extra = {}
+    if settings.train_embeddings:
+        embeddings = model.get_input_embeddings()
+        name = next(n for n, m in model.named_modules() if m is embeddings)
+        extra = {"modules_to_save": [name.rsplit(".", 1)[-1]], "ensure_weight_tying": True}
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                        target_modules=targets, bias="none", task_type="CAUSAL_LM")
+                        target_modules=targets, bias="none", task_type="CAUSAL_LM", **extra)
     return get_peft_model(model, config)
 
 
@@ -205,11 +221,19 @@ def trainable_parameters(model) -> tuple[int, int]:
     return int(trainable), int(sum(p.numel() for p in model.parameters()))
 
 
-def merge_and_export(peft_model, tokenizer_dir: Path | str, out_dir: Path | str) -> Path:
-    """Fold the adapters into the base weights (W + B A * alpha/r) and save a plain HF dir."""
+def merge_and_export(peft_model, tokenizer_dir: Path | str, out_dir: Path | str,
+                     trained_len: int | None = None) -> Path:
+    """Fold the adapters into the base weights (W + B A * alpha/r) and save a plain HF dir.
+    ``trained_len``: the sequence length it was tuned at; when longer than the base's
+    positions, the merged config says so (rotary positions have no weights), so servers
+    accept the prompts the model was trained on."""
     from pipelines.pretrain import export_model
 
     merged = peft_model.merge_and_unload()
+    positions = getattr(merged.config, "max_position_embeddings", None)
+    if trained_len and positions and trained_len > positions and \
+            getattr(merged.config, "rope_parameters", None):
+        merged.config.max_position_embeddings = trained_len
     return export_model(merged, tokenizer_dir, out_dir)
 
 
@@ -248,7 +272,8 @@ def train(config: FinetuneConfig, base_dir: Path | str, train_file: Path | str,
                 return {}
             adapter = save_adapter(engine.module, out_dir / "adapter",
                                    base_ref or str(base_dir))
-            merged = merge_and_export(engine.module, base_dir, out_dir / "model")
+            merged = merge_and_export(engine.module, base_dir, out_dir / "model",
+                                      trained_len=config.max_len)
             return {"adapter_dir": str(adapter), "model_dir": str(merged)}
 
         return run_training(config, model, train_data, out_dir, eval_data=eval_data,

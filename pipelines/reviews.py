@@ -681,7 +681,7 @@ CATEGORIES: tuple[Category, ...] = (
                 "The fit is awful, tight in the shoulders and baggy at the waist.",
                 "Sizing is way off.", "It does not fit like the size chart says.")),
         Aspect("comfort", ("comfort", "uncomfortable", "itchy", "soft"), "very comfortable",
-               "uncomfortable to wear",
+               "uncomfortable",  # not "... to wear": "wear" is a durability keyword
                ("Really comfortable, I could live in it.", "So soft and comfortable.",
                 "Comfortable even on long walks.", "The most comfortable {item} I own."),
                ("Uncomfortable after an hour.", "Itchy and scratchy against the skin.",
@@ -977,23 +977,46 @@ def teacher_summary(reviews: Sequence[dict], aspect_records: Iterable[dict]) -> 
     mine = [a for a in aspect_records if a["review_id"] in ids]
     criticised = Counter(a["aspect"] for a in mine if a["polarity"] < 0)
     praised = Counter(a["aspect"] for a in mine if a["polarity"] > 0)
+    seen = _first_mentions(reviews, mine)
     criticisms_of = Counter(a["review_id"] for a in mine if a["polarity"] < 0)
     flagged = [r["review_id"] for r in reviews
                if coarse_language_flag(f"{r.get('title') or ''} {r['text']}")
                or (r["rating"] == 1 and criticisms_of[r["review_id"]] >= RANT_CRITICISMS)]
     return {
-        "negative_points": [_phrase(a, "complaint") for a in _most_common(criticised)],
-        "liked_features": [_phrase(a, "liked") for a in _most_common(praised)],
+        "negative_points": [_phrase(a, "complaint") for a in _most_common(criticised, seen)],
+        "liked_features": [_phrase(a, "liked") for a in _most_common(praised, seen)],
         "value_for_money": _value_sentence(praised[VALUE.name], criticised[VALUE.name],
                                            reviews[0].get("price") if reviews else None),
         "flagged_review_ids": flagged,
     }
 
 
-def _most_common(counts: Counter) -> list[str]:
+def _most_common(counts: Counter, first_seen: dict[str, tuple] | None = None) -> list[str]:
+    """The TOP_POINTS most counted; ties in the order the reviews first mention them
+    (``first_seen``), then in catalogue order."""
     order = list(ASPECTS)
     rank = {name: order.index(name) if name in ASPECTS else len(order) for name in counts}
-    return sorted(counts, key=lambda a: (-counts[a], rank[a], a))[:TOP_POINTS]
+    seen = first_seen or {}
+    never = (math.inf, math.inf)
+    return sorted(counts, key=lambda a: (-counts[a], seen.get(a, never), rank[a], a)
+                  )[:TOP_POINTS]
+
+
+def _first_mentions(reviews: Sequence[dict], records: Iterable[dict]) -> dict[str, tuple]:
+    """aspect -> (review index, character offset) of its first mention in the reviews' text:
+    a summary that lists tied points in reading order is one a small model can learn."""
+    by_review: dict[str, list[str]] = {}
+    for record in records:
+        by_review.setdefault(record["review_id"], []).append(record["aspect"])
+    first: dict[str, tuple] = {}
+    for index, review in enumerate(reviews):
+        text = normalise_phrase(f"{review.get('title') or ''} {review['text'] or ''}")
+        for aspect in by_review.get(review["review_id"], []):
+            if aspect in first or aspect not in ASPECTS:
+                continue
+            match = _aspect_pattern(aspect).search(text)
+            first[aspect] = (index, match.start() if match else math.inf)
+    return first
 
 
 def _phrase(aspect: str, kind: Literal["complaint", "liked"]) -> str:

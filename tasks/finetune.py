@@ -229,6 +229,16 @@ def sweep_row(trained: dict, quality: dict) -> dict:
             "eval_loss": trained.get("val_loss"), "wall_s": round(trained["wall_s"], 1)}
 
 
+def task_model_needed(configured_model, model_name: str, policy: str) -> bool:
+    """Whether a stage must make its task model now: only when the stage is configured to use
+    ``models:/<model_name>@champion``; ``policy`` always | never | if-missing (no champion)."""
+    from infra import registry
+
+    if configured_model != f"models:/{model_name}@champion" or policy == "never":
+        return False
+    return policy == "always" or registry.alias_version(model_name) is None
+
+
 def finetune_task(dataset: dict | str, base: str, config: FinetuneConfig, model_name: str,
                   parent_run: str | None = None, test_fraction: float = 0.1) -> dict:
     """Make a task model: pairs from ``dataset`` (a table manifest with instruction,

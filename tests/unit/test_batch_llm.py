@@ -85,14 +85,26 @@ def test_map_reduce_ranks_points_by_the_reviews_behind_them_and_unites_flags():
                        "the noise is bad") for i in range(6)]
                + [review(6 + i, 2, "price too high, screen dim") for i in range(2)])
     llm = AspectLLM()
-    config = SummaryConfig(context_tokens=220, review_tokens=64)
+    config = SummaryConfig(context_tokens=120, review_tokens=64)
     answer = Summariser(llm, TEMPLATE, config).summarise([group_of(reviews)])[0]
     assert answer["chunks"] > 1 and answer["parse_error"] is None
     assert answer["negative_points"][0] == "noise"  # named in 6 reviews' chunks
     assert set(answer["negative_points"]) <= set(ASPECT_WORDS)
     assert answer["flagged_review_ids"] == ["r0"]
     # every chunk's prompt fits the budget (4 characters a token without a tokenizer)
-    assert all(len(p) <= 4 * 220 + 4 for p in llm.prompts if p.endswith("negative points:"))
+    assert all(len(p) <= 4 * 120 + 4 for p in llm.prompts if p.endswith("negative points:"))
+
+
+def test_chunks_hold_at_most_max_reviews_per_chunk():
+    reviews = [review(i, 1, "the noise" if i < 3 else "the battery") for i in range(5)]
+    llm = AspectLLM()
+    config = SummaryConfig(max_reviews_per_chunk=1)
+    answer = Summariser(llm, TEMPLATE, config).summarise([group_of(reviews)])[0]
+    assert answer["chunks"] == 5
+    assert all(p.count("<<<R") == 1 for p in llm.prompts)
+    assert answer["negative_points"] == ["noise", "battery"]  # 3 chunks against 2
+    assert Summariser(AspectLLM(), TEMPLATE, SummaryConfig()).summarise(
+        [group_of(reviews)])[0]["chunks"] == 1
 
 
 def test_merge_prefers_points_named_by_more_reviews():

@@ -88,6 +88,32 @@ def test_the_merged_model_gives_the_adapter_models_logits(tiny_model_dir, tmp_pa
     assert (got - expected).abs().max() < 1e-4
 
 
+def test_trained_embeddings_stay_tied_and_survive_the_merge(tiny_model_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    adapted = apply_lora(load_base(tiny_model_dir, 32),
+                         LoraSettings(r=4, alpha=8, dropout=0.0, targets="attention",
+                                      train_embeddings=True))
+    embeddings = adapted.get_input_embeddings().weight  # the trainable copy
+    assert embeddings.requires_grad
+    with torch.no_grad():
+        embeddings.add_(torch.randn(embeddings.shape, generator=torch.Generator()
+                                    .manual_seed(0)) * 0.05)
+    # the output layer is the same (trained) matrix
+    assert adapted.get_output_embeddings().weight.data_ptr() == embeddings.data_ptr()
+    adapted.eval()
+    ids = torch.tensor([[5, 17, 42, 99, 3, 250, 7]])
+    with torch.no_grad():
+        expected = adapted(input_ids=ids).logits
+    merged = AutoModelForCausalLM.from_pretrained(
+        str(merge_and_export(adapted, tiny_model_dir, tmp_path / "merged"))).eval()
+    with torch.no_grad():
+        assert (merged(input_ids=ids).logits - expected).abs().max() < 1e-4
+    assert merged.get_output_embeddings().weight.data_ptr() == \
+        merged.get_input_embeddings().weight.data_ptr()
+
+
 def test_qlora_without_cuda_is_a_clear_error_not_a_downgrade(tiny_model_dir):
     import torch
 

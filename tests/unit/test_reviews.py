@@ -20,6 +20,7 @@ from pipelines.reviews import (
     ReviewsInputError,
     coarse_language_flag,
     generate_reviews,
+    aspect_of_phrase,
     keyword_baseline,
     negative_point_scores,
     parse_rating,
@@ -265,6 +266,32 @@ def test_the_teacher_names_the_most_criticised_aspects_and_flags_reviews():
     values = parse_fields(batch_llm.SUMMARY_FIELDS, text)
     assert values["flagged"] == "R1, R3"
     assert batch_llm.parse_summary(values, GROUP) == summary
+
+
+def test_the_teacher_lists_tied_points_in_reading_order():
+    # one criticism each: reading order (performance, then value for money), not catalogue
+    # order (value for money first); the count still outranks reading order
+    group = [review("a", 2, "Heats slowly. Not worth $39.99."),
+             review("b", 2, "Impossible to clean.")]
+    records = [{"review_id": rid, "product_id": "p1", "aspect": aspect, "polarity": -1}
+               for rid, aspect in [("a", "performance"), ("a", "value for money"),
+                                   ("b", "cleaning")]]
+    assert teacher_summary(group, records)["negative_points"] == [
+        ASPECTS["performance"].complaint, ASPECTS["value for money"].complaint,
+        ASPECTS["cleaning"].complaint]
+    records.append({"review_id": "b", "product_id": "p1", "aspect": "performance",
+                    "polarity": -1})
+    group[1]["text"] += " Weak motor."
+    assert teacher_summary(group, records)["negative_points"][0] == \
+        ASPECTS["performance"].complaint
+
+
+@pytest.mark.parametrize("name", list(ASPECTS))
+def test_each_phrase_the_teacher_writes_scores_as_its_own_aspect(name):
+    # a phrase that names another aspect's keyword (say "wear" of durability) would make the
+    # teacher's own answer score as wrong
+    assert aspect_of_phrase(ASPECTS[name].complaint) == name
+    assert aspect_of_phrase(ASPECTS[name].liked) == name
 
 
 def test_training_pairs_use_the_batch_stages_prompt_and_answer_layout(tmp_path):
