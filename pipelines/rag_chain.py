@@ -467,9 +467,12 @@ def travel_features(store_path=None) -> Callable[[str, list[str], dict], dict]:
     spec, store = features.default_feature_spec(), features.OnlineStore(store_path)
 
     def lookup(user_id: str, sources: list[str], request: dict) -> dict:
-        return features.request_features(store, user_id,
-                                         features.hotel_ids_from_sources(sources), request,
-                                         spec)
+        # a hotel the index still describes but the feature tables no longer hold (deleted
+        # since the last build) gets no features; an unknown user is still an error
+        wanted = features.hotel_ids_from_sources(sources)
+        held = store.get_many(features.HOTELS.name, wanted) if wanted else {}
+        return features.request_features(store, user_id, [h for h in wanted if h in held],
+                                         request, spec)
 
     return lookup
 
