@@ -164,7 +164,7 @@ def delta_version(spark, path) -> int:
 @pytest.fixture()
 def endpoint():
     """An OpenAI-compatible server answering every field "none"; products listed in
-    ``down`` get 500s."""
+    ``down`` get 500s (the product id is in its reviews' text: prompts carry no ids)."""
     down: set[str] = set()
 
     def respond(n, path, body):
@@ -190,7 +190,8 @@ def write_reviews_rows(spark, rows: list[dict], root, txn: str) -> dict:
 
 def bronze_rows(product: str, start: int, n: int, day: datetime) -> list[dict]:
     return [{"review_id": f"{product}-{start + i}", "product_id": product, "rating": 1 + i % 5,
-             "title": "t", "text": f"review {start + i}: the noise", "reviewed_at": day,
+             "title": "t", "text": f"review {start + i} of {product}: the noise",
+             "reviewed_at": day,
              "source": "test", "origin": "test"} for i in range(n)]
 
 
