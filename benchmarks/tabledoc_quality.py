@@ -128,12 +128,14 @@ def write_examples(args, work: Path) -> tuple[Path, Path]:
 
 
 def parse_cell(text: str):
-    """'r16:all-linear:4' -> LoraSettings and base bits."""
+    """'r16:all-linear:4' -> LoraSettings and base bits; a fourth part 'emb' also trains the
+    token embeddings ('r16:all-linear:32:emb')."""
     from pipelines.finetune import LoraSettings
 
-    rank, targets, bits = text.split(":")
+    rank, targets, bits, *extra = text.split(":")
     r = int(rank.lstrip("r"))
-    return LoraSettings(r=r, alpha=2 * r, dropout=0.05, targets=targets), int(bits)
+    return LoraSettings(r=r, alpha=2 * r, dropout=0.05, targets=targets,
+                        train_embeddings=extra == ["emb"]), int(bits)
 
 
 def finetune_cell(args, cell: str, base_dir: Path, train: Path, test: Path,

@@ -132,6 +132,7 @@ class Examples:
         for row, (ids, labels) in enumerate(encoded):
             self.input_ids[row, :len(ids)] = ids
             self.labels[row, :len(labels)] = labels
+        self.lengths = np.array([len(ids) for ids, _ in encoded])
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -141,8 +142,11 @@ class Examples:
         return self.input_ids.shape[1]
 
     def batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        """The rows, cut to the longest of them: the columns after it are padding that no
+        label reads and, under causal attention, no earlier token sees."""
         indices = np.asarray(indices)
-        return self.input_ids[indices], self.labels[indices]
+        width = int(self.lengths[indices].max())
+        return self.input_ids[indices, :width], self.labels[indices, :width]
 
 
 def read_pairs(path: Path | str) -> list[tuple[str, str]]:

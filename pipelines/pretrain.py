@@ -267,7 +267,7 @@ def run_training(config: TrainerConfig, model, train_data, out_dir: Path, *, eva
             raise FloatingPointError(f"loss is {loss} at step {step}: training diverged "
                                      "(lower lr, raise warmup_steps or grad_clip)")
         last["loss"] = loss
-        tokens_per_s = tokens_per_step / seconds
+        tokens_per_s = inputs.numel() * world / seconds  # fine-tuning batches are cut to width
         emit({"event": "step", "step": step, "loss": loss, "lr": lr,
               "grad_norm": None if grad_norm is None else float(grad_norm),
               "tokens_per_s": tokens_per_s, "seconds": seconds,

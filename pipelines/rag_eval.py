@@ -65,6 +65,7 @@ class EvalQuestion(NamedTuple):
     expected_source_ids: tuple[str, ...]
     note: str = ""  # why these answers, for the hand-written set
     origin: str = ""  # where it came from: <file>:<line>, <file> row <n>, template:<seed>
+    part: str = ""  # the eval set it came from in a combined set (reported separately)
 
 
 @dataclass(frozen=True)
@@ -92,14 +93,15 @@ class EvalSet:
 
     @classmethod
     def combine(cls, name: str, *sets: EvalSet) -> EvalSet:
-        """The sets' questions in order; a question text seen before is dropped (first wins)."""
+        """The sets' questions in order, each tagged with its set's name as ``part``; a
+        question text seen before is dropped (first wins)."""
         seen: set[str] = set()
         questions = []
         for eval_set in sets:
             for q in eval_set:
                 if q.question not in seen:
                     seen.add(q.question)
-                    questions.append(q)
+                    questions.append(q._replace(part=q.part or eval_set.name))
         return cls(name, tuple(questions))
 
 
@@ -554,7 +556,8 @@ def evaluate_retriever(retrieve: Callable[[str, int], Sequence], eval_set: EvalS
         run_params)
     per_question = []
     for i, q in enumerate(eval_set):
-        row = {"question": q.question, "expected": expected[i], "retrieved": retrieved[i],
+        row = {"question": q.question, "eval_set": q.part or eval_set.name,
+               "expected": expected[i], "retrieved": retrieved[i],
                "hit_rank": hit_rank(expected[i], retrieved[i])}
         row.update({name: values[i] for name, values in scores.items()})
         per_question.append(row)
@@ -829,7 +832,28 @@ def grid_summary(results: Sequence[CellResult], metric: str | None = None) -> di
             "cells": [{"cell": r.cell.name, "cached": r.cached, "run_id": r.run_id,
                        "table_version": r.table_version,
                        **{m: r.metrics[m] for m in _headline(r.metrics, metric)}}
-                      for r in results]}
+                      for r in results],
+            "by_eval_set": {part: {"questions": count,
+                                   "best": {"cell": max(cells, key=cells.get),
+                                            metric: max(cells.values())},
+                                   "cells": cells}
+                            for part, (count, cells) in part_scores(results, metric).items()}}
+
+
+def part_scores(results: Sequence[CellResult], metric: str
+                ) -> dict[str, tuple[int, dict[str, float]]]:
+    """{eval set: (questions, {cell: mean metric})} for each set a combined eval set was
+    made of — template questions and hand-written ones can favour different cells. The means
+    are over the per-question scores MLflow gave, as the cells' own means are."""
+    parts: dict[str, tuple[int, dict[str, float]]] = {}
+    for r in results:
+        by_part: dict[str, list[float]] = {}
+        for row in r.per_question:
+            by_part.setdefault(row.get("eval_set", ""), []).append(row[metric])
+        for part, values in by_part.items():
+            parts.setdefault(part, (len(values), {}))[1][r.cell.name] = (
+                sum(values) / len(values))
+    return parts
 
 
 def _headline(metrics: Mapping[str, float], metric: str) -> list[str]:
@@ -871,12 +895,13 @@ def _write_per_question_csv(results: Sequence[CellResult], path: Path) -> None:
     score_columns = metric_names(_ks_of(results[0])) if results else []
     with open(path, "w", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(["cell", "chunk_size", "retriever", "question", "expected",
-                         "retrieved", "hit_rank", *score_columns])
+        writer.writerow(["cell", "chunk_size", "retriever", "eval_set", "question",
+                         "expected", "retrieved", "hit_rank", *score_columns])
         for r in results:
             for row in r.per_question:
                 writer.writerow([r.cell.name, r.cell.chunk_size, r.cell.retriever,
-                                 row["question"], ";".join(row["expected"]),
+                                 row.get("eval_set", ""), row["question"],
+                                 ";".join(row["expected"]),
                                  ";".join(row["retrieved"]),
                                  "" if row["hit_rank"] is None else row["hit_rank"],
                                  *(row.get(c, "") for c in score_columns)])
@@ -944,6 +969,7 @@ def grid_markdown(results: Sequence[CellResult], metric: str | None = None) -> s
         values = " | ".join(f"{r.metrics[c]:.3f}" for c in columns)
         lines.append(f"| {name} | {r.cell.chunk_size} | {r.cell.retriever} | {values} | "
                      f"{'yes' if r.cached else 'no'} |")
+    lines += _part_lines(results, metric)
     top = max(_ks_of(best))
     lines += ["", f"## Per question, {best.cell.name}", "",
               f"| question | expected | top retrieved | hit rank | recall@{top} | ndcg@{top} |",
@@ -958,6 +984,25 @@ def grid_markdown(results: Sequence[CellResult], metric: str | None = None) -> s
     if hidden > 0:
         lines += ["", f"... {hidden} more questions in {PER_QUESTION_CSV}."]
     return "\n".join(lines) + "\n"
+
+
+def _part_lines(results: Sequence[CellResult], metric: str) -> list[str]:
+    """A table of ``metric`` per cell for each eval set of a combined one (none for one)."""
+    parts = part_scores(results, metric)
+    if len(parts) < 2:
+        return []
+    names = list(parts)
+    lines = ["", f"## {metric} by eval set", "",
+             "| cell | " + " | ".join(f"{_md(n)} ({parts[n][0]})" for n in names) + " |",
+             "|---|" + "---:|" * len(names)]
+    for r in results:
+        values = []
+        for name in names:
+            cells = parts[name][1]
+            value = f"{cells[r.cell.name]:.3f}"
+            values.append(f"**{value}**" if r.cell.name == max(cells, key=cells.get) else value)
+        lines.append(f"| {r.cell.name} | " + " | ".join(values) + " |")
+    return lines
 
 
 def _md(text: str) -> str:

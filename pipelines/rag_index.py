@@ -9,6 +9,7 @@ The manifest names the table version written; readers pin it.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -25,7 +26,7 @@ class IndexConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    corpus_name: str = "docs"  # the table's corpus part: names the content, not the code
+    corpus_name: str = "docs"  # the table's corpus part, with a digest of the selection
     corpus: RagCorpusConfig = Field(default_factory=RagCorpusConfig)
     # the travel assistant's hotel descriptions, generated as the features stage generates
     # its hotels table (the same config -> the same hotels); None: documents only
@@ -45,7 +46,19 @@ def load_embedder(config: IndexConfig) -> Embedder:
 
 
 def index_table_name(config: IndexConfig, embedder: Embedder) -> str:
-    return table_name(config.corpus_name, config.chunking.key, embedder.name)
+    return table_name(corpus_key(config), config.chunking.key, embedder.name)
+
+
+def corpus_key(config: IndexConfig) -> str:
+    """``docs-1a2b3c4d``: the corpus name and a digest of what it selects (packages or
+    folders, the cap, the hotels). Two selections never share a table — a build of one would
+    prune the other's documents — while a document that changes under the same selection is
+    updated in place."""
+    selection = {"corpus": config.corpus.model_dump(mode="json"),
+                 "hotels": config.hotels.model_dump(mode="json") if config.hotels else None,
+                 "keep_question_targets": config.keep_question_targets}
+    digest = hashlib.sha256(json.dumps(selection, sort_keys=True).encode()).hexdigest()
+    return f"{config.corpus_name}-{digest[:8]}"
 
 
 def index_documents(config: IndexConfig):

@@ -63,6 +63,24 @@ def test_only_response_tokens_are_scored_and_long_prompts_lose_their_head(tiny_m
     assert inputs.shape == batch_labels.shape == (2, batch.seq_len)
 
 
+def test_a_batch_is_cut_to_its_longest_row_without_changing_the_loss(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    examples = Examples([("a table", " checks"), ("the model packs " * 6, " an index")],
+                        tokenizer, 64)
+    short_ids, short_labels = examples.batch([0])
+    assert short_ids.shape[1] == examples.lengths[0] < examples.seq_len
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).eval()
+    with torch.no_grad():
+        cut = model(input_ids=torch.from_numpy(short_ids),
+                    labels=torch.from_numpy(short_labels)).loss
+        full = model(input_ids=torch.from_numpy(examples.input_ids[[0]]),
+                     labels=torch.from_numpy(examples.labels[[0]])).loss
+    assert torch.allclose(cut, full, atol=1e-5)
+
+
 def test_the_merged_model_gives_the_adapter_models_logits(tiny_model_dir, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM

@@ -288,3 +288,30 @@ def test_grid_config_and_bad_cells():
     with pytest.raises(ValueError, match="metric 'mrr' not computed"):
         rag_eval.best_cell([CellResult(GridCell(64, "fts"), "k", "v", {"ndcg_at_1": 1.0}, [],
                                        None)], "mrr")
+
+
+def test_combined_sets_are_reported_per_eval_set():
+    hand = EvalSet("hand", (EvalQuestion("h1?", ("a",)), EvalQuestion("h2?", ("b",))))
+    template = EvalSet("template", (EvalQuestion("t1?", ("c",)),))
+    combined = EvalSet.combine("hand + template", hand, template)
+    assert [q.part for q in combined] == ["hand", "hand", "template"]
+
+    def result(cell: GridCell, scores: list[float]) -> CellResult:
+        rows = [{"question": q.question, "eval_set": q.part,
+                 "expected": list(q.expected_source_ids), "retrieved": [], "hit_rank": None,
+                 "recall_at_1": 0.0, "ndcg_at_1": score} for q, score in zip(combined, scores)]
+        metrics = {"precision_at_1": 0.0, "recall_at_1": 0.0, "ndcg_at_1": sum(scores) / 3}
+        return CellResult(cell, "k", "v", metrics, rows, None)
+
+    # fts wins overall on the template question, hybrid wins the hand-written ones
+    results = [result(GridCell(64, "fts"), [0, 0, 1]), result(GridCell(64, "hybrid"),
+                                                             [0.5, 0, 0])]
+    summary = rag_eval.grid_summary(results, "ndcg_at_1")
+    assert summary["best"]["cell"] == "chunk64-fts"
+    by_set = summary["by_eval_set"]
+    assert by_set["hand"]["questions"] == 2 and by_set["template"]["questions"] == 1
+    assert by_set["hand"]["best"] == {"cell": "chunk64-hybrid", "ndcg_at_1": 0.25}
+    assert by_set["template"]["best"]["cell"] == "chunk64-fts"
+    markdown = rag_eval.grid_markdown(results, "ndcg_at_1")
+    assert "| cell | hand (2) | template (1) |" in markdown
+    assert "| chunk64-hybrid | **0.250** | 0.000 |" in markdown
