@@ -42,6 +42,8 @@ class SweepConfig(BaseModel):
     metric: Literal["rouge_l", "column_coverage", "format_validity"] = "rouge_l"
     eval_examples: int = Field(64, ge=1)  # held-out tables generated per model
     max_new_tokens: int = Field(384, ge=16)  # a response's budget: ~25 tokens per column
+    structured: bool = False  # score with the response template filled field by field (one
+    # field per column of the CREATE TABLE), as a serving path that needs parseable output would
     model_name: str = "genai-tabledoc"
     timeout_s: float = Field(24 * 3600, gt=0)  # per cell's launch
 
@@ -75,17 +77,19 @@ def finetune_sweep(config: SweepConfig = SweepConfig(), base: str | None = None)
                                      parent_run=unmapped(run)).result()
         quality = evaluate_tabledoc.map(
             [t["model_dir"] for t in trained], unmapped(pairs), unmapped(config.eval_examples),
-            unmapped(config.max_new_tokens), run_id=[t["mlflow_run_id"] for t in trained]
-        ).result()
+            unmapped(config.max_new_tokens), run_id=[t["mlflow_run_id"] for t in trained],
+            structured=unmapped(config.structured)).result()
         reference = {"base": evaluate_tabledoc(base, pairs, config.eval_examples,
-                                               config.max_new_tokens),
+                                               config.max_new_tokens,
+                                               structured=config.structured),
                      "copy-column-names": copy_baseline(pairs, config.eval_examples)}
         best = max(range(len(trained)), key=lambda i: quality[i][config.metric])
         summary = publish_sweep_summary(trained, quality, skipped, reference, config.metric,
                                         best)
         registered = register_finetuned(trained[best], quality[best], pairs, config.model_name,
                                         config.metric, config.eval_examples,
-                                        config.max_new_tokens, parent_run=run)
+                                        config.max_new_tokens, parent_run=run,
+                                        structured=config.structured)
     return {"examples": examples, "pairs": pairs, "cells": summary, "registered": registered,
             "best": {**trained[best], **{m: quality[best][m] for m in METRICS}},
             "reference": {k: {m: v[m] for m in METRICS} for k, v in reference.items()},

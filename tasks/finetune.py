@@ -143,12 +143,14 @@ def finetune_model(pairs: dict, base: str, config: FinetuneConfig, ranks: int = 
 
 @lake_task("evaluate-tabledoc", "pipelines.tabledoc_eval", timeout_seconds=2 * HOUR)
 def evaluate_tabledoc(model: str, pairs: dict, limit: int, max_new_tokens: int,
-                      run_id: str | None = None) -> dict:
-    """Held-out quality of a model dir or models:/ URI; logged into ``run_id`` when given."""
+                      run_id: str | None = None, structured: bool = False) -> dict:
+    """Held-out quality of a model dir or models:/ URI; logged into ``run_id`` when given.
+    ``structured``: the response template filled field by field (pipelines.tabledoc_eval)."""
     from infra import registry, tracking
 
     items = tabledoc_eval.read_items(pairs["test"], limit)
-    result = tabledoc_eval.evaluate_model(registry.model_dir(model), items, max_new_tokens)
+    result = tabledoc_eval.evaluate_model(registry.model_dir(model), items, max_new_tokens,
+                                          structured=structured)
     if run_id:
         run = tracking.Run(run_id)
         run.log_metrics({k: result[k] for k in ("format_validity", "column_coverage",
@@ -159,7 +161,8 @@ def evaluate_tabledoc(model: str, pairs: dict, limit: int, max_new_tokens: int,
 
 @lake_task("register-finetuned", "pipelines.tabledoc_eval", timeout_seconds=2 * HOUR)
 def register_finetuned(best: dict, quality: dict, pairs: dict, name: str, metric: str,
-                       limit: int, max_new_tokens: int, parent_run: str | None = None) -> dict:
+                       limit: int, max_new_tokens: int, parent_run: str | None = None,
+                       structured: bool = False) -> dict:
     """Register the merged winner (and its adapter as an artifact pointing at its base); move
     ``champion`` only when it beats the current champion on ``metric`` on the same items."""
     from prefect import get_run_logger
@@ -171,8 +174,8 @@ def register_finetuned(best: dict, quality: dict, pairs: dict, name: str, metric
     if champion is not None:
         items = tabledoc_eval.read_items(pairs["test"], limit)
         champion_dir = registry.model_dir(f"models:/{name}/{champion.version}")
-        champion_score = tabledoc_eval.evaluate_model(champion_dir, items,
-                                                      max_new_tokens)[metric]
+        champion_score = tabledoc_eval.evaluate_model(champion_dir, items, max_new_tokens,
+                                                      structured=structured)[metric]
     promote = champion_score is None or quality[metric] > champion_score
     tracking.Run(best["mlflow_run_id"]).log_artifacts(best["adapter_dir"], "adapter")
     tags = {metric: f"{quality[metric]:.6f}", "base": best["base"], "cell": best["cell"],

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
 from flows.finetune_sweep import SweepConfig, finetune_sweep
 from flows.pairwise_eval import PairwiseConfig, pairwise_eval
 from infra import registry, tracking
+from pipelines import synth
 from pipelines.finetune import lora_parameter_count, resolve_targets
 from pipelines.models import build_model, model_config
 
@@ -23,7 +25,7 @@ def sweep(spark, prefect_server, tiny_model_dir):
         train={"max_steps": 2, "micro_batch": 4, "warmup_steps": 1, "max_len": 192,
                "zero_stage": 0, "checkpoint_every": 2, "eval_every": 2, "eval_batches": 1},
         ranks=[4], targets=["attention", "all-linear"], base_bits=[32, 4], max_cells=2,
-        eval_examples=3, max_new_tokens=24, model_name="genai-test-tabledoc")
+        eval_examples=3, max_new_tokens=24, model_name="genai-test-tabledoc", structured=True)
     state = finetune_sweep(config, base=str(tiny_model_dir), return_state=True)
     assert state.is_completed(), state.message
     return state.result()
@@ -54,6 +56,14 @@ def test_a_two_step_sweep_trains_each_cell_and_registers_the_best(sweep):
     assert {"adapter", "fixed_prompt_generations.json", "loss_curve.png"} <= artifacts
     version = client.get_model_version("genai-test-tabledoc", "1")
     assert version.tags["adapter"].endswith("/adapter") and version.tags["base"]
+    # scored with structured decoding: every column of the CREATE TABLE gets its line, in order
+    generations = json.loads(Path(client.download_artifacts(
+        run.info.run_id, "fixed_prompt_generations.json")).read_text())["samples"]
+    for sample in generations:
+        lines = [line.split(":", 1)[0] for line in sample["generated"].splitlines()]
+        assert [line for line in lines if line.startswith("- ")] == [
+            f"- {column}" for column in synth.ddl_columns(sample["prompt"])]
+        assert lines[0] == "Description"
 
 
 def test_pairwise_prepare_then_score_logs_win_rates(sweep, prefect_server, tmp_path):
