@@ -5,6 +5,7 @@ a misspelt or missing field fails fast with the field's name.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -30,6 +31,22 @@ def load_preset(model: type[Model], stage: str, name: str) -> Model:
     path = preset_path(stage, name)
     data = yaml.safe_load(path.read_text()) or {}
     try:
-        return model.model_validate(data)
+        config = model.model_validate(data)
     except Exception as err:
         raise ValueError(f"preset {path} is not a valid {model.__name__}: {err}") from err
+    unknown = unknown_fields(config, data)
+    if unknown:  # config classes that allow extra fields would drop these silently
+        raise ValueError(f"preset {path}: no such field(s) in {model.__name__}: "
+                         f"{', '.join(unknown)}")
+    return config
+
+
+def unknown_fields(config: BaseModel, data: Mapping, where: str = "") -> list[str]:
+    """Dotted paths of the keys in ``data`` that ``config``, at any depth, has no field for."""
+    unknown = []
+    for key, value in data.items():
+        if key not in type(config).model_fields:
+            unknown.append(f"{where}{key}")
+        elif isinstance(value, Mapping) and isinstance(child := getattr(config, key), BaseModel):
+            unknown += unknown_fields(child, value, f"{where}{key}.")
+    return unknown

@@ -37,3 +37,13 @@ def test_every_stage_folder_has_a_config_class():
 def test_preset_validates(stage, name):
     config = load_preset(_config_classes()[stage], stage, name)
     assert config.model_dump()  # validated, and every field serialises
+
+
+def test_a_misspelt_nested_field_names_its_path(tmp_path):
+    from flows.review_summaries import ReviewSummariesConfig
+
+    preset = tmp_path / "typo.yaml"
+    preset.write_text("summary:\n  window: week\n  context_token: 256\n")  # context_tokens
+    with pytest.raises(ValueError, match=r"no such field\(s\) in ReviewSummariesConfig: "
+                                         r"summary\.context_token"):
+        load_preset(ReviewSummariesConfig, "review_summaries", str(preset))
