@@ -8,7 +8,7 @@ export GENAI_HOME ?= $(CURDIR)/.genai
 export PYTHONPYCACHEPREFIX ?= $(GENAI_HOME)/pycache
 PYTEST_ARGS ?=
 
-.PHONY: install demo test up down bench clean
+.PHONY: install demo test lint up down bench clean
 
 install: $(STAMP)
 
@@ -27,7 +27,13 @@ $(STAMP): pyproject.toml requirements.lock infra/check_java.sh
 demo: install
 	$(BIN)/genai demo
 
-test: install
+# The linters first (seconds): a layer violation or a lint error fails before the long suite.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 up: install

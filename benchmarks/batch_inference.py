@@ -33,16 +33,23 @@ def log(message: str) -> None:
 
 def review_prompts(n_prompts: int, per_prompt: int, seed: int) -> tuple[list[str], int]:
     """(prompts, reviews they quote): generated reviews grouped by product, band, week."""
-    from pipelines import batch_llm, reviews
     from infra.tracking import PromptRef
+    from pipelines.prompts.generator import generate_reviews
+    from pipelines.prompts.schema import ReviewsConfig
+    from pipelines.prompts.summary_prompt import (
+        PROMPT_NAME,
+        PROMPT_TEMPLATE,
+        group_prompt,
+        groups_in_memory,
+    )
 
-    data, _aspects = reviews.generate_reviews(reviews.ReviewsConfig(seed=seed, n_products=40))
-    template = PromptRef(batch_llm.PROMPT_NAME, 0, batch_llm.PROMPT_TEMPLATE).format
+    data, _aspects = generate_reviews(ReviewsConfig(seed=seed, n_products=40))
+    template = PromptRef(PROMPT_NAME, 0, PROMPT_TEMPLATE).format
     prompts, quoted = [], 0
-    for group in batch_llm.groups_in_memory(data, "month"):
+    for group in groups_in_memory(data, "month"):
         for start in range(0, len(group.reviews), per_prompt):
             chunk = group.reviews[start:start + per_prompt]
-            prompts.append(batch_llm.group_prompt(template, group, chunk))
+            prompts.append(group_prompt(template, group, chunk))
             quoted += len(chunk)
             if len(prompts) == n_prompts:
                 return prompts, quoted
@@ -53,13 +60,18 @@ def model_dir_for(args, tmp: Path) -> Path:
     """The model to run: --model-dir, or a fresh preset with a tokenizer trained on reviews."""
     if args.model_dir:
         return Path(args.model_dir)
-    from pipelines import reviews
-    from pipelines.models import build_model, model_config
-    from pipelines.pretrain import export_model
-    from pipelines.tokens import TokenizerConfig, save_tokenizer, special_token_ids, \
-        train_tokenizer
+    from pipelines.prompts.generator import generate_reviews
+    from pipelines.prompts.schema import ReviewsConfig
+    from pipelines.training.models import build_model, model_config
+    from pipelines.training.export import export_model
+    from pipelines.pretrain.tokenizer import (
+        TokenizerConfig,
+        save_tokenizer,
+        special_token_ids,
+        train_tokenizer,
+    )
 
-    data, _ = reviews.generate_reviews(reviews.ReviewsConfig(seed=99, n_products=40))
+    data, _ = generate_reviews(ReviewsConfig(seed=99, n_products=40))
     tokenizer = train_tokenizer([r["text"] for r in data], TokenizerConfig(vocab_size=4096))
     tokenizer_dir = save_tokenizer(tokenizer, tmp / "tokenizer")
     model = build_model(model_config(args.preset, vocab_size=len(tokenizer),

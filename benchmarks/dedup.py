@@ -1,6 +1,6 @@
 """Near-duplicate detection: the project's Spark job vs datasketch, same parameters, one process.
 
-Corpus: installed packages' documentation (``pipelines.corpus.iter_records``, docstrings read
+Corpus: installed packages' documentation (``pipelines.corpus.ingest.iter_records``, docstrings read
 with ``ast``), deduplicated by text, plus edited copies of random documents (seeded word
 substitutions, deletions and insertions) so the true near-duplicate pairs are known.
 
@@ -41,7 +41,7 @@ def log(message: str) -> None:
 
 def corpus_texts(limit: int, min_chars: int = 50) -> list[str]:
     """The first `limit` distinct texts of >= min_chars from installed packages' docs."""
-    from pipelines.corpus import CorpusConfig, iter_records
+    from pipelines.shared.documents import CorpusConfig, iter_records
 
     # private modules and tests included: the benchmark wants as many real texts as exist
     config = CorpusConfig(exclude_private=False, exclude_tests=False)
@@ -125,7 +125,7 @@ def spark_session():
 
 
 def _import_dedup(batches):
-    import pipelines.dedup  # noqa: F401
+    import pipelines.corpus.dedup  # noqa: F401
 
     yield from batches
 
@@ -134,7 +134,7 @@ def run_spark(spark, ids: list[str], texts: list[str], config) -> dict:
     """The project's job on a Parquet input, timed from the call to the collected results."""
     import pandas as pd
 
-    from pipelines.dedup import deduplicate
+    from pipelines.corpus.dedup import deduplicate
 
     path = str(Path(os.environ["GENAI_HOME"]) / f"input-{len(ids)}-{time.time_ns()}")
     spark.createDataFrame(pd.DataFrame({"id": ids, "text": texts})).write.parquet(path)
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-datasketch", action="store_true")
     args = parser.parse_args(argv)
 
-    from pipelines.dedup import DedupConfig
+    from pipelines.corpus.minhash import DedupConfig
 
     config = DedupConfig()
     ids, texts, pairs = build_docs(args.docs, args.dup_fraction, args.seed)

@@ -11,7 +11,7 @@
 #
 #   CORPUS=corpus.jsonl.xz bash benchmarks/gpu.sh    # from the repository root
 # CORPUS: jsonl(.xz) of {id, text}, e.g. the documents of `genai prepare-corpus` or
-# pipelines.corpus.iter_records over the installed packages.
+# pipelines.corpus.ingest.iter_records over the installed packages.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}

@@ -30,8 +30,8 @@ def log(message: str) -> None:
 
 
 def build(preset: str, vocab: int, mode: str, r: int, targets: str):
-    from pipelines.finetune import LoraSettings, apply_lora
-    from pipelines.models import build_model, model_config
+    from pipelines.finetune.lora import LoraSettings, apply_lora
+    from pipelines.training.models import build_model, model_config
 
     model = build_model(model_config(preset, vocab_size=vocab), seed=0)
     if mode == "lora":
@@ -43,7 +43,7 @@ def child(args) -> dict:
     """One side: train ``--steps`` steps, report median step seconds and peak RSS."""
     import torch
 
-    from pipelines.finetune import trainable_parameters
+    from pipelines.finetune.lora import trainable_parameters
 
     torch.manual_seed(0)
     model = build(args.preset, args.vocab, args.child, args.r, args.targets)
@@ -79,8 +79,12 @@ def run_child(mode: str, args) -> dict:
 
 def parameter_table(vocab: int, r: int) -> list[dict]:
     """PEFT's trainable count vs the formula for every CPU preset and target preset."""
-    from pipelines.finetune import lora_parameter_count, resolve_targets, trainable_parameters
-    from pipelines.models import CPU_PRESETS, build_model, model_config
+    from pipelines.finetune.lora import (
+        lora_parameter_count,
+        resolve_targets,
+        trainable_parameters,
+    )
+    from pipelines.training.models import CPU_PRESETS, build_model, model_config
 
     rows = []
     for preset in CPU_PRESETS:

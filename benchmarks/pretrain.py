@@ -4,7 +4,7 @@ Both train the same preset from the same initial weights on the same batches in 
 order (a seeded ``ResumableSampler`` over one shard dir), with the same AdamW settings,
 gradient clipping and lr schedule:
 
-* deepspeed — ``pipelines.pretrain.train``, exactly what the pretrain flow runs (one rank,
+* deepspeed — ``pipelines.pretrain.train.train``, exactly what the pretrain flow runs (one rank,
   the preset's DeepSpeed JSON: ZeRO-0 fp32 on CPU, ZeRO-1 bf16 on a GPU);
 * torch — a hand-written loop: forward, backward, ``clip_grad_norm_``, ``AdamW.step``; on a
   GPU with bf16 autocast, fused AdamW and, with ``--compile``, ``torch.compile``.
@@ -38,11 +38,11 @@ def log(message: str) -> None:
 
 def write_synthetic_shards(root: Path, sequences: int, seq_len: int, vocab: int,
                            seed: int = 0) -> Path:
-    """A shard dir in pipelines.tokens' format holding Zipf-distributed token ids (the
+    """A shard dir in pipelines.pretrain.tokens' format holding Zipf-distributed token ids (the
     frequency shape of real text; throughput does not depend on what the ids mean)."""
     import numpy as np
 
-    from pipelines.tokens import COMPLETE_MARKER, INDEX_FILE, SHARD_FORMAT, shard_dtype
+    from pipelines.pretrain.tokens import COMPLETE_MARKER, INDEX_FILE, SHARD_FORMAT, shard_dtype
 
     rng = np.random.default_rng(seed)
     dtype = shard_dtype(vocab)
@@ -61,7 +61,7 @@ def write_synthetic_shards(root: Path, sequences: int, seq_len: int, vocab: int,
 
 
 def deepspeed_path(config, shards: Path, out: Path) -> dict:
-    from pipelines.pretrain import train
+    from pipelines.pretrain.train import train
 
     records: list[dict] = []
     train(config, shards, out, log=lambda r: records.append(r) if r["event"] == "step" else None)
@@ -77,13 +77,13 @@ def torch_path(config, shards: Path, compile_model: bool) -> dict:
     import numpy as np
     import torch
 
-    from pipelines.data_order import ResumableSampler
-    from pipelines.models import build_model, device_peak_flops, flops_per_token, model_config
-    from pipelines.pretrain import _seed_everything, lr_schedule
-    from pipelines.tokens import TokenShards
+    from pipelines.training.data_order import ResumableSampler
+    from pipelines.training.models import build_model, device_peak_flops, flops_per_token, model_config
+    from pipelines.training.engine import seed_everything, lr_schedule
+    from pipelines.pretrain.tokens import TokenShards
 
     data = TokenShards(shards, "train")
-    _seed_everything(config.seed, config.deterministic)
+    seed_everything(config.seed, config.deterministic)
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     hf_config = model_config(config.preset, vocab_size=int(data.index["vocab_size"]),
@@ -139,9 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     apply_environment()
     import torch
 
-    from pipelines.pretrain import PretrainConfig, _select_accelerator
+    from pipelines.pretrain.train import PretrainConfig
+    from pipelines.training.engine import select_accelerator
 
-    _select_accelerator()
+    select_accelerator()
     cuda = torch.cuda.is_available()
     config = PretrainConfig(
         preset=args.preset, seq_len=args.seq_len, micro_batch=args.micro_batch, grad_accum=1,

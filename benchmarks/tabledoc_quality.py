@@ -2,10 +2,11 @@
 
 The fine-tuning stage's path without the orchestration around it: a base model pretrained
 here from a corpus file (tokenizer, token shards and DeepSpeed pretraining through
-``pipelines.tokens`` and ``pipelines.launch``) or given as an HF dir; the synthetic examples
-of ``pipelines.synth`` split by table family; one ``pipelines.finetune`` run per cell; and
-``pipelines.tabledoc_eval`` scores for each cell beside the untuned base and the
-copy-the-column-names baseline, on the same held-out items. Per cell it also reports the
+``pipelines.pretrain.tokens`` and ``pipelines.training.launch``) or given as an HF dir; the
+synthetic examples of ``pipelines.finetune.examples`` split by table family; one
+``pipelines.finetune.lora`` run per cell; and ``pipelines.evaluation.tabledoc`` scores for
+each cell beside the untuned base and the copy-the-column-names baseline, on the same
+held-out items. Per cell it also reports the
 median step time and (on CUDA) peak GPU memory, which is how QLoRA and LoRA are compared.
 
 Each finished part is printed as a JSON line at once (a run cut short keeps its results);
@@ -63,14 +64,10 @@ def read_corpus(path: Path) -> list[tuple[str, str]]:
 
 def pretrain_base(args, work: Path) -> tuple[Path, dict]:
     """Tokenizer + shards from the corpus file, then pretraining; the exported HF dir."""
-    from pipelines import launch
-    from pipelines.pretrain import PretrainConfig
-    from pipelines.tokens import (
-        TokenizerConfig,
-        tokenize_in_process,
-        train_tokenizer,
-        write_token_shards,
-    )
+    from pipelines.pretrain.tokens import tokenize_in_process, write_token_shards
+    from pipelines.pretrain.tokenizer import TokenizerConfig, train_tokenizer
+    from pipelines.pretrain.train import PretrainConfig
+    from pipelines.training import launch
 
     records = read_corpus(args.corpus)
     log(f"corpus: {len(records)} documents, {sum(len(t) for _, t in records):,} chars")
@@ -103,7 +100,7 @@ def _echo(line: str) -> None:
 
 def _step_stats(run_dir: Path) -> dict:
     """Median step seconds, tokens/s and MFU over the run's steps after the first tenth."""
-    from pipelines.pretrain import METRICS
+    from pipelines.training.loop import METRICS
 
     steps = [r for r in map(json.loads, (run_dir / METRICS).read_text().splitlines())
              if r.get("event") == "step"]
@@ -116,11 +113,12 @@ def _step_stats(run_dir: Path) -> dict:
 
 def write_examples(args, work: Path) -> tuple[Path, Path]:
     """Train/test pairs files of the synthetic examples (test = held-out families)."""
-    from pipelines import synth
-    from pipelines.finetune import write_pairs
+    from pipelines.finetune.examples import SynthConfig, tabledoc_rows
+    from pipelines.finetune.pairs import write_pairs
+    from pipelines.shared.instructions import training_pair
 
-    rows = synth.tabledoc_rows(synth.SynthConfig(n_examples=args.examples))
-    pairs = {split: [synth.training_pair(r["instruction"], r["response"])
+    rows = tabledoc_rows(SynthConfig(n_examples=args.examples))
+    pairs = {split: [training_pair(r["instruction"], r["response"])
                      for r in rows if r["split"] == split] for split in ("train", "test")}
     log(f"examples: {len(pairs['train'])} train, {len(pairs['test'])} held out")
     return (write_pairs(pairs["train"], work / "pairs" / "train.jsonl"),
@@ -130,7 +128,7 @@ def write_examples(args, work: Path) -> tuple[Path, Path]:
 def parse_cell(text: str):
     """'r16:all-linear:4' -> LoraSettings and base bits; a fourth part 'emb' also trains the
     token embeddings ('r16:all-linear:32:emb')."""
-    from pipelines.finetune import LoraSettings
+    from pipelines.finetune.lora import LoraSettings
 
     rank, targets, bits, *extra = text.split(":")
     r = int(rank.lstrip("r"))
@@ -140,8 +138,8 @@ def parse_cell(text: str):
 
 def finetune_cell(args, cell: str, base_dir: Path, train: Path, test: Path,
                   work: Path) -> tuple[Path, dict]:
-    from pipelines import launch
-    from pipelines.finetune import FinetuneConfig
+    from pipelines.finetune.lora import FinetuneConfig
+    from pipelines.training import launch
 
     lora, bits = parse_cell(cell)
     steps = args.finetune_steps
@@ -167,7 +165,7 @@ def finetune_cell(args, cell: str, base_dir: Path, train: Path, test: Path,
 def quality(model_dir: Path, items: list[dict], args) -> dict:
     """Scores of free generation and, with --structured, of the response template filled
     field by field (keys prefixed ``structured_``)."""
-    from pipelines import tabledoc_eval
+    from pipelines.evaluation import tabledoc as tabledoc_eval
 
     scores = {}
     modes = (True,) if args.structured_only else (False, True) if args.structured else (False,)
@@ -222,7 +220,8 @@ def main() -> int:
     parser.add_argument("--timeout-s", type=float, default=3600)
     args = parser.parse_args()
 
-    from pipelines import launch, tabledoc_eval
+    from pipelines.evaluation import tabledoc as tabledoc_eval
+    from pipelines.training import launch
 
     args.work.mkdir(parents=True, exist_ok=True)
     result: dict = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from pipelines.rag_index import IndexConfig
+from pipelines.rag.index import IndexConfig, index_markdown
 from tasks.common import tracked_flow
 from tasks.rag import build_index as build_index_task
 
@@ -20,7 +20,7 @@ FLOW_NAME = "build-index"
 def build_index(config: IndexConfig | None = None, preset: str | None = None) -> dict:
     """``config``, or ``preset`` (configs/build_index/<name>.yaml, what deployments name)."""
     if config is None:
-        from pipelines.config import load_preset
+        from pipelines.shared.presets import load_preset
 
         config = load_preset(IndexConfig, "build_index", preset) if preset else IndexConfig()
     with tracked_flow(FLOW_NAME, config) as run:
@@ -28,12 +28,3 @@ def build_index(config: IndexConfig | None = None, preset: str | None = None) ->
     create_markdown_artifact(key="rag-index", markdown=index_markdown(manifest),
                              description="The chunk table this run left behind")
     return manifest
-
-
-def index_markdown(manifest: dict) -> str:
-    rows = [("table", manifest["table"]), ("version", manifest["version"]),
-            ("documents", manifest["documents"]), ("quarantined", manifest["quarantined"]),
-            ("chunks", manifest["chunks"]), ("sources (re)written", manifest["sources_written"]),
-            ("sources deleted", manifest["sources_deleted"]),
-            ("chunks embedded", manifest["chunks_embedded"]), ("seconds", manifest["seconds"])]
-    return "# RAG index\n\n| | |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.rag_chain import EvalQuestionsConfig, with_chunk_size
-from pipelines.rag_eval import GridConfig
-from pipelines.rag_index import IndexConfig
+from pipelines.evaluation.retrieval_cells import GridConfig
+from pipelines.evaluation.retrieval_templates import EvalQuestionsConfig
+from pipelines.rag.index import IndexConfig, with_chunk_size
 from tasks.common import tracked_flow
 from tasks.rag import build_index, evaluate_retrieval_grid
 
@@ -37,7 +37,7 @@ def evaluate_retrieval(config: EvaluateRetrievalConfig | None = None,
     """``config`` or ``preset`` (configs/evaluate_retrieval/<name>.yaml); ``question_files``
     (CSV or JSONL of your own questions) are added to the configured eval set."""
     if config is None:
-        from pipelines.config import load_preset
+        from pipelines.shared.presets import load_preset
 
         config = load_preset(EvaluateRetrievalConfig, "evaluate_retrieval", preset) \
             if preset else EvaluateRetrievalConfig()

@@ -5,10 +5,11 @@ from __future__ import annotations
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from pipelines.corpus import CorpusConfig, source_fingerprint
-from pipelines.dedup import DedupConfig
-from pipelines.mix import MixConfig
-from pipelines.quality import QualityConfig
+from pipelines.corpus.ingest import source_fingerprint
+from pipelines.shared.documents import CorpusConfig
+from pipelines.corpus.minhash import DedupConfig
+from pipelines.corpus.mix import MixConfig
+from pipelines.corpus.quality import QualityConfig
 from tasks.common import tracked_flow
 from tasks.corpus import clean_corpus, dedup_corpus, ingest_corpus, mix_corpus, publish_corpus_report
 

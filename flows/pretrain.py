@@ -3,18 +3,21 @@ process group, auto-resuming) → HF model dir → registered as genai-base (cha
 beats the current one on bits per byte)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipelines.pretrain import PretrainConfig
-from pipelines.tokens import TokenizerConfig
+from pipelines.pretrain.train import PretrainConfig
+from pipelines.pretrain.tokenizer import TokenizerConfig
 from tasks.common import tracked_flow
-from tasks.pretrain import build_token_shards, pretrain_model, register_base_model, train_tokenizer
+from tasks.pretrain import (
+    build_token_shards,
+    current_mix,
+    pretrain_model,
+    register_base_model,
+    train_tokenizer,
+)
 
 FLOW_NAME = "pretrain"
-MIX_TABLE = ("gold", "pretrain_mix")
 
 
 class PretrainFlowConfig(BaseModel):
@@ -46,7 +49,7 @@ def pretrain(config: PretrainFlowConfig | None = None, mix: dict | None = None,
     ``mix`` is the manifest of the gold/pretrain_mix version to train on (the lifecycle
     passes it); without it, the table's current version in the workspace lake."""
     if config is None:
-        from pipelines.config import load_preset
+        from pipelines.shared.presets import load_preset
 
         config = load_preset(PretrainFlowConfig, "pretrain", preset) if preset \
             else PretrainFlowConfig()
@@ -65,23 +68,3 @@ def pretrain(config: PretrainFlowConfig | None = None, mix: dict | None = None,
                                                        parent_run=run)
         result["mlflow_run_id"] = run
     return result
-
-
-def current_mix(lake: Path | None = None) -> dict:
-    """The mix table's current (path, table id, version) in ``lake`` (default: the
-    workspace's), or a clear error when it is not there or holds no rows."""
-    from infra.lake import table_ref
-    from infra.settings import load_settings
-    from infra.spark import get_spark
-
-    path = (lake or load_settings().lake).joinpath(*MIX_TABLE)
-    spark = get_spark()
-    try:
-        ref = table_ref(spark, path)
-    except Exception as err:
-        raise FileNotFoundError(f"no Delta table at {path}: run the prepare-corpus flow first "
-                                f"({err.__class__.__name__})") from None
-    if spark.read.format("delta").load(str(path)).limit(1).count() == 0:
-        raise ValueError(f"the mix table {path} (version {ref['version']}) is empty: nothing "
-                         "to pretrain on")
-    return ref

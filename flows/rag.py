@@ -9,10 +9,9 @@ from typing import Literal
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.sync_online_features import SyncOnlineFeaturesConfig, sync_online_features
-from pipelines.finetune import FinetuneConfig, task_model_training
-from pipelines.rag_chain import AnswerConfig
-from pipelines.rag_index import IndexConfig
+from flows.sync_online_features import sync_online_features
+from pipelines.finetune.lora import FinetuneConfig, task_model_training
+from pipelines.rag.config import RagChainConfig, index_config
 from tasks.common import tracked_flow
 from tasks.finetune import task_model_needed
 from tasks.rag import RAG_MODEL, answer_questions, build_index, make_rag_model
@@ -33,12 +32,7 @@ class Question(BaseModel):
     user_id: str | None = None  # answers for this user use their features and prices
 
 
-class RagConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    features: SyncOnlineFeaturesConfig = Field(default_factory=SyncOnlineFeaturesConfig)
-    index: IndexConfig = Field(default_factory=IndexConfig)  # its hotels follow `features`
-    answer: AnswerConfig = Field(default_factory=AnswerConfig)
+class RagConfig(RagChainConfig):  # features, index, answer: what the chain is built from
     base: str = "models:/genai-base@champion"  # what genai-rag is fine-tuned from
     task_model: FinetuneConfig = Field(default_factory=lambda: task_model_training(640))
     make_task_model: Literal["if-missing", "always", "never"] = "if-missing"  # only when
@@ -48,21 +42,13 @@ class RagConfig(BaseModel):
         default_factory=lambda: [Question(**q) for q in DEMO_QUESTIONS])
 
 
-def index_config(config: RagConfig) -> IndexConfig:
-    """The index config with the features stage's hotels, so every hotel description the
-    chain retrieves has rows in the feature tables."""
-    if config.index.hotels is None:
-        return config.index
-    return config.index.model_copy(update={"hotels": config.features.data})
-
-
 @flow(name=FLOW_NAME, log_prints=True)
 def rag(config: RagConfig | None = None, base: str | None = None,
         preset: str | None = None) -> dict:
     """``config``, or ``preset`` (configs/rag/<name>.yaml); ``base`` overrides
     ``config.base`` (the lifecycle passes the model it just pretrained)."""
     if config is None:
-        from pipelines.config import load_preset
+        from pipelines.shared.presets import load_preset
 
         config = load_preset(RagConfig, "rag", preset) if preset else RagConfig()
     base = base or config.base
@@ -79,19 +65,3 @@ def rag(config: RagConfig | None = None, base: str | None = None,
                                    [q.model_dump() for q in config.questions], parent_run=run)
     return {"features": features, "index": built, "task_model": task_model,
             "answers": answers, "mlflow_run_id": run}
-
-
-def answer_routers(preset: str | None, served_model: str) -> list:
-    """``POST /answer`` over the preset's index (latest version), for the model server: the
-    served model answers. None: no routes."""
-    if not preset:
-        return []
-    from infra.serving import answer_router
-    from pipelines.config import load_preset
-    from pipelines.rag_chain import open_chain
-    from tasks.rag import lancedb_dir
-
-    config = load_preset(RagConfig, "rag", preset)
-    answer = config.answer.model_copy(update={"model": served_model})
-    return [answer_router(open_chain(index_config(config), answer, lancedb_dir(),
-                                     load_model=False))]

@@ -9,9 +9,9 @@ from typing import Literal
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.batch_llm import SummaryConfig
-from pipelines.finetune import FinetuneConfig, task_model_training
-from pipelines.reviews import ReviewsConfig
+from pipelines.finetune.lora import FinetuneConfig, task_model_training
+from pipelines.prompts.schema import ReviewsConfig
+from pipelines.prompts.summariser import SummaryConfig
 from tasks.common import tracked_flow
 from tasks.finetune import task_model_needed
 from tasks.reviews import (
@@ -47,7 +47,7 @@ def review_summaries(config: ReviewSummariesConfig | None = None, base: str | No
     names); ``base`` overrides ``config.base`` (the lifecycle passes the model it just
     trained)."""
     if config is None:
-        from pipelines.config import load_preset
+        from pipelines.shared.presets import load_preset
 
         config = load_preset(ReviewSummariesConfig, "review_summaries", preset) if preset \
             else ReviewSummariesConfig()

@@ -33,10 +33,13 @@ class ServeConfig(BaseModel):
 @flow(name=FLOW_NAME, log_prints=True)
 def serve_model(config: ServeConfig = ServeConfig()) -> None:
     """Serve until cancelled (a long-running run by design: it never completes on its own)."""
-    from flows.rag import answer_routers
-    from infra.serving import serve
+    from infra.serving import answer_router, serve
+    from pipelines.rag.config import preset_chain
+    from pipelines.shared import templates
 
     print(f"serving {config.model} on http://{config.host}:{config.port}/v1 until cancelled")
+    routers = [answer_router(preset_chain(config.rag_preset, config.model))] \
+        if config.rag_preset else []
     serve(config.model, config.host, config.port, model_name=config.model_name,
           max_batch=config.max_batch, batch_window_ms=config.batch_window_ms,
-          api_key_env=config.api_key_env, routers=answer_routers(config.rag_preset, config.model))
+          api_key_env=config.api_key_env, routers=routers, template=templates)

@@ -18,8 +18,23 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_json_atomic(path: Path, payload, indent: int | None = None) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=indent, sort_keys=True))
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """:func:`write_text_atomic` for bytes: files whose encoding is part of their format
+    (a CSV with a byte-order mark) are written exactly as given."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, payload, indent: int | None = None,
+                      sort_keys: bool = True) -> None:
+    """``payload`` as JSON through :func:`write_text_atomic`; ``sort_keys=False`` keeps the
+    mappings' own order (a record read back as it was written)."""
+    write_text_atomic(path, json.dumps(payload, indent=indent, sort_keys=sort_keys))
 
 
 def fsync_dir(directory: Path) -> None:

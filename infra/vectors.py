@@ -131,7 +131,7 @@ class Hit(NamedTuple):
 
 
 class StoredChunk(NamedTuple):
-    """A chunk as the table holds it (vector left out): duck-types pipelines.rag.Chunk."""
+    """A chunk as the table holds it (vector left out): duck-types pipelines.rag.chunking.Chunk."""
 
     chunk_id: str
     source_id: str
@@ -285,7 +285,7 @@ class ChunkStore:
     def replace_sources(self, chunks: Sequence, vectors) -> int:
         """Make the table hold exactly ``chunks`` for every source id they name; one commit.
 
-        ``chunks``: objects with chunk_id, source_id, start, end, text (pipelines.rag.Chunk);
+        ``chunks``: objects with chunk_id, source_id, start, end, text (pipelines.rag.chunking.Chunk);
         ``vectors``: one ``dim``-d row per chunk. Rows of those sources not among the new
         chunk ids are deleted, the rest upserted by chunk_id. Returns the new version."""
         rows = chunk_rows(chunks, vectors, self.dim)

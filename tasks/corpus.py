@@ -5,14 +5,17 @@ import json
 
 from prefect import task
 
-from pipelines import corpus, dedup, mix, quality
+from pipelines.corpus import dedup, mix, quality
+from pipelines.corpus import ingest as corpus
+from pipelines.corpus.minhash import DedupConfig
+from pipelines.shared.documents import CorpusConfig
 from tasks.common import NO_CACHE_POLICY, Progress, current_txn_id, lake_task, run_step
 
 HOUR = 3600  # seconds
 
 
-@lake_task("ingest-corpus", "pipelines.corpus", timeout_seconds=HOUR)
-def ingest_corpus(config: corpus.CorpusConfig, source_fingerprint: str,
+@lake_task("ingest-corpus", "pipelines.corpus.ingest", timeout_seconds=HOUR)
+def ingest_corpus(config: CorpusConfig, source_fingerprint: str,
                   parent_run: str | None = None) -> dict:
     """Installed packages' docs (or the user's folders) → bronze/corpus_raw.
 
@@ -23,7 +26,7 @@ def ingest_corpus(config: corpus.CorpusConfig, source_fingerprint: str,
         spark, config, txn_id=current_txn_id(), progress=progress))
 
 
-@lake_task("clean-corpus", "pipelines.quality", timeout_seconds=HOUR)
+@lake_task("clean-corpus", "pipelines.corpus.quality", timeout_seconds=HOUR)
 def clean_corpus(raw: dict, config: quality.QualityConfig, parent_run: str | None = None) -> dict:
     """Normalise, redact PII, apply quality filters → silver/corpus_clean (+ rejections)."""
     progress = Progress("normalising, redacting and filtering into silver/corpus_clean")
@@ -31,15 +34,15 @@ def clean_corpus(raw: dict, config: quality.QualityConfig, parent_run: str | Non
         spark, raw, config, txn_id=current_txn_id(), progress=progress))
 
 
-@lake_task("dedup-corpus", "pipelines.dedup", timeout_seconds=2 * HOUR)
-def dedup_corpus(clean: dict, config: dedup.DedupConfig, parent_run: str | None = None) -> dict:
+@lake_task("dedup-corpus", "pipelines.corpus.dedup", timeout_seconds=2 * HOUR)
+def dedup_corpus(clean: dict, config: DedupConfig, parent_run: str | None = None) -> dict:
     """Exact + MinHash near-duplicate removal → silver/corpus_dedup (+ duplicates)."""
     progress = Progress("exact + MinHash dedup into silver/corpus_dedup")
     return run_step("dedup-corpus", parent_run, config, lambda spark: dedup.dedup_corpus_table(
         spark, clean, config, txn_id=current_txn_id(), progress=progress))
 
 
-@lake_task("mix-corpus", "pipelines.mix", timeout_seconds=HOUR)
+@lake_task("mix-corpus", "pipelines.corpus.mix", timeout_seconds=HOUR)
 def mix_corpus(deduped: dict, config: mix.MixConfig, parent_run: str | None = None) -> dict:
     """Weighted sampling across sources to a byte budget → gold/pretrain_mix."""
     return run_step("mix-corpus", parent_run, config, lambda spark: mix.mix_corpus(

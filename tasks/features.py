@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from prefect import task
 
-from pipelines import features
+from infra.online_store import OnlineStore
+from pipelines.rag import feature_tables
+from pipelines.rag.travel_data import FeaturesConfig
 from tasks.common import HEAVY, NO_CACHE_POLICY, current_txn_id, lake_task, tracked_step
 
 MINUTE = 60
 
 
-@lake_task("write-feature-tables", "pipelines.features", timeout_seconds=30 * MINUTE)
-def write_feature_tables(config: features.FeaturesConfig, parent_run: str | None = None) -> dict:
+@lake_task("write-feature-tables", "pipelines.rag.feature_tables", timeout_seconds=30 * MINUTE)
+def write_feature_tables(config: FeaturesConfig, parent_run: str | None = None) -> dict:
     """Generated users and hotels MERGEd on their keys into gold/user_preferences and
     gold/hotels through the quality gate: {"tables": {name: manifest}, "mlflow_run_id"}."""
     from infra.spark import get_spark
 
     with tracked_step("write-feature-tables", parent_run, config) as run:
-        tables = features.write_feature_tables(get_spark(), config, txn_id=current_txn_id())
+        tables = feature_tables.write_feature_tables(get_spark(), config, txn_id=current_txn_id())
         for manifest in tables.values():
             run.log_table(manifest, role="output")
         run.log_metrics({f"{name}.{k}": manifest[k] for name, manifest in tables.items()
@@ -37,12 +39,12 @@ def sync_online_features(tables: list[str], store: str | None = None,
 
     spark = get_spark()
     synced: dict[str, dict] = {}
-    with features.OnlineStore(store) as online, \
+    with OnlineStore(store) as online, \
             tracked_step("sync-online-features", parent_run,
                          {"tables": tables, "store": str(online.path)}) as run:
         for name in tables:
-            spec = features.FEATURE_TABLES[name]
-            synced[name] = features.sync_online(spark, spec.path(), spec, online)
+            spec = feature_tables.FEATURE_TABLES[name]
+            synced[name] = feature_tables.sync_online(spark, spec.path(), spec, online)
             run.log_table(synced[name], role="input")
             print(f"{name}: {synced[name]['mode']} to version {synced[name]['version']}, "
                   f"{synced[name]['upserted']} upserted, {synced[name]['deleted']} deleted, "

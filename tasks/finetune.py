@@ -7,16 +7,18 @@ model registered under the stage's name.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 
 from prefect import task
 
-from pipelines import launch, synth, tabledoc_eval
-from pipelines.finetune import FinetuneConfig, write_pairs
-from pipelines.pretrain import METRICS
+from pipelines.evaluation import tabledoc
+from pipelines.finetune import examples, lora, sweep
+from pipelines.finetune.lora import FinetuneConfig
+from pipelines.finetune.pairs import write_pair_files
+from pipelines.shared.promotion import decide
+from pipelines.training import launch
+from pipelines.training.loop import METRICS
 from tasks.common import (
     NO_CACHE_POLICY,
     Progress,
@@ -26,7 +28,7 @@ from tasks.common import (
     run_step,
     tracked_step,
 )
-from tasks.training import LogFollower, plot_loss_curve
+from pipelines.training.progress import LogFollower, plot_loss_curve
 
 HOUR = 3600
 
@@ -37,77 +39,29 @@ def _workspace(*parts: str) -> Path:
     return load_settings().home.joinpath(*parts)
 
 
-def _digest(payload) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()) \
-        .hexdigest()[:16]
-
-
-@lake_task("make-tabledoc-examples", "pipelines.synth", timeout_seconds=2 * HOUR)
-def make_tabledoc_examples(config: synth.SynthConfig, parent_run: str | None = None) -> dict:
+@lake_task("make-tabledoc-examples", "pipelines.finetune.examples", timeout_seconds=2 * HOUR)
+def make_tabledoc_examples(config: examples.SynthConfig, parent_run: str | None = None) -> dict:
     """Synthetic CREATE TABLE -> documentation examples into silver/tabledoc_examples."""
     return run_step("make-tabledoc-examples", parent_run, config,
-                    lambda spark: synth.write_tabledoc_examples(spark, config,
-                                                                txn_id=current_txn_id()))
+                    lambda spark: examples.write_tabledoc_examples(spark, config,
+                                                                   txn_id=current_txn_id()))
 
 
-@lake_task("export-pairs", "pipelines.finetune", timeout_seconds=HOUR, tags=())
+@lake_task("export-pairs", "pipelines.finetune.pairs", timeout_seconds=HOUR, tags=())
 def export_pairs(dataset: dict | str, test_fraction: float = 0.1,
                  parent_run: str | None = None) -> dict:
     """Prompt/response jsonl files for the ranks: from a table manifest with instruction,
     response and split columns (the table's version pinned), or from an instruction dataset
     file/dir (held out by a hash of the instruction)."""
+    spark = None
     if isinstance(dataset, dict):
-        train, test, source = _pairs_from_table(dataset)
-    else:
-        train, test = _pairs_from_dataset(dataset, test_fraction)
-        source = {"path": str(dataset)}
-    out = _workspace("finetune", "pairs", _digest([source, test_fraction]))
-    write_pairs(train, out / "train.jsonl")
-    write_pairs(test, out / "test.jsonl")
-    return {"train": str(out / "train.jsonl"), "test": str(out / "test.jsonl"),
-            "train_examples": len(train), "test_examples": len(test), "source": source,
-            "key": _digest([source, test_fraction, len(train), len(test)])}
+        from infra.spark import get_spark
+
+        spark = get_spark()
+    return write_pair_files(dataset, test_fraction, _workspace("finetune", "pairs"), spark)
 
 
-def _pairs_from_table(manifest: dict):
-    from infra.lake import read_table
-    from infra.spark import get_spark
-
-    rows = (read_table(get_spark(), manifest).select("example_id", "instruction", "response",
-                                                      "split")
-            .orderBy("example_id").collect())
-    split = {"train": [], "test": []}
-    for row in rows:
-        split[row.split].append(synth.training_pair(row.instruction, row.response))
-    source = {k: manifest[k] for k in ("table", "table_id", "version")}
-    return split["train"], split["test"], source
-
-
-def _pairs_from_dataset(path: str, test_fraction: float):
-    examples = synth.load_instruction_dataset(path)
-    split = {"train": [], "test": []}
-    for example in examples:
-        bucket = int(hashlib.blake2b(example["instruction"].encode(), digest_size=8)
-                     .hexdigest(), 16) / 2**64
-        split["test" if bucket < test_fraction else "train"].append(
-            synth.training_pair(example["instruction"], example["response"]))
-    return split["train"], split["test"]
-
-
-def run_dir(config: FinetuneConfig, pairs: dict, base: str, ranks: int) -> Path:
-    """A pure function of what the run's trajectory depends on (config, data, base, ranks)."""
-    payload = {"config": config.model_dump(mode="json"), "pairs": pairs["key"], "base": base,
-               "ranks": ranks}
-    return _workspace("runs", "finetune", f"r{config.lora.r}-{_digest(payload)}")
-
-
-def cell_name(config: FinetuneConfig) -> str:
-    targets = config.lora.targets if isinstance(config.lora.targets, str) \
-        else "+".join(config.lora.targets)
-    return f"r{config.lora.r}-{targets}-{config.base_bits}bit"
-
-
-@lake_task("finetune-model", "pipelines.finetune", timeout_seconds=7 * 24 * HOUR)
+@lake_task("finetune-model", "pipelines.finetune.lora", timeout_seconds=7 * 24 * HOUR)
 def finetune_model(pairs: dict, base: str, config: FinetuneConfig, ranks: int = 1,
                    timeout_s: float = 24 * HOUR, parent_run: str | None = None) -> dict:
     """One LoRA run in its own process group (auto-resuming), tracked as an MLflow run."""
@@ -116,8 +70,8 @@ def finetune_model(pairs: dict, base: str, config: FinetuneConfig, ranks: int = 
     from infra import registry
 
     base_dir = registry.model_dir(base)
-    out = run_dir(config, pairs, str(base), ranks)
-    name = cell_name(config)
+    out = sweep.run_dir(_workspace("runs", "finetune"), config, pairs, str(base), ranks)
+    name = sweep.cell_name(config)
     params = {**jsonable(config), "base": str(base), "ranks": ranks, "run_dir": str(out)}
     with tracked_step(f"finetune {name}", parent_run, params) as run:
         if "table" in pairs["source"]:
@@ -141,16 +95,15 @@ def finetune_model(pairs: dict, base: str, config: FinetuneConfig, ranks: int = 
                 "lora": config.lora.model_dump(mode="json"), "base_bits": config.base_bits}
 
 
-@lake_task("evaluate-tabledoc", "pipelines.tabledoc_eval", timeout_seconds=2 * HOUR)
+@lake_task("evaluate-tabledoc", "pipelines.evaluation.tabledoc", timeout_seconds=2 * HOUR)
 def evaluate_tabledoc(model: str, pairs: dict, limit: int, max_new_tokens: int,
                       run_id: str | None = None, structured: bool = False) -> dict:
     """Held-out quality of a model dir or models:/ URI; logged into ``run_id`` when given.
-    ``structured``: the response template filled field by field (pipelines.tabledoc_eval)."""
+    ``structured``: the response template filled field by field (pipelines.evaluation.tabledoc)."""
     from infra import registry, tracking
 
-    items = tabledoc_eval.read_items(pairs["test"], limit)
-    result = tabledoc_eval.evaluate_model(registry.model_dir(model), items, max_new_tokens,
-                                          structured=structured)
+    result = tabledoc.evaluate_held_out(registry.model_dir(model), pairs["test"], limit,
+                                        max_new_tokens, structured=structured)
     if run_id:
         run = tracking.Run(run_id)
         run.log_metrics({k: result[k] for k in ("format_validity", "column_coverage",
@@ -159,7 +112,7 @@ def evaluate_tabledoc(model: str, pairs: dict, limit: int, max_new_tokens: int,
     return {**result, "model": str(model)}
 
 
-@lake_task("register-finetuned", "pipelines.tabledoc_eval", timeout_seconds=2 * HOUR)
+@lake_task("register-finetuned", "pipelines.evaluation.tabledoc", timeout_seconds=2 * HOUR)
 def register_finetuned(best: dict, quality: dict, pairs: dict, name: str, metric: str,
                        limit: int, max_new_tokens: int, parent_run: str | None = None,
                        structured: bool = False) -> dict:
@@ -172,11 +125,12 @@ def register_finetuned(best: dict, quality: dict, pairs: dict, name: str, metric
     champion = registry.alias_version(name)
     champion_score = None
     if champion is not None:
-        items = tabledoc_eval.read_items(pairs["test"], limit)
         champion_dir = registry.model_dir(f"models:/{name}/{champion.version}")
-        champion_score = tabledoc_eval.evaluate_model(champion_dir, items, max_new_tokens,
-                                                      structured=structured)[metric]
-    promote = champion_score is None or quality[metric] > champion_score
+        champion_score = tabledoc.evaluate_held_out(champion_dir, pairs["test"], limit,
+                                                    max_new_tokens, structured=structured)[metric]
+    promote = decide({metric: quality[metric]},
+                     None if champion_score is None else {metric: champion_score},
+                     tabledoc.champion_rule(metric)).promote
     tracking.Run(best["mlflow_run_id"]).log_artifacts(best["adapter_dir"], "adapter")
     tags = {metric: f"{quality[metric]:.6f}", "base": best["base"], "cell": best["cell"],
             "adapter": "runs:/" + best["mlflow_run_id"] + "/adapter",
@@ -203,33 +157,12 @@ def publish_sweep_summary(trained: list[dict], quality: list[dict], skipped: lis
     updated) as a Prefect table artifact, with the references and skipped cells below."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    rows = [sweep_row(t, q) | {"best": i == best} for i, (t, q) in
-            enumerate(zip(trained, quality))]
+    rows = sweep.summary_rows(trained, quality, best)
     create_table_artifact(key="finetune-sweep", table=rows,
                           description=f"LoRA sweep; best by {metric}")
-    lines = ["# finetune-sweep", "", f"Best cell by {metric}: **{trained[best]['cell']}**", "",
-             "| model | format validity | column coverage | ROUGE-L |", "|---|---|---|---|"]
-    lines += [f"| {r['cell']} | {r['format_validity']:.3f} | {r['column_coverage']:.3f} | "
-              f"{r['rouge_l']:.3f} |" for r in rows]
-    lines += [f"| {name} | {q['format_validity']:.3f} | {q['column_coverage']:.3f} | "
-              f"{q['rouge_l']:.3f} |" for name, q in reference.items()]
-    lines += [f"- skipped {s['cell']}: {s['why']}" for s in skipped]
-    create_markdown_artifact(key="finetune-sweep-report", markdown="\n".join(lines) + "\n")
+    create_markdown_artifact(key="finetune-sweep-report", markdown=sweep.report_markdown(
+        rows, reference, skipped, metric, trained[best]["cell"]))
     return rows
-
-
-def sweep_row(trained: dict, quality: dict) -> dict:
-    targets = trained["lora"]["targets"]
-    return {"cell": trained["cell"], "r": trained["lora"]["r"],
-            "target_modules": targets if isinstance(targets, str) else ",".join(targets),
-            "base_weight_bits": trained["base_bits"],
-            "format_validity": round(quality["format_validity"], 4),
-            "column_coverage": round(quality["column_coverage"], 4),
-            "rouge_l": round(quality["rouge_l"], 4),
-            "parameters_updated": trained["trainable_parameters"],
-            "share_updated": round(trained["trainable_parameters"]
-                                   / trained["total_parameters"], 5),
-            "eval_loss": trained.get("val_loss"), "wall_s": round(trained["wall_s"], 1)}
 
 
 def task_model_needed(configured_model, model_name: str, policy: str) -> bool:
@@ -257,12 +190,9 @@ def finetune_task(dataset: dict | str, base: str, config: FinetuneConfig, model_
         return {"name": model_name, "version": str(champion.version),  # a cached rerun
                 "uri": f"models:/{model_name}/{champion.version}", "champion": True,
                 "eval_loss": loss, "model_dir": trained["model_dir"]}
-    # eval losses compare only on the same held-out pairs; new data makes a new champion
-    comparable = champion is not None and champion.tags.get("pairs") == pairs["key"]
-    previous = float(champion.tags["eval_loss"]) if comparable and \
-        champion.tags.get("eval_loss") not in (None, "None") else None
-    promote = champion is None or not comparable or (
-        loss is not None and (previous is None or loss < previous))
+    promote = decide({"eval_loss": loss, "pairs": pairs["key"]},
+                     None if champion is None else lora.champion_metrics(champion.tags),
+                     lora.CHAMPION_RULE).promote
     version = registry.register_model_dir(model_name, trained["model_dir"],
                                           trained["mlflow_run_id"],
                                           tags={"base": str(base), "eval_loss": loss,

@@ -8,8 +8,11 @@ from pathlib import Path
 
 from prefect import task
 
-from pipelines import rag_chain, rag_index
-from pipelines.finetune import FinetuneConfig
+from pipelines.evaluation.retrieval_sets import hand_written_targets
+from pipelines.finetune.lora import FinetuneConfig
+from pipelines.rag import chain as rag_chain
+from pipelines.rag import index as rag_index
+from pipelines.rag.index import lancedb_dir
 from tasks.common import HEAVY, NO_CACHE_POLICY, tracked_step
 
 HOUR = 3600
@@ -22,10 +25,6 @@ def workspace(*parts: str) -> Path:
     return load_settings().home.joinpath(*parts)
 
 
-def lancedb_dir() -> Path:
-    return workspace("lancedb")
-
-
 # Not cached by Prefect: the index compares itself with the corpus on every run and rewrites
 # only what changed, so a rerun with nothing new embeds nothing.
 @task(name="build-index", timeout_seconds=12 * HOUR, retries=1, retry_delay_seconds=5,
@@ -34,7 +33,8 @@ def build_index(config: rag_index.IndexConfig, parent_run: str | None = None) ->
     """Sync one chunk table with its corpus (changed sources re-embedded, removed ones
     deleted), refresh the vector and full-text indexes; the manifest pins the version."""
     with tracked_step("build-index", parent_run, config) as run:
-        manifest = rag_index.build_index(config, lancedb_dir(), progress=True)
+        manifest = rag_index.build_index(config, lancedb_dir(), progress=True,
+                                         question_targets=hand_written_targets())
         run.log_metrics({k: manifest[k] for k in ("documents", "quarantined", "chunks",
                                                   "sources_written", "sources_deleted",
                                                   "chunks_embedded", "version", "seconds")})
@@ -51,17 +51,20 @@ def make_rag_model(config: rag_index.IndexConfig, base: str, train: FinetuneConf
     """genai-rag: ``finetune_task`` on (question, quoted sources → cited answer) pairs from
     the docstring corpus, answered by the rule teacher (the default answering model; any
     other model or endpoint can be configured instead)."""
-    from pipelines.reviews import write_instruction_jsonl
-    from tasks.finetune import finetune_task
-
     from infra.registry import model_dir
-    from pipelines.finetune import load_hf_tokenizer
+    from pipelines.evaluation.retrieval_templates import template_questions
+    from pipelines.rag.teacher import training_pairs_for_index
+    from pipelines.shared.instructions import write_instruction_jsonl
+    from pipelines.training.hf import load_hf_tokenizer
+    from tasks.finetune import finetune_task
 
     # the prompts fitted as the chain will fit them to the tuned model (train.max_len long)
     fit = rag_chain.ContextFit(load_hf_tokenizer(model_dir(base)), train.max_len)
-    pairs = rag_chain.training_pairs_for_index(config, questions, answer.k,
-                                                answer.max_source_chars, seed, fit,
-                                                answer.max_new_tokens)
+    # the evaluation stage's template questions: a question never names its target
+    pairs = training_pairs_for_index(config, questions, answer.k, answer.max_source_chars,
+                                     seed, fit, answer.max_new_tokens,
+                                     template_questions=template_questions,
+                                     question_targets=hand_written_targets())
     # named by content: export-pairs caches on the path, so other pairs need another path
     digest = hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:16]
     dataset = write_instruction_jsonl(
@@ -113,28 +116,25 @@ def evaluate_retrieval_grid(indexes: dict[int, dict], index: rag_index.IndexConf
     grid's table is published as a Prefect markdown artifact."""
     from prefect.artifacts import create_markdown_artifact
 
-    from pipelines import rag_eval
+    from pipelines.evaluation.retrieval_cells import grid_summary
+    from pipelines.evaluation.retrieval_grid import evaluate_grid
+    from pipelines.evaluation.retrieval_reports import grid_markdown
+    from pipelines.evaluation.retrieval_templates import eval_set_for
 
-    eval_set = rag_chain.eval_set_for(index, questions)
-    embedder = rag_index.load_embedder(index)
-    stores = {size: rag_index.open_store(lancedb_dir(), rag_chain.with_chunk_size(index, size),
-                                         embedder, must_exist=True)
-              for size in indexes}
-
-    def retrieve_for_cell(cell):
-        return rag_chain.source_retriever(stores[cell.chunk_size], embedder, cell.retriever,
-                                          indexes[cell.chunk_size]["version"])
-
+    # the RAG stage supplies the documents and the retrievers; the evaluation stage scores them
+    documents, _ = rag_index.index_documents(index, hand_written_targets())
+    eval_set = eval_set_for(documents, questions)
+    retrievers = rag_index.SizedRetrievers(lancedb_dir(), index,
+                                           {size: m["version"] for size, m in indexes.items()})
     with tracked_step("evaluate-retrieval-grid", parent_run,
                       {"grid": grid, "eval_set": eval_set.describe()}) as run:
-        results = rag_eval.evaluate_grid(
-            grid.cells(), retrieve_for_cell, eval_set, workspace("cache", "rag_eval"),
+        results = evaluate_grid(
+            grid.cells(), retrievers.for_cell, eval_set, workspace("cache", "rag_eval"),
             table_version={size: f"{m['table']}@{m['version']}" for size, m in indexes.items()},
             ks=grid.ks, run=run.run_id, out_dir=workspace("reports", "retrieval"),
-            key_extra={"embedder": embedder.name}, metric=grid.metric)
-        summary = rag_eval.grid_summary(results, grid.metric)
-    create_markdown_artifact(key="retrieval-grid",
-                             markdown=rag_eval.grid_markdown(results, grid.metric),
+            key_extra={"embedder": retrievers.embedder.name}, metric=grid.metric)
+        summary = grid_summary(results, grid.metric)
+    create_markdown_artifact(key="retrieval-grid", markdown=grid_markdown(results, grid.metric),
                              description="Retriever evaluation: chunk size x retriever x k")
     return {**summary, "reports": str(workspace("reports", "retrieval")),
             "mlflow_run_id": run.run_id}

@@ -2,14 +2,15 @@
 summaries (incremental, traced), and the report."""
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 from prefect import task
 
-from pipelines import batch_llm, reviews
-from pipelines.finetune import FinetuneConfig
+from pipelines.finetune.lora import FinetuneConfig
+from pipelines.prompts import ingest, quality, report, summaries, teacher
+from pipelines.prompts.schema import ReviewsConfig
+from pipelines.prompts.summariser import SummaryConfig
+from pipelines.prompts.summary_prompt import PROMPT_NAME, PROMPT_TEMPLATE
 from tasks.common import NO_CACHE_POLICY, current_txn_id, lake_task, run_step, tracked_step
 
 HOUR = 3600
@@ -22,27 +23,24 @@ def _workspace(*parts: str) -> Path:
     return load_settings().home.joinpath(*parts)
 
 
-@lake_task("ingest-reviews", "pipelines.reviews", timeout_seconds=2 * HOUR)
-def ingest_reviews(config: reviews.ReviewsConfig, parent_run: str | None = None) -> dict:
+@lake_task("ingest-reviews", "pipelines.prompts.ingest", timeout_seconds=2 * HOUR)
+def ingest_reviews(config: ReviewsConfig, parent_run: str | None = None) -> dict:
     """Review files by field mapping (or the seeded generator) into bronze/reviews through
     the quality gate; rejected rows quarantined and counted."""
     return run_step("ingest-reviews", parent_run, config,
-                    lambda spark: reviews.write_reviews(spark, config, txn_id=current_txn_id()))
+                    lambda spark: ingest.write_reviews(spark, config, txn_id=current_txn_id()))
 
 
 @task(name="make-review-model", timeout_seconds=24 * HOUR, cache_policy=NO_CACHE_POLICY)
-def make_review_model(config: reviews.ReviewsConfig, base: str, train: FinetuneConfig,
+def make_review_model(config: ReviewsConfig, base: str, train: FinetuneConfig,
                       window: str = "week", parent_run: str | None = None) -> dict:
     """genai-reviews: ``finetune_task`` on generated reviews and the rule teacher's answers,
     grouped by the summary job's ``window`` (the default summary model; any other model or
     endpoint can be configured instead)."""
     from tasks.finetune import finetune_task
 
-    pairs = reviews.review_training_pairs(config, window)
-    # named by content: export-pairs caches on the path, so other pairs need another path
-    digest = hashlib.sha256(json.dumps(pairs).encode()).hexdigest()[:16]
-    dataset = reviews.write_instruction_jsonl(
-        pairs, _workspace("finetune", "datasets", f"reviews-{digest}.jsonl"))
+    dataset = teacher.write_review_training_set(config, window,
+                                                _workspace("finetune", "datasets"))
     return finetune_task(str(dataset), base, train, REVIEW_MODEL, parent_run=parent_run)
 
 
@@ -58,8 +56,9 @@ def resolve_summary_model(spec: str | dict) -> tuple[str | dict, str]:
     return spec, spec if isinstance(spec, str) else f"{spec.get('base_url')}#{spec.get('model')}"
 
 
-@lake_task("summarise-reviews", "pipelines.batch_llm", timeout_seconds=12 * HOUR, retries=0)
-def summarise_reviews(reviews_manifest: dict, config: batch_llm.SummaryConfig,
+@lake_task("summarise-reviews", "pipelines.prompts.summaries", timeout_seconds=12 * HOUR,
+           retries=0)
+def summarise_reviews(reviews_manifest: dict, config: SummaryConfig,
                       parent_run: str | None = None) -> dict:
     """The groups touched since the last processed reviews version, answered and merged into
     gold/review_summaries, review_flags and review_metrics; every model call traced."""
@@ -67,7 +66,7 @@ def summarise_reviews(reviews_manifest: dict, config: batch_llm.SummaryConfig,
     from infra.spark import get_spark
 
     prompt = tracking.load_prompt(config.prompt) if config.prompt else \
-        tracking.register_prompt(batch_llm.PROMPT_NAME, batch_llm.PROMPT_TEMPLATE,
+        tracking.register_prompt(PROMPT_NAME, PROMPT_TEMPLATE,
                                  "the seed's four questions, reviews quoted as data")
     llm_spec, model_id = resolve_summary_model(config.model)
     with tracked_step("summarise-reviews", parent_run, config) as run:
@@ -78,7 +77,7 @@ def summarise_reviews(reviews_manifest: dict, config: batch_llm.SummaryConfig,
             tracking.log_llm_traces(run.run_id, "summarise-review-group", [_call(a) for a in
                                                                             answers])
 
-        result = batch_llm.update_review_summaries(
+        result = summaries.update_review_summaries(
             get_spark(), reviews_manifest, config, llm_spec=llm_spec, model_id=model_id,
             prompt=prompt, txn_id=current_txn_id(), run_id=run.run_id,
             cache_dir=_workspace("cache", "batch_llm"), on_answers=trace)
@@ -97,7 +96,7 @@ def _call(answer: dict) -> dict:
             "outputs": {"raw": answer["raw"], "parse_error": answer["parse_error"]},
             "latency_ms": answer["latency_ms"], "prompt_tokens": answer["prompt_tokens"],
             "completion_tokens": answer["completion_tokens"],
-            "group": "/".join(str(answer[k]) for k in batch_llm.GROUP_KEY)}
+            "group": "/".join(str(answer[k]) for k in summaries.GROUP_KEY)}
 
 
 @task(name="publish-review-report", timeout_seconds=HOUR, cache_policy=NO_CACHE_POLICY)
@@ -108,41 +107,35 @@ def publish_review_report(summary: dict) -> dict:
     from infra.files import write_text_atomic
     from infra.spark import get_spark
 
-    summaries, metrics = batch_llm.latest_report_rows(get_spark())
-    markdown = batch_llm.report_markdown(summaries, metrics)
-    create_markdown_artifact(key="review-summaries", markdown=markdown,
+    built = report.review_report(get_spark(), "Review summaries")
+    create_markdown_artifact(key="review-summaries", markdown=built["markdown"],
                              description="Latest review summaries per product")
     page = _workspace("reports", "review_summaries.html")
     page.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(page, batch_llm.report_html(summaries, metrics, "Review summaries"))
-    return {"html": str(page), "products": len(metrics), "groups": len(summaries),
+    write_text_atomic(page, built["html"])
+    return {"html": str(page), "products": built["products"], "groups": built["groups"],
             "summaries_version": (summary.get("summaries") or {}).get("version")}
 
 
 @task(name="evaluate-review-model", timeout_seconds=6 * HOUR, cache_policy=NO_CACHE_POLICY)
-def evaluate_review_model(model: str, base: str, config: reviews.ReviewsConfig,
-                          summary: batch_llm.SummaryConfig, max_groups: int = 64,
+def evaluate_review_model(model: str, base: str, config: ReviewsConfig,
+                          summary: SummaryConfig, max_groups: int = 64,
                           parent_run: str | None = None) -> dict:
     """Negative points of the task model on held-out generated products (another seed),
     scored against the generator's aspect records beside the untuned base and the keyword
     baseline: precision and recall of named criticised aspects."""
     from infra import registry
     from infra.llm import TransformersLLM
-    from infra.tracking import PromptRef
+    from pipelines.evaluation.reviews import compare_negative_points
 
-    heldout = config.model_copy(update={"seed": config.seed + 1000})
-    groups, aspects = batch_llm.heldout_groups(heldout, summary.window)
-    groups = groups[:max_groups]
-    template = PromptRef(batch_llm.PROMPT_NAME, 0, batch_llm.PROMPT_TEMPLATE).format
-    scores = {"keyword_baseline": batch_llm.negative_point_quality(
-        [reviews.keyword_baseline(g.reviews) for g in groups], groups, aspects)}
-    for name, ref in (("task_model", model), ("base", base)):
-        llm = TransformersLLM(registry.model_dir(ref), tokens_per_batch=summary.tokens_per_batch)
-        summariser = batch_llm.Summariser(llm, template, summary, llm.tokenizer)
-        scores[name] = batch_llm.negative_point_quality(
-            batch_llm.model_negative_points(summariser, groups), groups, aspects)
+    def load_llm(ref: str) -> TransformersLLM:
+        return TransformersLLM(registry.model_dir(ref), tokens_per_batch=summary.tokens_per_batch)
+
+    result = quality.score_review_models(config, summary, {"task_model": model, "base": base},
+                                         load_llm, compare_negative_points, max_groups)
+    scores = result["scores"]
     with tracked_step("evaluate-review-model", parent_run,
-                      {"model": model, "base": base, "heldout_seed": heldout.seed,
-                       "groups": len(groups)}) as run:
+                      {"model": model, "base": base, "heldout_seed": result["heldout_seed"],
+                       "groups": result["groups"]}) as run:
         run.log_metrics({f"{who}.{k}": v for who, s in scores.items() for k, v in s.items()})
     return {**scores, "model_ref": model, "base_ref": base}

@@ -28,8 +28,8 @@ def tiny_sentences(n: int = 400, seed: int = SENTENCE_SEED) -> list[str]:
 
 def build_tiny_model_and_tokenizer(tmp_dir: Path | str) -> Path:
     """Save a tiny model and its tokenizer under ``tmp_dir/tiny-model``; returns that dir."""
-    from pipelines.models import build_model, model_config
-    from pipelines.tokens import (
+    from pipelines.training.models import build_model, model_config
+    from pipelines.pretrain.tokenizer import (
         TokenizerConfig,
         check_vocab,
         save_tokenizer,
@@ -48,20 +48,22 @@ def build_tiny_model_and_tokenizer(tmp_dir: Path | str) -> Path:
 
 
 def write_tiny_shards(root: Path, seq_len: int = 32) -> Path:
-    """A complete shard dir with a ``tokenizer/`` inside, in pipelines.tokens' documented
+    """A complete shard dir with a ``tokenizer/`` inside, in pipelines.pretrain.tokens' documented
     format, straight from the tiny sentences (no Spark: seconds, not a JVM start)."""
     import json
 
     import numpy as np
 
-    from pipelines.tokens import (
+    from pipelines.pretrain.tokens import (
         COMPLETE_MARKER,
         INDEX_FILE,
         SHARD_FORMAT,
-        TokenizerConfig,
         pack_documents,
-        save_tokenizer,
         shard_dtype,
+    )
+    from pipelines.pretrain.tokenizer import (
+        TokenizerConfig,
+        save_tokenizer,
         tokenizer_hash,
         train_tokenizer,
     )
@@ -106,7 +108,7 @@ def tiny_mix_rows(n_docs: int = 120) -> list[tuple]:
 def write_tiny_mix(spark, lake, rows) -> dict:
     """Write rows as a gold/pretrain_mix table under ``lake``; returns its manifest."""
     from infra.lake import write_table
-    from pipelines.mix import PRETRAIN_MIX
+    from pipelines.corpus.mix import PRETRAIN_MIX
 
     df = spark.createDataFrame(rows, PRETRAIN_MIX.schema)
     return write_table(spark, PRETRAIN_MIX, df, txn_id="mix-1", mode="overwrite", root=lake)

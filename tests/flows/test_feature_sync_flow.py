@@ -6,21 +6,19 @@ from __future__ import annotations
 
 import pytest
 
-from flows.sync_online_features import SyncOnlineFeaturesConfig, sync_online_features
+from flows.sync_online_features import sync_online_features
 from infra.lake import read_table
-from pipelines.features import (
+from infra.online_store import OnlineStore, UnknownKeyError
+from pipelines.rag.feature_spec import request_features
+from pipelines.rag.feature_tables import (
     HOTELS,
     USER_PREFERENCES,
-    FeaturesConfig,
-    OnlineStore,
-    UnknownKeyError,
+    SyncOnlineFeaturesConfig,
     delete_rows,
-    generate_hotels,
-    generate_user_preferences,
-    request_features,
     sync_online,
     upsert_rows,
 )
+from pipelines.rag.travel_data import FeaturesConfig, generate_hotels, generate_user_preferences
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 

@@ -11,9 +11,9 @@ import pytest
 from flows.finetune_sweep import SweepConfig, finetune_sweep
 from flows.pairwise_eval import PairwiseConfig, pairwise_eval
 from infra import registry, tracking
-from pipelines import synth
-from pipelines.finetune import lora_parameter_count, resolve_targets
-from pipelines.models import build_model, model_config
+from pipelines.finetune.lora import lora_parameter_count, resolve_targets
+from pipelines.shared.tabledoc_format import ddl_columns
+from pipelines.training.models import build_model, model_config
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -62,7 +62,7 @@ def test_a_two_step_sweep_trains_each_cell_and_registers_the_best(sweep):
     for sample in generations:
         lines = [line.split(":", 1)[0] for line in sample["generated"].splitlines()]
         assert [line for line in lines if line.startswith("- ")] == [
-            f"- {column}" for column in synth.ddl_columns(sample["prompt"])]
+            f"- {column}" for column in ddl_columns(sample["prompt"])]
         assert lines[0] == "Description"
 
 
@@ -93,7 +93,7 @@ def test_finetune_task_turns_an_instruction_dataset_into_a_registered_task_model
     from prefect import flow
     from transformers import AutoModelForCausalLM
 
-    from pipelines.finetune import FinetuneConfig
+    from pipelines.finetune.lora import FinetuneConfig
     from tasks.finetune import finetune_task
 
     data = tmp_path / "products.jsonl"

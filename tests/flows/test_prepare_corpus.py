@@ -4,8 +4,8 @@ import pytest
 from flows.prepare_corpus import PrepareCorpusConfig, prepare_corpus
 from infra import tracking
 from infra.lake import read_table, table_ref
-from pipelines.corpus import CorpusConfig
-from pipelines.mix import MixConfig
+from pipelines.shared.documents import CorpusConfig
+from pipelines.corpus.mix import MixConfig
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 

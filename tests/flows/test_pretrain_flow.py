@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from flows.pretrain import PretrainFlowConfig, current_mix, pretrain
+from flows.pretrain import PretrainFlowConfig, pretrain
+from tasks.pretrain import current_mix
 from infra import registry, tracking
-from pipelines.launch import launch_training
-from pipelines.pretrain import LATEST, METRICS, TRAINER_STATE
+from pipelines.training.launch import launch_training
+from pipelines.training.loop import METRICS
+from pipelines.training.checkpoints import LATEST, TRAINER_STATE
 from tiny_model import tiny_mix_rows, write_tiny_mix
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]

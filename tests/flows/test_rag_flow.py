@@ -13,11 +13,12 @@ import yaml
 from fastapi.testclient import TestClient
 
 from flows.evaluate_retrieval import EvaluateRetrievalConfig, evaluate_retrieval
-from flows.rag import RagConfig, index_config, rag
+from flows.rag import RagConfig, rag
 from infra import registry
 from infra.serving import answer_router, create_app
-from pipelines.rag_chain import open_chain
-from tasks.rag import lancedb_dir
+from pipelines.rag.chain import open_chain
+from pipelines.rag.config import index_config
+from pipelines.rag.index import lancedb_dir
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -114,7 +115,7 @@ def test_answer_endpoint_returns_the_pinned_top_k(first_run, long_tiny_model):
 
 
 def test_genai_ask_prints_one_json_object(first_run, tmp_path, capsys, long_tiny_model):
-    from flows.cli import main
+    from flows.cli.main import main
 
     preset = tmp_path / "ask.yaml"
     preset.write_text(yaml.safe_dump(small_config().model_dump(mode="json")))

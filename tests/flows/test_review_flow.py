@@ -7,7 +7,7 @@ import pytest
 
 from flows.review_summaries import ReviewSummariesConfig, review_summaries
 from infra import registry, tracking
-from pipelines import batch_llm
+from pipelines.prompts.summary_prompt import PROMPT_NAME
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -37,7 +37,7 @@ def test_review_summaries_flow_makes_its_model_then_summarises(spark, prefect_se
     assert summary["groups"] > 0 and 0 <= summary["parse_rate"] <= 1
     assert summary["model"].startswith("models:/genai-reviews/")
     assert summary["prompt_uri"] == tracking.load_prompt(
-        f"prompts:/{batch_llm.PROMPT_NAME}@latest").uri
+        f"prompts:/{PROMPT_NAME}@latest").uri
     rows = spark.read.format("delta").load(summary["summaries"]["table"]).collect()
     assert len(rows) == summary["groups"]
     assert {r.mlflow_run_id for r in rows} == {summary["mlflow_run_id"]}

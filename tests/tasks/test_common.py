@@ -5,16 +5,16 @@ MANIFEST = {"table": "/lake/bronze/t", "table_id": "abc", "version": 3, "rows": 
 
 
 def test_code_fingerprint_covers_the_project_modules_a_step_imports():
-    names = set(project_sources("pipelines.mix"))
-    assert {"pipelines.mix", "infra.lake", "infra.gate"} <= names
+    names = set(project_sources("pipelines.corpus.mix"))
+    assert {"pipelines.corpus.mix", "infra.lake", "infra.gate"} <= names
     assert not any(name.startswith(("pyspark", "pydantic")) for name in names)
-    assert code_fingerprint("pipelines.mix") != code_fingerprint("pipelines.corpus")
+    assert code_fingerprint("pipelines.corpus.mix") != code_fingerprint("pipelines.corpus.ingest")
 
 
 def test_task_key_changes_with_config_and_upstream_version_only():
-    base = task_key("mix", "pipelines.mix", {"deduped": MANIFEST, "config": {"seed": 1}})
-    assert base == task_key("mix", "pipelines.mix",
+    base = task_key("mix", "pipelines.corpus.mix", {"deduped": MANIFEST, "config": {"seed": 1}})
+    assert base == task_key("mix", "pipelines.corpus.mix",
                             {"deduped": MANIFEST, "config": {"seed": 1}, "parent_run": "r1"})
-    assert base != task_key("mix", "pipelines.mix",
+    assert base != task_key("mix", "pipelines.corpus.mix",
                             {"deduped": {**MANIFEST, "version": 4}, "config": {"seed": 1}})
-    assert base != task_key("mix", "pipelines.mix", {"deduped": MANIFEST, "config": {"seed": 2}})
+    assert base != task_key("mix", "pipelines.corpus.mix", {"deduped": MANIFEST, "config": {"seed": 2}})

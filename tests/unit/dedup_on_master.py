@@ -6,7 +6,8 @@ import json
 import sys
 
 from infra.spark import get_spark
-from pipelines.dedup import DedupConfig, deduplicate
+from pipelines.corpus.dedup import deduplicate
+from pipelines.corpus.minhash import DedupConfig
 
 
 def seeded_docs(n: int = 300, seed: int = 11) -> list[tuple[str, str]]:

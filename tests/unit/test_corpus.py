@@ -1,4 +1,4 @@
-"""pipelines.corpus: package documentation and user folders become raw corpus records."""
+"""pipelines.corpus.ingest: package documentation and user folders become raw corpus records."""
 from __future__ import annotations
 
 import json
@@ -8,16 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.corpus import (
+from pipelines.corpus.ingest import build_corpus_raw, source_fingerprint
+from pipelines.shared.input_files import InputFileError
+from pipelines.shared.documents import (
     CorpusConfig,
-    CorpusInputError,
     WorkItem,
-    build_corpus_raw,
     extract_records,
     extract_with_status,
     iter_records,
     list_work_items,
-    source_fingerprint,
 )
 
 SYNTH_MODULE = '''\
@@ -178,9 +177,9 @@ def test_package_filter_and_exclusions(mlflow_records):
 def test_listing_normalises_names_and_rejects_unknown_packages():
     items = list_work_items(CorpusConfig(packages=["Great_Expectations"], sources=["metadata"]))
     assert [(i.kind, i.package) for i in items] == [("metadata", "great-expectations")]
-    with pytest.raises(CorpusInputError, match="'no-such-dist'"):
+    with pytest.raises(InputFileError, match="'no-such-dist'"):
         list_work_items(CorpusConfig(packages=["no-such-dist"]))
-    with pytest.raises(CorpusInputError, match="genai-lifecycle"):
+    with pytest.raises(InputFileError, match="genai-lifecycle"):
         list_work_items(CorpusConfig(packages=["genai_lifecycle"]))
 
 
@@ -256,7 +255,7 @@ def test_user_folder_records_name_their_problems(user_root):
 
 def test_missing_path_fails_before_any_record(user_root, tmp_path):
     missing = tmp_path / "nope" / "corpus.jsonl"
-    with pytest.raises(CorpusInputError, match=f"corpus path {missing} does not exist"):
+    with pytest.raises(InputFileError, match=f"corpus path {missing} does not exist"):
         next(iter_records(CorpusConfig(paths=[str(user_root), str(missing)])))
 
 
@@ -264,22 +263,22 @@ def test_symlinks_are_refused(user_root, tmp_path):
     outside = tmp_path / "secret.txt"
     outside.write_text("not for the corpus")
     (user_root / "sub" / "link.txt").symlink_to(outside)
-    with pytest.raises(CorpusInputError, match=r"link\.txt is a symlink .*outside the corpus"):
+    with pytest.raises(InputFileError, match=r"link\.txt is a symlink .*outside the corpus"):
         list_work_items(CorpusConfig(paths=[str(user_root)]))
     (user_root / "sub" / "link.txt").unlink()
     (user_root / "inner").symlink_to(user_root / "sub")
-    with pytest.raises(CorpusInputError, match="symlinks are refused"):
+    with pytest.raises(InputFileError, match="symlinks are refused"):
         list_work_items(CorpusConfig(paths=[str(user_root)]))
 
 
 def test_unsupported_or_unreadable_file_is_named(tmp_path):
     named = tmp_path / "data.csv"
     named.write_text("id,text\n")
-    with pytest.raises(CorpusInputError, match=f"corpus path {named}: unsupported file type"):
+    with pytest.raises(InputFileError, match=f"corpus path {named}: unsupported file type"):
         list_work_items(CorpusConfig(paths=[str(named)]))
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(b"not parquet")
-    with pytest.raises(CorpusInputError, match=f"corpus file {broken} cannot be read"):
+    with pytest.raises(InputFileError, match=f"corpus file {broken} cannot be read"):
         list_work_items(CorpusConfig(paths=[str(broken)]))
 
 
@@ -332,7 +331,7 @@ def test_spark_build_equals_in_process_records(spark, user_root, tmp_path):
 
 @pytest.mark.spark
 def test_spark_counts_syntax_error_files(spark, synth_package, monkeypatch):
-    import pipelines.corpus as corpus
+    import pipelines.corpus.ingest as corpus
 
     items = [_docstring_item(synth_package / "mod.py", "synthpkg.mod"),
              _docstring_item(synth_package / "broken.py", "synthpkg.broken")]

@@ -5,7 +5,9 @@ import json
 import pytest
 
 from infra.lake import QualityGateError, read_table
-from pipelines.corpus import CORPUS_RAW, CorpusConfig, CorpusInputError, ingest_corpus
+from pipelines.corpus.ingest import CORPUS_RAW, ingest_corpus
+from pipelines.shared.input_files import InputFileError
+from pipelines.shared.documents import CorpusConfig
 
 pytestmark = pytest.mark.spark
 
@@ -50,7 +52,7 @@ def test_bad_rows_are_quarantined_with_their_reason(spark, workspace):
 
 
 def test_a_missing_path_fails_before_anything_is_written(spark, workspace):
-    with pytest.raises(CorpusInputError, match="nowhere"):
+    with pytest.raises(InputFileError, match="nowhere"):
         ingest_corpus(spark, CorpusConfig(paths=[str(workspace / "nowhere")]), txn_id="missing")
     assert not CORPUS_RAW.path().exists()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.data_order import GlobalOrder, ResumableSampler, epoch_permutation
+from pipelines.training.data_order import GlobalOrder, ResumableSampler, epoch_permutation
 
 N, SEED, BATCH = 37, 5, 12  # N not a multiple of BATCH: batches straddle epoch boundaries
 END = 4 * N + 5  # a bit over four epochs; the last batch is partial

@@ -1,4 +1,4 @@
-"""pipelines/dedup.py: shingles, MinHash, exact Jaccard and the Spark job's decisions."""
+"""pipelines/corpus/dedup.py: shingles, MinHash, exact Jaccard and the Spark job's decisions."""
 from __future__ import annotations
 
 import random
@@ -6,9 +6,8 @@ import random
 import numpy as np
 import pytest
 
-from pipelines.dedup import (
-    CORPUS_DEDUP_SCHEMA_EXTRA,
-    DUPLICATES_SCHEMA,
+from pipelines.corpus.dedup import CORPUS_DEDUP_SCHEMA_EXTRA, DUPLICATES_SCHEMA
+from pipelines.corpus.minhash import (
     DedupConfig,
     choose_representatives,
     exact_jaccard,
@@ -172,7 +171,7 @@ def rows_and_pairs():
 
 
 def run(spark, rows, partitions: int | None = None):
-    from pipelines.dedup import deduplicate
+    from pipelines.corpus.dedup import deduplicate
 
     df = spark.createDataFrame(rows, "id STRING, text STRING, source STRING")
     if partitions:
@@ -282,7 +281,7 @@ def test_decisions_stable_across_runs_order_and_partitioning(spark, first_run, r
 
 @pytest.mark.spark
 def test_connected_components_of_a_long_path_and_a_triangle(spark):
-    from pipelines.dedup import connected_components
+    from pipelines.corpus.dedup import connected_components
 
     rng = random.Random(4)
     path = rng.sample(range(10, 1000), 40)  # a 40-node path, node ids in random order

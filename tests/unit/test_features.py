@@ -9,34 +9,34 @@ from datetime import date, timedelta
 
 import pytest
 
-from pipelines.features import (
-    AMENITY_PHRASES,
-    HOTEL_TYPES,
-    HOTELS,
-    LOYALTY_TIERS,
-    MAX_PARTY,
-    SEASON_FACTORS,
-    USER_PREFERENCES,
+from infra.online_store import (
     Change,
+    FeatureStoreError,
+    OnlineStore,
+    UnknownKeyError,
+    parse_schema,
+)
+from pipelines.rag.feature_spec import (
     FeatureFunction,
     FeatureInputError,
     FeatureLookup,
-    FeaturesConfig,
     FeatureSpec,
-    FeatureStoreError,
-    OnlineStore,
-    PriceInputError,
-    UnknownKeyError,
     default_feature_spec,
+    request_features,
+)
+from pipelines.rag.feature_tables import HOTELS, USER_PREFERENCES
+from pipelines.rag.pricing import SEASON_FACTORS, PriceInputError, price_quote, season_of
+from pipelines.rag.travel_data import (
+    AMENITY_PHRASES,
+    HOTEL_TYPES,
+    LOYALTY_TIERS,
+    MAX_PARTY,
+    FeaturesConfig,
     generate_hotels,
     generate_user_preferences,
     hotel_descriptions,
     hotel_documents,
     hotel_ids_from_sources,
-    parse_schema,
-    price_quote,
-    request_features,
-    season_of,
 )
 
 SMALL = FeaturesConfig(n_users=20, n_hotels=12)
@@ -98,7 +98,7 @@ def test_hotel_descriptions_are_written_from_the_facts():
 
 
 def test_hotel_documents_are_rag_documents():
-    rag = pytest.importorskip("pipelines.rag")
+    rag = pytest.importorskip("pipelines.rag.documents")
     documents = hotel_documents(SMALL)
     assert all(isinstance(d, rag.Document) for d in documents)
     assert [d.source_id for d in documents] == [s for s, _ in hotel_descriptions(SMALL)]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipelines.finetune import (
+from pipelines.finetune.lora import (
     IGNORE,
     Examples,
     FinetuneConfig,
@@ -18,9 +18,9 @@ from pipelines.finetune import (
     merge_and_export,
     resolve_targets,
     trainable_parameters,
-    write_pairs,
 )
-from pipelines.models import build_model, model_config
+from pipelines.finetune.pairs import write_pairs
+from pipelines.training.models import build_model, model_config
 
 
 @pytest.mark.parametrize("preset", ["tiny", "demo", "moe-tiny"])
@@ -145,7 +145,7 @@ def test_qlora_without_cuda_is_a_clear_error_not_a_downgrade(tiny_model_dir):
 def test_two_steps_through_the_launcher_train_export_and_resume(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from pipelines.launch import launch_finetune
+    from pipelines.training.launch import launch_finetune
 
     pairs = [(f"Instruction {i}: describe table t{i}\n### Response:\n", f" t{i} holds rows.")
              for i in range(24)]

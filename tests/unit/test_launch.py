@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.launch import TrainingFailed, launch_training, training_command
-from pipelines.pretrain import METRICS, PretrainConfig
+from pipelines.training.launch import TrainingFailed, launch_training, training_command
+from pipelines.pretrain.train import PretrainConfig
+from pipelines.training.loop import METRICS
 from tiny_model import write_tiny_shards
 
 SEQ_LEN = 32
@@ -77,15 +78,15 @@ def test_a_rank_that_dies_takes_the_others_down_instead_of_hanging(shards, tmp_p
 
 def test_the_launch_command_uses_deepspeeds_launcher_for_several_ranks_or_hosts(tmp_path):
     script = ["--shards", str(tmp_path / "s")]
-    single = training_command("pipelines.pretrain", tmp_path / "c.json", tmp_path / "o", script)
-    assert single[1:4] == ["-u", "-m", "pipelines.pretrain"] and "--workspace" in single
-    local = training_command("pipelines.finetune", tmp_path / "c.json", tmp_path / "o", script,
+    single = training_command("pipelines.pretrain.train", tmp_path / "c.json", tmp_path / "o", script)
+    assert single[1:4] == ["-u", "-m", "pipelines.pretrain.train"] and "--workspace" in single
+    local = training_command("pipelines.finetune.lora", tmp_path / "c.json", tmp_path / "o", script,
                              ranks=2, master_port=29555)
     assert "deepspeed.launcher.runner" in local and local[local.index("--num_gpus") + 1] == "2"
-    assert local[local.index("--module") + 1] == "pipelines.finetune"
+    assert local[local.index("--module") + 1] == "pipelines.finetune.lora"
     hosts = tmp_path / "hostfile"
     hosts.write_text("node-a slots=4\nnode-b slots=4\n")
-    multi = training_command("pipelines.pretrain", tmp_path / "c.json", tmp_path / "o", script,
+    multi = training_command("pipelines.pretrain.train", tmp_path / "c.json", tmp_path / "o", script,
                              ranks=4, hostfile=hosts, master_port=29555)
     assert multi[multi.index("--hostfile") + 1] == str(hosts)
     with pytest.raises(ValueError, match="ranks must be >= 1"):

@@ -1,7 +1,7 @@
 """Data mixing: byte shares per source, determinism by seed, repeats of small sources."""
 import pytest
 
-from pipelines.mix import MixConfig, build_mix, mix_stats
+from pipelines.corpus.mix import MixConfig, build_mix, mix_stats
 
 pytestmark = pytest.mark.spark
 

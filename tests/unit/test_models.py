@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipelines.models import (
+from pipelines.training.models import (
     CPU_PRESETS,
     PRESETS,
     build_model,

@@ -9,9 +9,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.pairwise import (RatingSheetError, cohen_kappa, fleiss_kappa, make_rating_sheet,
-                                read_ratings, report_markdown, summarise, wilson_interval,
-                                write_report)
+from pipelines.evaluation.pairwise import (
+    RatingSheetError,
+    cohen_kappa,
+    fleiss_kappa,
+    make_rating_sheet,
+    read_ratings,
+    summarise,
+    wilson_interval,
+)
+from pipelines.evaluation.pairwise_report import report_markdown, write_report
 
 MODEL_A, MODEL_B = "ft-small-v2", "base-gpt-7b"
 N_ITEMS, N_RATERS = 62, 4  # the seed's setup: 4 raters, 62 unseen tables

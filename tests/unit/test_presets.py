@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import load_preset
+from pipelines.shared.presets import load_preset
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -16,8 +16,8 @@ def _config_classes() -> dict:
     from flows.pretrain import PretrainFlowConfig
     from flows.rag import RagConfig
     from flows.review_summaries import ReviewSummariesConfig
-    from flows.sync_online_features import SyncOnlineFeaturesConfig
-    from pipelines.rag_index import IndexConfig
+    from pipelines.rag.feature_tables import SyncOnlineFeaturesConfig
+    from pipelines.rag.index import IndexConfig
 
     return {"build_index": IndexConfig, "evaluate_retrieval": EvaluateRetrievalConfig,
             "finetune_sweep": SweepConfig, "prepare_corpus": PrepareCorpusConfig,

@@ -1,6 +1,6 @@
 """Pretraining on a tiny model: losses, determinism, checkpoints, real kill-and-resume, EMA.
 
-Shards are written directly in pipelines.tokens' documented format (index.json + .npy +
+Shards are written directly in pipelines.pretrain.tokens' documented format (index.json + .npy +
 _COMPLETE), from the tiny tokenizer and sentences: no Spark, so the file stays fast.
 """
 from __future__ import annotations
@@ -14,16 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.pretrain import (
+from pipelines.pretrain.train import PretrainConfig, train
+from pipelines.training.loop import METRICS
+from pipelines.training.checkpoints import (
     COMPLETE,
     LATEST,
-    METRICS,
-    PretrainConfig,
     find_resume_checkpoint,
-    train,
     verify_checkpoint,
 )
-from pipelines.tokens import TokenizerConfig, save_tokenizer, train_tokenizer
+from pipelines.pretrain.tokenizer import TokenizerConfig, save_tokenizer, train_tokenizer
 from tiny_model import tiny_sentences, write_tiny_shards  # tests/ is on sys.path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,7 +61,7 @@ def run_cli(cfg: PretrainConfig, shards: Path, out: Path, fault: str | None = No
     env["PYTHONPATH"] = str(REPO)
     if fault:
         env.update(GENAI_FAULT=fault, GENAI_FAULT_SKIP=str(skip))
-    return subprocess.run([sys.executable, "-m", "pipelines.pretrain", "--config",
+    return subprocess.run([sys.executable, "-m", "pipelines.pretrain.train", "--config",
                            str(config_file), "--shards", str(shards), "--out", str(out)],
                           env=env, cwd=REPO, capture_output=True, text=True, timeout=120,
                           start_new_session=True)
@@ -211,15 +210,15 @@ def test_bad_inputs_fail_fast_with_clear_errors(shards, tmp_path):
 
 
 def test_vocab_mismatch_between_tokenizer_and_model_is_refused(shards):
-    from pipelines.models import model_config
-    from pipelines.tokens import check_vocab
+    from pipelines.training.models import model_config
+    from pipelines.pretrain.tokenizer import check_vocab
 
     with pytest.raises(ValueError, match="embedding has 300 rows"):
         check_vocab(shards / "tokenizer", model_config("tiny", vocab_size=300))
 
 
 def test_lr_schedule_warms_up_without_a_zero_step_then_decays_to_the_floor():
-    from pipelines.pretrain import lr_schedule
+    from pipelines.training.engine import lr_schedule
 
     ratios = [lr_schedule(i, warmup_steps=2, max_steps=10, min_lr_ratio=0.1) for i in range(11)]
     assert ratios[0] == pytest.approx(1 / 3) and ratios[1] == pytest.approx(2 / 3)

@@ -1,4 +1,4 @@
-"""Text cleaning, PII redaction and quality filters of the pretraining corpus (pipelines/quality.py)."""
+"""Text cleaning, PII redaction and quality filters of the pretraining corpus (pipelines/corpus/quality.py)."""
 from __future__ import annotations
 
 import ast
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.quality import (
+from pipelines.corpus.quality import (
     CORPUS_CLEAN_SCHEMA,
     CORPUS_REJECTED_SCHEMA,
     FILTER_NAMES,
@@ -17,8 +17,8 @@ from pipelines.quality import (
     clean_one,
     normalise_text,
     quality_stats,
-    redact_pii,
 )
+from pipelines.corpus.pii import redact_pii
 
 NORMAL_DOCSTRING = """Compute the weighted mean of an array along the given axis.
 

@@ -6,22 +6,23 @@ import os
 import numpy as np
 import pytest
 
-from pipelines.rag import (
+from pipelines.rag.chunking import (
     Chunk,
     ChunkingConfig,
     ChunkTooLongError,
-    Document,
-    Embedder,
     InputTooLongError,
-    RagCorpusConfig,
-    RagInputError,
     check_chunk_sizes,
     chunk_documents,
     count_tokens,
-    embedder_name,
+)
+from pipelines.rag.documents import (
+    Document,
+    RagCorpusConfig,
+    RagInputError,
     html_to_text,
     load_documents,
 )
+from pipelines.rag.embedder import Embedder, embedder_name
 
 STRATEGIES = ["fixed", "recursive", "token"]
 

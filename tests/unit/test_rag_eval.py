@@ -9,9 +9,16 @@ from typing import NamedTuple
 
 import pytest
 
-from pipelines import rag_eval
-from pipelines.rag_eval import (CellResult, EvalQuestion, EvalSet, EvalSetError, GridCell,
-                                GridConfig)
+from pipelines.evaluation import (
+    retrieval_cells,
+    retrieval_grid,
+    retrieval_metrics,
+    retrieval_reports,
+    retrieval_sets,
+    retrieval_templates,
+)
+from pipelines.evaluation.retrieval_cells import CellResult, GridCell, GridConfig
+from pipelines.evaluation.retrieval_sets import EvalQuestion, EvalSet, EvalSetError
 
 PACKAGES = ["mlflow", "prefect", "pyspark"]  # the default RAG corpus
 SAMPLE_MODULES = {"mlflow.tracking.fluent", "mlflow.tracking.client", "prefect.flows",
@@ -27,7 +34,7 @@ class Doc(NamedTuple):
 @pytest.fixture(scope="module")
 def sample_docs() -> list[dict]:
     """Docstring records of a few real API modules (a fraction of a second, not the corpus)."""
-    from pipelines.corpus import CorpusConfig, extract_records, list_work_items
+    from pipelines.shared.documents import CorpusConfig, extract_records, list_work_items
 
     items = [i for i in list_work_items(CorpusConfig(packages=PACKAGES, sources=["docstring"]))
              if i.name in SAMPLE_MODULES]
@@ -66,7 +73,7 @@ def _assert_hidden(questions: EvalSet, records: list[dict]) -> None:
 # ------------------------------------------------------------------- template questions ---
 
 def test_template_questions_never_reveal_their_target(sample_docs):
-    questions = rag_eval.template_questions(sample_docs, n=None)
+    questions = retrieval_templates.template_questions(sample_docs, n=None)
     assert len(questions) >= 60  # a good share of public API docstrings qualify
     _assert_hidden(questions, sample_docs)
     assert all(len(q.expected_source_ids) == 1 and q.question.endswith("?") for q in questions)
@@ -79,11 +86,11 @@ def test_template_questions_never_reveal_their_target(sample_docs):
 
 
 def test_same_seed_gives_the_same_set_in_any_input_order(sample_docs):
-    first = rag_eval.template_questions(sample_docs, n=40, seed=3)
+    first = retrieval_templates.template_questions(sample_docs, n=40, seed=3)
     shuffled = list(sample_docs)
     random.Random(0).shuffle(shuffled)
-    again = rag_eval.template_questions(shuffled, n=40, seed=3)
-    other = rag_eval.template_questions(sample_docs, n=40, seed=4)
+    again = retrieval_templates.template_questions(shuffled, n=40, seed=3)
+    other = retrieval_templates.template_questions(sample_docs, n=40, seed=4)
     assert len(first) == 40
     assert first.questions == again.questions and first.content_hash == again.content_hash
     assert first.content_hash != other.content_hash
@@ -101,27 +108,28 @@ def test_template_skips_generic_short_shared_and_non_docstring_documents():
         Doc("py:pkg.mod.start_run", "Start a new tracked run so that later metrics and "
             "parameters are recorded under it.\n\nArgs:\n    name: the run's name."),
     ]
-    questions = rag_eval.template_questions(docs, n=None)
+    questions = retrieval_templates.template_questions(docs, n=None)
     assert [q.expected_source_ids for q in questions] == [("py:pkg.mod.start_run",)]
     words = re.findall(r"\w+", questions.questions[0].question.lower())
     assert not {"start", "run", "runs", "mod"} & set(words)
     assert "metrics" in words
     with pytest.raises(EvalSetError, match="no document qualifies"):
-        rag_eval.template_questions(docs[:2], n=None)
+        retrieval_templates.template_questions(docs[:2], n=None)
 
 
 def test_summary_line_reduces_markup_to_words():
     text = ("Returns a :class:`~pyspark.sql.DataFrame` read from ``path``; see `the docs "
             "<https://example.org>`_ (e.g. for CSV). More text here.\n\nArgs: ...")
-    assert rag_eval.summary_line(text) == ("Returns a DataFrame read from path; see the docs "
-                                           "(e.g. for CSV)")
-    assert rag_eval.summary_line(".. note:: directive first") == ""
+    assert retrieval_templates.summary_line(text) == (
+        "Returns a DataFrame read from path; see the docs "
+        "(e.g. for CSV)")
+    assert retrieval_templates.summary_line(".. note:: directive first") == ""
 
 
 # ------------------------------------------------------------------- hand-written + CSV ---
 
 def test_hand_written_set_loads():
-    questions = rag_eval.hand_written_questions()
+    questions = retrieval_sets.hand_written_questions()
     assert len(questions) >= 50
     assert len({q.question for q in questions}) == len(questions)
     assert sum(len(q.expected_source_ids) > 1 for q in questions) >= 10  # multi-answer ones
@@ -132,13 +140,13 @@ def test_hand_written_set_loads():
 @pytest.mark.slow
 def test_hand_written_ids_exist_and_all_templates_hide_targets_on_the_default_corpus():
     """Reads the whole default corpus (mlflow, prefect, pyspark docstrings: ~6-11 s)."""
-    from pipelines.corpus import CorpusConfig, iter_records
+    from pipelines.shared.documents import CorpusConfig, iter_records
 
     records = list(iter_records(CorpusConfig(packages=PACKAGES,
                                              sources=["metadata", "docstring"])))
     known = {r["id"] for r in records}
-    assert rag_eval.unknown_ids(rag_eval.hand_written_questions(), known) == {}
-    templates = rag_eval.template_questions(records, n=None)
+    assert retrieval_sets.unknown_ids(retrieval_sets.hand_written_questions(), known) == {}
+    templates = retrieval_templates.template_questions(records, n=None)
     assert len(templates) > 1000
     _assert_hidden(templates, [r for r in records if r["id"].startswith("py:")])
 
@@ -149,7 +157,7 @@ def test_user_csv_with_both_separators(tmp_path):
                     "How do I log a metric?,py:a.log_metric; py:a.log_metrics,two ways\n"
                     "\"Start a run, then?\",py:a.start_run|py:a.end_run|py:a.start_run,\n",
                     encoding="utf-8")
-    eval_set = rag_eval.load_eval_set(path, known_ids={"py:a.log_metric", "py:a.log_metrics",
+    eval_set = retrieval_sets.load_eval_set(path, known_ids={"py:a.log_metric", "py:a.log_metrics",
                                                        "py:a.start_run", "py:a.end_run"})
     assert eval_set.name == "mine" and len(eval_set) == 2
     assert eval_set.questions[0] == EvalQuestion(
@@ -167,7 +175,7 @@ def test_user_csv_bad_row_names_file_and_row(tmp_path, rows, message):
     path = tmp_path / "bad.csv"
     path.write_text("question,expected_source_ids\n" + rows)
     with pytest.raises(EvalSetError, match=re.escape(str(path)) + " " + message):
-        rag_eval.load_csv(path)
+        retrieval_sets.load_csv(path)
 
 
 def test_user_csv_missing_column_unknown_id_and_bad_jsonl(tmp_path):
@@ -175,15 +183,15 @@ def test_user_csv_missing_column_unknown_id_and_bad_jsonl(tmp_path):
     path.write_text("query,ids\nq?,py:a\n")
     with pytest.raises(EvalSetError, match=r"cols.csv: missing column\(s\) question, "
                                             r"expected_source_ids"):
-        rag_eval.load_csv(path)
+        retrieval_sets.load_csv(path)
     path.write_text("question,expected_source_ids\nq?,py:a;py:typo\n")
     with pytest.raises(EvalSetError, match=r"cols.csv row 1: py:typo"):
-        rag_eval.load_csv(path, known_ids={"py:a"})
+        retrieval_sets.load_csv(path, known_ids={"py:a"})
     jsonl = tmp_path / "q.jsonl"
     jsonl.write_text('{"question": "q?", "expected_source_ids": ["py:a"]}\n'
                      '{"question": "q2?", "expected_source_ids": "py:a"}\n')
     with pytest.raises(EvalSetError, match=r"q.jsonl line 2: 'expected_source_ids' must be"):
-        rag_eval.load_eval_set(jsonl)
+        retrieval_sets.load_eval_set(jsonl)
 
 
 def test_content_hash_follows_questions_and_expected_ids_only():
@@ -201,10 +209,10 @@ def test_dedup_source_ids_keeps_first_rank():
         chunk_id: str
         source_id: str
 
-    assert rag_eval.dedup_source_ids(["a", "b", "a", "c", "b"]) == ["a", "b", "c"]
-    assert rag_eval.dedup_source_ids(["a", "a", "b", "c"], k=2) == ["a", "b"]
+    assert retrieval_metrics.dedup_source_ids(["a", "b", "a", "c", "b"]) == ["a", "b", "c"]
+    assert retrieval_metrics.dedup_source_ids(["a", "a", "b", "c"], k=2) == ["a", "b"]
     hits = [Hit("a#0-5", "a"), Hit("a#5-9", "a"), Hit("b#0-3", "b")]
-    assert rag_eval.dedup_source_ids(hits) == ["a", "b"]
+    assert retrieval_metrics.dedup_source_ids(hits) == ["a", "b"]
 
 
 def _toy_set() -> EvalSet:
@@ -214,7 +222,7 @@ def _toy_set() -> EvalSet:
 
 def test_mlflow_metrics_match_a_hand_computed_case():
     answers = {"where are a and b?": ["a", "x", "a", "b"], "where is c?": ["y", "z"]}
-    result = rag_eval.evaluate_retriever(lambda q, k: answers[q][:k + 1], _toy_set(),
+    result = retrieval_metrics.evaluate_retriever(lambda q, k: answers[q][:k + 1], _toy_set(),
                                          ks=(1, 2, 3))
     first, second = result["per_question"]
     assert first["retrieved"] == ["a", "x", "b"]  # two chunks of "a" count once
@@ -227,7 +235,7 @@ def test_mlflow_metrics_match_a_hand_computed_case():
     assert metrics["precision_at_3"] == pytest.approx((2 / 3 + 0) / 2, abs=1e-6)
     assert metrics["ndcg_at_3"] == pytest.approx(ndcg / 2, abs=1e-6)
     assert metrics["recall_at_1"] == pytest.approx(0.25)
-    assert set(metrics) == set(rag_eval.metric_names((1, 2, 3)))
+    assert set(metrics) == set(retrieval_metrics.metric_names((1, 2, 3)))
     from infra.tracking import client
 
     logged = client().get_run(result["run_id"]).data.metrics
@@ -250,20 +258,21 @@ def test_grid_cells_are_cached_on_disk(tmp_path):
     from infra.tracking import client, start_run
 
     with start_run("test-rag-eval", "grid") as parent:
-        first = rag_eval.evaluate_grid(cells, retrieve_for_cell, _toy_set(), tmp_path / "cache",
+        first = retrieval_grid.evaluate_grid(cells, retrieve_for_cell, _toy_set(),
+                                             tmp_path / "cache",
                                        run=parent, **kwargs)
     assert len(calls) == 4 and not any(r.cached for r in first)
-    again = rag_eval.evaluate_grid(cells, retrieve_for_cell, _toy_set(), tmp_path / "cache",
+    again = retrieval_grid.evaluate_grid(cells, retrieve_for_cell, _toy_set(), tmp_path / "cache",
                                    **kwargs)
     assert len(calls) == 4  # read back: the retrievers were not asked again
     assert all(r.cached for r in again)
     assert [r.metrics for r in again] == [r.metrics for r in first]
     assert [r.run_id for r in again] == [r.run_id for r in first]
-    newer = rag_eval.evaluate_grid(cells, retrieve_for_cell, _toy_set(), tmp_path / "cache",
+    newer = retrieval_grid.evaluate_grid(cells, retrieve_for_cell, _toy_set(), tmp_path / "cache",
                                    **{**kwargs, "table_version": {64: "docs__recursive-64-8@4"}})
     assert len(calls) == 8 and not any(r.cached for r in newer)
 
-    best = rag_eval.best_cell(first, "ndcg_at_3")
+    best = retrieval_cells.best_cell(first, "ndcg_at_3")
     assert best.cell == GridCell(64, "hybrid") and best.metrics["ndcg_at_3"] == 1
     history = client().get_metric_history(parent.run_id, "chunk64-hybrid.ndcg")
     assert [m.step for m in history] == [1, 2, 3]
@@ -275,18 +284,19 @@ def test_grid_cells_are_cached_on_disk(tmp_path):
     assert (report / "grid_metrics.png").read_bytes()[:4] == b"\x89PNG"
     per_question = (report / "grid_per_question.csv").read_text().splitlines()
     assert len(per_question) == 1 + 2 * 2 and "hit_rank" in per_question[0]
-    markdown = rag_eval.grid_markdown(again, "ndcg_at_3")
+    markdown = retrieval_reports.grid_markdown(again, "ndcg_at_3")
     assert "**chunk64-hybrid**" in markdown and "| where is c? | c | c | 1 |" in markdown
-    assert rag_eval.grid_summary(again, "ndcg_at_3")["best"]["cell"] == "chunk64-hybrid"
+    assert retrieval_cells.grid_summary(again, "ndcg_at_3")["best"]["cell"] == "chunk64-hybrid"
 
 
 def test_grid_config_and_bad_cells():
     assert len(GridConfig().cells()) == 9 and GridConfig().ks == tuple(range(1, 11))
     with pytest.raises(ValueError, match="unknown retriever 'bm25'"):
-        rag_eval.evaluate_grid([GridCell(64, "bm25")], lambda c: None, _toy_set(), "unused",
+        retrieval_grid.evaluate_grid([GridCell(64, "bm25")], lambda c: None, _toy_set(), "unused",
                                table_version={64: 1})
     with pytest.raises(ValueError, match="metric 'mrr' not computed"):
-        rag_eval.best_cell([CellResult(GridCell(64, "fts"), "k", "v", {"ndcg_at_1": 1.0}, [],
+        retrieval_cells.best_cell([CellResult(GridCell(64, "fts"), "k", "v",
+                                              {"ndcg_at_1": 1.0}, [],
                                        None)], "mrr")
 
 
@@ -306,12 +316,12 @@ def test_combined_sets_are_reported_per_eval_set():
     # fts wins overall on the template question, hybrid wins the hand-written ones
     results = [result(GridCell(64, "fts"), [0, 0, 1]), result(GridCell(64, "hybrid"),
                                                              [0.5, 0, 0])]
-    summary = rag_eval.grid_summary(results, "ndcg_at_1")
+    summary = retrieval_cells.grid_summary(results, "ndcg_at_1")
     assert summary["best"]["cell"] == "chunk64-fts"
     by_set = summary["by_eval_set"]
     assert by_set["hand"]["questions"] == 2 and by_set["template"]["questions"] == 1
     assert by_set["hand"]["best"] == {"cell": "chunk64-hybrid", "ndcg_at_1": 0.25}
     assert by_set["template"]["best"]["cell"] == "chunk64-fts"
-    markdown = rag_eval.grid_markdown(results, "ndcg_at_1")
+    markdown = retrieval_reports.grid_markdown(results, "ndcg_at_1")
     assert "| cell | hand (2) | template (1) |" in markdown
     assert "| chunk64-hybrid | **0.250** | 0.000 |" in markdown

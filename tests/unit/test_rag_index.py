@@ -1,7 +1,7 @@
 """Which chunk table a corpus selection reads and writes."""
-from pipelines.features import FeaturesConfig
-from pipelines.rag import RagCorpusConfig
-from pipelines.rag_index import IndexConfig, corpus_key
+from pipelines.rag.documents import RagCorpusConfig
+from pipelines.rag.index import IndexConfig, corpus_key
+from pipelines.rag.travel_data import FeaturesConfig
 
 
 def test_each_corpus_selection_has_its_own_table():

@@ -12,29 +12,22 @@ from pathlib import Path
 import pytest
 
 from infra.lake import read_table
-from pipelines.reviews import (
-    ASPECTS,
-    REVIEW_ASPECTS,
-    REVIEWS,
-    ReviewsConfig,
-    ReviewsInputError,
-    coarse_language_flag,
-    generate_reviews,
-    aspect_of_phrase,
-    keyword_baseline,
-    negative_point_scores,
+from infra.llm import parse_fields
+from pipelines.prompts import summary_prompt
+from pipelines.prompts.catalogue import ASPECTS, rating_band
+from pipelines.prompts.generator import generate_reviews
+from pipelines.prompts.ingest import (
     parse_rating,
     parse_timestamp,
-    rating_band,
     read_review_records,
-    review_training_pairs,
-    teacher_summary,
-    write_instruction_jsonl,
     write_reviews,
 )
-from infra.llm import parse_fields
-from pipelines import batch_llm
-from pipelines.synth import END_MARKER, format_example, load_instruction_dataset
+from pipelines.prompts.lexicon import aspect_of_phrase, coarse_language_flag
+from pipelines.prompts.quality import keyword_baseline, negative_point_scores
+from pipelines.prompts.schema import REVIEW_ASPECTS, REVIEWS, ReviewsConfig, ReviewsInputError
+from pipelines.prompts.teacher import review_training_pairs, teacher_summary
+from pipelines.shared.instructions import load_instruction_dataset, write_instruction_jsonl
+from pipelines.shared.templates import END_MARKER, format_example
 
 SHARED_DATA = Path(os.environ.get("GENAI_SHARED_DATA",
                                   Path(__file__).resolve().parents[3] / "shared" / "data"))
@@ -261,11 +254,11 @@ def test_the_teacher_names_the_most_criticised_aspects_and_flags_reviews():
     assert summary["flagged_review_ids"] == ["a", "c"]
     assert negative_point_scores(summary["negative_points"], GROUP_ASPECTS[:-1]) == (1.0, 1.0)
 
-    text = batch_llm.answer_text(summary, GROUP)  # the batch stage's layout, labels for ids
+    text = summary_prompt.answer_text(summary, GROUP)  # the batch stage's layout, labels for ids
     assert text.splitlines()[0].startswith("Top negative points: too noisy; hard to clean")
-    values = parse_fields(batch_llm.SUMMARY_FIELDS, text)
+    values = parse_fields(summary_prompt.SUMMARY_FIELDS, text)
     assert values["flagged"] == "R1, R3"
-    assert batch_llm.parse_summary(values, GROUP) == summary
+    assert summary_prompt.parse_summary(values, GROUP) == summary
 
 
 def test_the_teacher_lists_tied_points_in_reading_order():
@@ -298,11 +291,11 @@ def test_training_pairs_use_the_batch_stages_prompt_and_answer_layout(tmp_path):
     pairs = review_training_pairs(SMALL)
     assert len(pairs) > 20
     for instruction, response in pairs:
-        assert instruction.startswith(batch_llm.INSTRUCTION_TEMPLATE.split("{{")[0])
+        assert instruction.startswith(summary_prompt.INSTRUCTION_TEMPLATE.split("{{")[0])
         labels = instruction.count("<<<R")
         assert 1 <= labels <= SMALL.max_reviews_per_prompt
-        values = parse_fields(batch_llm.SUMMARY_FIELDS, response)
-        assert set(values) == {f.name for f in batch_llm.SUMMARY_FIELDS}
+        values = parse_fields(summary_prompt.SUMMARY_FIELDS, response)
+        assert set(values) == {f.name for f in summary_prompt.SUMMARY_FIELDS}
         assert format_example(instruction, response).endswith(END_MARKER)
     path = write_instruction_jsonl(pairs, tmp_path / "reviews.jsonl")
     loaded = load_instruction_dataset(path)
@@ -311,7 +304,7 @@ def test_training_pairs_use_the_batch_stages_prompt_and_answer_layout(tmp_path):
 
 def test_groups_follow_product_band_and_window():
     reviews, _ = generate_reviews(SMALL)
-    groups = batch_llm.groups_in_memory(reviews, "month")
+    groups = summary_prompt.groups_in_memory(reviews, "month")
     assert sum(len(g.reviews) for g in groups) == len(reviews)
     for group in groups:
         assert {(r["product_id"], rating_band(r["rating"])) for r in group.reviews} == \

@@ -18,7 +18,10 @@ import torch
 import uvicorn
 
 from infra.llm import GenerationParams, OpenAICompatibleLLM, TransformersLLM, streamable_prefix
-from infra.serving import ChatMessage, alpaca_stops, create_app, render_chat
+from infra.serving import create_app
+from infra.serving.chat import instruction_stops, render_chat
+from infra.serving.schemas import ChatMessage
+from pipelines.shared import templates
 from tiny_model import scramble_weights  # noqa: E402  (tests/ is on sys.path)
 
 MODEL = "tiny"
@@ -78,7 +81,7 @@ class ServerThread:
 @pytest.fixture(scope="module")
 def server(llm):
     # A 100 ms window: 16 client threads on 2 busy cores need a moment to all get through.
-    app = create_app(llm, MODEL, max_batch=16, batch_window_ms=100)
+    app = create_app(llm, MODEL, max_batch=16, batch_window_ms=100, template=templates)
     running = ServerThread(app)
     yield running
     running.stop()
@@ -94,7 +97,7 @@ def health(server) -> dict:
 
 
 def chat_prompt(llm, text: str) -> str:
-    return render_chat([ChatMessage(role="user", content=text)], llm.tokenizer)[0]
+    return render_chat([ChatMessage(role="user", content=text)], llm.tokenizer, templates)[0]
 
 
 # ---------------------------------------------------------------------------- decode path
@@ -146,19 +149,19 @@ def test_streamable_prefix_holds_back_what_could_change():
 
 
 def test_alpaca_template_for_chat_and_the_tokenizer_template_when_there_is_one(llm):
-    from pipelines.synth import format_example, prompt_of
+    from pipelines.shared.templates import format_example, prompt_of
 
     one = [ChatMessage(role="system", content="Be brief."),
            ChatMessage(role="user", content=[{"type": "text", "text": "Say hi"}])]
-    assert render_chat(one, llm.tokenizer) == (prompt_of("Be brief.\n\nSay hi"), alpaca_stops())
+    assert render_chat(one, llm.tokenizer, templates) == (prompt_of("Be brief.\n\nSay hi"), instruction_stops(templates))
     turns = one + [ChatMessage(role="assistant", content="hi"),
                    ChatMessage(role="user", content="Again")]
-    prompt, _ = render_chat(turns, llm.tokenizer)
+    prompt, _ = render_chat(turns, llm.tokenizer, templates)
     assert prompt == format_example("Say hi", "hi") + "\n\n" + prompt_of("Be brief.\n\nAgain")
     templated = copy.deepcopy(llm.tokenizer)
     templated.chat_template = ("{% for m in messages %}<{{ m.role }}>{{ m.content }}"
                                "{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}")
-    assert render_chat(one, templated) == ("<system>Be brief.<user>Say hi<assistant>", [])
+    assert render_chat(one, templated, templates) == ("<system>Be brief.<user>Say hi<assistant>", [])
 
 
 # ---------------------------------------------------------------------------- the server
@@ -189,7 +192,7 @@ def test_completions_and_chat_answer_with_the_models_greedy_text(llm, client):
 
     chat = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Write the docs"}], **GREEDY)
-    chat_params = GenerationParams(max_new_tokens=12, stop=alpaca_stops())
+    chat_params = GenerationParams(max_new_tokens=12, stop=instruction_stops(templates))
     assert chat.choices[0].message.content == llm.generate(
         [chat_prompt(llm, "Write the docs")], chat_params)[0]
     assert chat.choices[0].message.role == "assistant" and chat.object == "chat.completion"
@@ -270,13 +273,13 @@ def test_the_projects_http_client_talks_to_the_server(llm, server):
     texts = OpenAICompatibleLLM(f"{server.url}/v1", MODEL).generate(prompts, params)
     assert texts == llm.generate(prompts, params)
     chat = OpenAICompatibleLLM(f"{server.url}/v1", MODEL, mode="chat").generate(prompts, params)
-    chat_params = params.model_copy(update={"stop": params.stop + alpaca_stops()})
+    chat_params = params.model_copy(update={"stop": params.stop + instruction_stops(templates)})
     assert chat == llm.generate([chat_prompt(llm, p) for p in prompts], chat_params)
 
 
 @pytest.mark.slow
 def test_api_key_guards_v1_but_not_health(llm):
-    running = ServerThread(create_app(llm, MODEL, api_key="sk-local-123"))
+    running = ServerThread(create_app(llm, MODEL, api_key="sk-local-123", template=templates))
     try:
         base = f"{running.url}/v1"
         with pytest.raises(openai.AuthenticationError):
@@ -294,7 +297,8 @@ def test_a_missing_model_dir_fails_at_app_creation_naming_it(tmp_path):
 
 
 def test_a_taken_port_or_a_missing_key_variable_fails_before_the_model_loads(monkeypatch):
-    from infra.serving import api_key_from_env, bind_socket, serve
+    from infra.serving.app import bind_socket, serve
+    from infra.serving.guards import api_key_from_env
 
     taken = bind_socket("127.0.0.1", 0)
     port = taken.getsockname()[1]

@@ -1,5 +1,6 @@
-"""pipelines.synth: seeded CREATE TABLE generation, teachers, Alpaca format, family split, the
-gated Delta table and the instruction-data loader."""
+"""The table-doc examples (pipelines.finetune: industries, archetypes, tables, teachers,
+examples; pipelines.shared: tabledoc_format, instructions): seeded CREATE TABLE generation,
+teachers, Alpaca format, family split, the gated Delta table and the instruction-data loader."""
 from __future__ import annotations
 
 import hashlib
@@ -14,29 +15,32 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.synth import (
-    ARCHETYPES,
+from pipelines.finetune.archetypes import ARCHETYPES
+from pipelines.finetune.examples import SynthConfig, write_tabledoc_examples
+from pipelines.finetune.industries import naics_titles
+from pipelines.finetune.tables import (
+    copy_column_names_baseline,
+    generate_tables,
+    split_by_family,
+)
+from pipelines.finetune.teachers import LLMTeacher, RuleTeacher, teacher_from_config
+from pipelines.shared.instructions import (
+    InstructionDatasetError,
+    load_instruction_dataset,
+)
+from pipelines.shared.tabledoc_format import (
+    column_coverage,
+    ddl_columns,
+    format_valid,
+    parse_response,
+    response_template,
+    tabledoc_instruction,
+)
+from pipelines.shared.templates import (
     END_MARKER,
     RESPONSE_MARKER,
-    InstructionDatasetError,
-    LLMTeacher,
-    RuleTeacher,
-    SynthConfig,
-    column_coverage,
-    copy_column_names_baseline,
-    ddl_columns,
     format_example,
-    format_valid,
-    generate_tables,
-    load_instruction_dataset,
-    naics_titles,
-    parse_response,
     prompt_of,
-    response_template,
-    split_by_family,
-    tabledoc_instruction,
-    teacher_from_config,
-    write_tabledoc_examples,
 )
 
 REPO = Path(__file__).resolve().parents[2]

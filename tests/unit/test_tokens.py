@@ -8,24 +8,26 @@ import numpy as np
 import pytest
 
 from infra.faults import InjectedFault
-from pipelines.tokens import (
+from pipelines.pretrain.tokens import (
     COMPLETE_MARKER,
     INDEX_FILE,
     SequencePacker,
-    TokenizerConfig,
     TokenShards,
     build_token_shards,
-    check_vocab,
-    is_validation,
-    load_tokenizer,
     pack_documents,
-    save_tokenizer,
     shard_cache_key,
     tokenize_in_process,
-    tokenizer_hash,
-    train_tokenizer,
     write_token_shards,
 )
+from pipelines.pretrain.holdout import is_validation
+from pipelines.pretrain.tokenizer import (
+    TokenizerConfig,
+    check_vocab,
+    save_tokenizer,
+    tokenizer_hash,
+    train_tokenizer,
+)
+from pipelines.training.hf import load_tokenizer
 from tiny_model import (  # noqa: E402  (tests/ is on sys.path)
     build_tiny_model_and_tokenizer,
     tiny_sentences,
@@ -94,7 +96,7 @@ def test_missing_tokenizer_dir_names_the_path(tmp_path):
 def test_check_vocab_refuses_a_model_smaller_than_the_tokenizer(tokenizer, tiny_model_dir):
     from transformers import AutoConfig
 
-    from pipelines.models import model_config
+    from pipelines.training.models import model_config
 
     check_vocab(tiny_model_dir, AutoConfig.from_pretrained(tiny_model_dir))  # the fixture fits
     check_vocab(tokenizer, model_config("tiny", vocab_size=1024))  # a padded vocab is fine
@@ -211,7 +213,7 @@ def test_a_second_call_finds_the_complete_dir_and_does_no_work(spark, built, mix
 def test_shards_do_not_depend_on_the_tables_partitioning(spark, settings, built, tokenizer_dir,
                                                          tmp_path):
     from infra.lake import table_ref
-    from pipelines.mix import PRETRAIN_MIX
+    from pipelines.corpus.mix import PRETRAIN_MIX
 
     summary, _ = built
     # the same rows, reversed, in 5 files: written directly (the gate is not under test here,
@@ -254,7 +256,7 @@ def test_a_crash_before_the_marker_never_leaves_a_dir_that_looks_complete(
 def test_an_empty_or_missing_mix_table_is_a_clear_error(spark, lake_dir, tokenizer_dir,
                                                         tmp_path):
     from infra.lake import ensure_table, table_ref
-    from pipelines.mix import PRETRAIN_MIX
+    from pipelines.corpus.mix import PRETRAIN_MIX
 
     path = PRETRAIN_MIX.path(lake_dir)
     with pytest.raises(FileNotFoundError, match=f"no Delta table at {path}"):

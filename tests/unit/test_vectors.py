@@ -16,7 +16,7 @@ FLAT = VectorIndexConfig(min_rows=1_000_000)  # never an ANN index: exact scans
 QUOTED = "file:it's \"quoted\" ') OR 1=1 --.md"
 
 
-class Chunk(NamedTuple):  # what pipelines.rag.Chunk looks like; the store only duck-types it
+class Chunk(NamedTuple):  # like pipelines.rag.chunking.Chunk; the store only duck-types it
     chunk_id: str
     source_id: str
     start: int

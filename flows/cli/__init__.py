@@ -1,0 +1,1 @@
+"""The `genai` command (entry point: ``flows.cli.main:main``)."""

@@ -1,0 +1,192 @@
+"""Each `genai` subcommand: run its flow (or server), print what it made; known failures end in
+one `error:` line and exit code 2."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from flows.cli.printing import (
+    print_pretrain_result,
+    print_rag_result,
+    print_review_result,
+    print_sweep_result,
+)
+
+
+def run_demo(args) -> int:
+    """The whole lifecycle at demo scale, each stage's time against its budget."""
+    from flows.lifecycle import STAGE_BUDGETS_S, TOTAL_BUDGET_S, LifecycleConfig, lifecycle
+    from flows.prepare_corpus import PrepareCorpusConfig
+    from flows.finetune_sweep import SweepConfig
+    from flows.pretrain import PretrainFlowConfig
+    from flows.rag import RagConfig
+    from flows.review_summaries import ReviewSummariesConfig
+    from pipelines.shared.presets import load_preset
+
+    config = LifecycleConfig(
+        prepare_corpus=load_preset(PrepareCorpusConfig, "prepare_corpus", args.preset),
+        pretrain=load_preset(PretrainFlowConfig, "pretrain", args.pretrain_preset),
+        finetune=load_preset(SweepConfig, "finetune_sweep", args.finetune_preset),
+        review_summaries=load_preset(ReviewSummariesConfig, "review_summaries",
+                                     args.reviews_preset),
+        rag=load_preset(RagConfig, "rag", args.rag_preset))
+    started = time.perf_counter()
+    result = lifecycle(config)
+    total = time.perf_counter() - started
+    print_pretrain_result(result["outputs"]["pretraining"])
+    print_sweep_result(result["outputs"]["fine-tuning"])
+    print_review_result(result["outputs"]["review summaries"])
+    print_rag_result(result["outputs"]["RAG"])
+    print("\nstage                     seconds   budget")
+    over = []
+    for stage, seconds in result["stages"].items():
+        budget = STAGE_BUDGETS_S.get(stage)
+        print(f"{stage:<24} {seconds:8.1f} {budget:8.0f}")
+        if budget and seconds > budget:
+            over.append(f"{stage} took {seconds:.0f} s, budget {budget} s")
+    print(f"{'total (incl. start-up)':<24} {total:8.1f} {TOTAL_BUDGET_S:8.0f}")
+    if total > TOTAL_BUDGET_S:
+        over.append(f"the lifecycle took {total:.0f} s, budget {TOTAL_BUDGET_S} s")
+    for line in over:
+        print(f"OVER BUDGET: {line}", file=sys.stderr)
+    return 1 if total > TOTAL_BUDGET_S else 0
+
+
+def run_rag_flow(args) -> int:
+    """build-index, evaluate-retrieval, sync-features or the whole RAG stage; prints the
+    flow's result."""
+    if args.command == "build-index":
+        from flows.build_index import build_index
+
+        result = build_index(preset=args.preset)
+    elif args.command == "evaluate-retrieval":
+        from flows.evaluate_retrieval import evaluate_retrieval
+
+        result = evaluate_retrieval(preset=args.preset, question_files=args.questions)
+    elif args.command == "sync-features":
+        from flows.sync_online_features import sync_online_features
+
+        result = sync_online_features(preset=args.preset)
+    else:
+        from flows.rag import rag
+
+        result = rag(preset=args.preset, base=args.base)
+        print_rag_result(result)
+        return 0
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def run_ask(args) -> int:
+    """`genai ask`: the chain over the preset's index (latest version) and model."""
+    from flows.rag import RagConfig
+    from pipelines.rag.chain import open_chain
+    from pipelines.rag.config import index_config
+    from pipelines.rag.index import lancedb_dir
+    from pipelines.shared.presets import load_preset
+
+    try:
+        config = load_preset(RagConfig, "rag", args.preset)
+        answer = config.answer if args.model is None else \
+            config.answer.model_copy(update={"model": args.model})
+        chain = open_chain(index_config(config), answer, lancedb_dir())
+        request = {k: v for k, v in (("nights", args.nights), ("season", args.season)) if v}
+        result = chain.answer(args.question, args.user_id, request)
+    except (LookupError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({k: result[k] for k in ("answer", "sources", "cited", "latency_ms",
+                                                 "table_version", "model", "features")},
+                         default=str))
+    else:
+        print(result["answer"])
+        print(f"\nsources: {', '.join(result['sources'])}")
+        print(f"cited:   {', '.join(result['cited']) or '-'}")
+    return 0
+
+
+def run_review_summaries(args) -> int:
+    from flows.review_summaries import review_summaries
+
+    print_review_result(review_summaries(preset=args.preset, base=args.base))
+    return 0
+
+
+def run_finetune_sweep(args) -> int:
+    from flows.finetune_sweep import SweepConfig, finetune_sweep
+    from pipelines.shared.presets import load_preset
+
+    print_sweep_result(finetune_sweep(load_preset(SweepConfig, "finetune_sweep", args.preset),
+                                      base=args.base))
+    return 0
+
+
+def run_pairwise(args) -> int:
+    from flows.pairwise_eval import PairwiseConfig, pairwise_eval
+
+    config = PairwiseConfig(model_a=args.a, model_b=args.b, items=args.items)
+    if args.action == "score":
+        if not args.sheets or not args.key:
+            print("error: score needs the filled sheets and --key key.json", file=sys.stderr)
+            return 2
+        summary = pairwise_eval(config, sheets=args.sheets, key=args.key)
+        print(json.dumps({k: summary[k] for k in ("a_win_rate", "b_win_rate", "tie_rate")},
+                         indent=2))
+        return 0
+    sheet = pairwise_eval(config)
+    print(f"send raters {sheet['sheet_html']} and {sheet['sheet_csv']}; keep {sheet['key']}")
+    return 0
+
+
+def run_pretrain(args) -> int:
+    from flows.pretrain import PretrainFlowConfig, pretrain
+    from pipelines.shared.presets import load_preset
+
+    result = pretrain(load_preset(PretrainFlowConfig, "pretrain", args.preset))
+    print_pretrain_result(result)
+    return 0
+
+
+def run_prepare_corpus(args) -> int:
+    from flows.prepare_corpus import PrepareCorpusConfig, prepare_corpus
+    from pipelines.shared.presets import load_preset
+
+    manifest = prepare_corpus(load_preset(PrepareCorpusConfig, "prepare_corpus", args.preset))
+    print(json.dumps(manifest, indent=2, default=str))
+    return 0
+
+
+def run_serve(args) -> int:
+    import logging
+
+    from infra.serving import answer_router, serve
+    from pipelines.rag.config import preset_chain
+    from pipelines.shared import templates
+
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    batching = {"max_batch": args.max_batch, "batch_window_ms": args.batch_window_ms}
+    try:  # options left out take the server's defaults (infra.serving)
+        routers = [answer_router(preset_chain(args.rag_preset, args.model))] \
+            if args.rag_preset else []
+        serve(args.model, args.host, args.port, model_name=args.name,
+              api_key_env=args.api_key_env, routers=routers, template=templates,
+              **{k: v for k, v in batching.items() if v is not None})
+    except (OSError, LookupError, ValueError) as err:  # bad --model, key variable or port
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_up(args) -> int:
+    from infra.prefect import services
+
+    return services.up()
+
+
+def run_down(args) -> int:
+    from infra.prefect import services
+
+    return services.down()

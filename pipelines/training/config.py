@@ -1,0 +1,51 @@
+"""What every DeepSpeed training run is configured by (pretraining, fine-tuning, and the
+stages that train through the same loop)."""
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, ConfigDict, Field
+
+IGNORE_INDEX = -100  # a label the loss skips (HF convention): prompts, padding
+
+
+class EmaConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False  # off by default: the raw weights are the model unless asked
+    start_fraction: float = Field(0.035, gt=0, le=1)  # average over the LAST 3.5 % of steps
+    # (the seed's number): the early, fast-moving weights never enter the average
+    decay: float = Field(0.9999, gt=0, lt=1)  # per-step decay (the seed's number); its horizon
+    # is 1/(1-decay) = 10k steps, so tiny runs (tens of steps) need e.g. 0.9 to move at all
+
+
+class TrainerConfig(BaseModel):
+    """What every DeepSpeed training run shares (pretraining and fine-tuning)."""
+    model_config = ConfigDict(extra="forbid")
+
+    micro_batch: int = Field(8, ge=1)  # sequences per rank per forward/backward
+    grad_accum: int = Field(1, ge=1)  # micro-batches per optimizer step
+    max_steps: int = Field(100, ge=1)  # optimizer steps (data wraps into further epochs)
+    lr: float = Field(3e-3, gt=0)  # peak AdamW lr; small models tolerate large lrs (nanoGPT)
+    warmup_steps: int = Field(10, ge=0)  # linear warmup from 0; then cosine decay
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)  # cosine floor as a fraction of lr (Chinchilla)
+    weight_decay: float = Field(0.1, ge=0)  # AdamW decoupled decay (GPT-3/Llama)
+    grad_clip: float = Field(1.0, gt=0)  # global grad-norm clip (GPT-3/Llama)
+    seed: int = Field(0, ge=0)  # init, data order and RNGs
+    zero_stage: int = Field(1, ge=0, le=3)  # ZeRO stage; overrides the JSON's
+    deepspeed_config: str | None = None  # infra/deepspeed/<name>.json or a path; None:
+    # zero<stage>_cpu on CPU, zero1_bf16_gpu on CUDA
+    checkpoint_every: int = Field(50, ge=1)  # steps between checkpoints (+ one at the end)
+    keep_checkpoints: int = Field(2, ge=1)  # complete tags kept; older ones are deleted
+    eval_every: int = Field(50, ge=0)  # steps between validation passes; 0: only at the end
+    eval_batches: int = Field(4, ge=1)  # micro-batches of validation per pass (per world)
+    ema: EmaConfig = Field(default_factory=EmaConfig)
+    deterministic: bool = True  # torch deterministic algorithms: bitwise-reproducible on CPU
+    peak_flops: float | None = Field(None, gt=0)  # the device's peak FLOP/s for MFU; None:
+    # looked up by GPU name and precision (pipelines.training.models.PEAK_FLOPS); CPUs report no MFU
+
+    @property
+    def ema_start_step(self) -> int:
+        """EMA averages steps ema_start_step+1 .. max_steps (at least the last one)."""
+        span = max(1, math.ceil(self.ema.start_fraction * self.max_steps))
+        return self.max_steps - span
