@@ -12,6 +12,7 @@ the last stdout line is one JSON object.
     python benchmarks/batch_inference.py                      # demo preset, 96 prompts
     python benchmarks/batch_inference.py --model-dir DIR      # a trained model instead
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,7 +49,7 @@ def review_prompts(n_prompts: int, per_prompt: int, seed: int) -> tuple[list[str
     prompts, quoted = [], 0
     for group in groups_in_memory(data, "month"):
         for start in range(0, len(group.reviews), per_prompt):
-            chunk = group.reviews[start:start + per_prompt]
+            chunk = group.reviews[start : start + per_prompt]
             prompts.append(group_prompt(template, group, chunk))
             quoted += len(chunk)
             if len(prompts) == n_prompts:
@@ -60,22 +61,24 @@ def model_dir_for(args, tmp: Path) -> Path:
     """The model to run: --model-dir, or a fresh preset with a tokenizer trained on reviews."""
     if args.model_dir:
         return Path(args.model_dir)
-    from pipelines.prompts.generator import generate_reviews
-    from pipelines.prompts.schema import ReviewsConfig
-    from pipelines.training.models import build_model, model_config
-    from pipelines.training.export import export_model
     from pipelines.pretrain.tokenizer import (
         TokenizerConfig,
         save_tokenizer,
         special_token_ids,
         train_tokenizer,
     )
+    from pipelines.prompts.generator import generate_reviews
+    from pipelines.prompts.schema import ReviewsConfig
+    from pipelines.training.export import export_model
+    from pipelines.training.models import build_model, model_config
 
     data, _ = generate_reviews(ReviewsConfig(seed=99, n_products=40))
     tokenizer = train_tokenizer([r["text"] for r in data], TokenizerConfig(vocab_size=4096))
     tokenizer_dir = save_tokenizer(tokenizer, tmp / "tokenizer")
-    model = build_model(model_config(args.preset, vocab_size=len(tokenizer),
-                                     **special_token_ids(tokenizer)), seed=0)
+    model = build_model(
+        model_config(args.preset, vocab_size=len(tokenizer), **special_token_ids(tokenizer)),
+        seed=0,
+    )
     return export_model(model, tokenizer_dir, tmp / "model")
 
 
@@ -86,10 +89,14 @@ def naive(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[str
     with torch.inference_mode():
         for prompt in prompts:
             ids = torch.tensor([tokenizer.encode(prompt, add_special_tokens=False)])
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                 max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-            outputs.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            outputs.append(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
     return outputs
 
 
@@ -113,8 +120,10 @@ def main() -> int:
         prompts, quoted = review_prompts(args.prompts, args.reviews_per_prompt, args.seed)
         llm = TransformersLLM(model_dir, tokens_per_batch=args.tokens_per_batch)
         params = GenerationParams(max_new_tokens=args.max_new_tokens, temperature=0.0)
-        log(f"{len(prompts)} prompts quoting {quoted} reviews, {torch.get_num_threads()} "
-            f"threads, {args.max_new_tokens} new tokens")
+        log(
+            f"{len(prompts)} prompts quoting {quoted} reviews, {torch.get_num_threads()} "
+            f"threads, {args.max_new_tokens} new tokens"
+        )
         llm.generate(prompts[:2], params)  # warm-up: first-call allocations on both sides
         started = time.perf_counter()
         batched_out = llm.generate(prompts, params)
@@ -124,14 +133,20 @@ def main() -> int:
         naive_out = naive(llm.model, llm.tokenizer, prompts, args.max_new_tokens)
         naive_s = time.perf_counter() - started
         log(f"naive loop: {naive_s:.1f} s")
-    same = sum(a.strip() == b.strip() for a, b in zip(batched_out, naive_out))
-    result = {"benchmark": "batch_inference", "model": args.model_dir or args.preset,
-              "prompts": len(prompts), "reviews": quoted, "max_new_tokens": args.max_new_tokens,
-              "batched_s": round(batched_s, 2), "naive_s": round(naive_s, 2),
-              "batched_reviews_per_hour": round(quoted * HOUR / batched_s),
-              "naive_reviews_per_hour": round(quoted * HOUR / naive_s),
-              "ratio": round(naive_s / batched_s, 2),
-              "same_text_share": round(same / len(prompts), 3)}
+    same = sum(a.strip() == b.strip() for a, b in zip(batched_out, naive_out, strict=False))
+    result = {
+        "benchmark": "batch_inference",
+        "model": args.model_dir or args.preset,
+        "prompts": len(prompts),
+        "reviews": quoted,
+        "max_new_tokens": args.max_new_tokens,
+        "batched_s": round(batched_s, 2),
+        "naive_s": round(naive_s, 2),
+        "batched_reviews_per_hour": round(quoted * HOUR / batched_s),
+        "naive_reviews_per_hour": round(quoted * HOUR / naive_s),
+        "ratio": round(naive_s / batched_s, 2),
+        "same_text_share": round(same / len(prompts), 3),
+    }
     print(json.dumps(result))
     return 0
 

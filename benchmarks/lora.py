@@ -10,6 +10,7 @@ formula sum r * (in + out). Progress goes to stderr; the last stdout line is one
     python benchmarks/lora.py                      # demo preset, batch 8 x 256, r 8, attention
     python benchmarks/lora.py --preset small --targets all-linear
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,9 @@ def child(args) -> dict:
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
-    batch = torch.randint(0, args.vocab, (args.batch, args.seq_len),
-                          generator=torch.Generator().manual_seed(1))
+    batch = torch.randint(
+        0, args.vocab, (args.batch, args.seq_len), generator=torch.Generator().manual_seed(1)
+    )
     seconds = []
     for _ in range(args.steps):
         start = time.perf_counter()
@@ -62,15 +64,37 @@ def child(args) -> dict:
         seconds.append(time.perf_counter() - start)
     trained, total = trainable_parameters(model)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB
-    return {"step_s": statistics.median(seconds[args.warmup:]), "peak_mb": peak_kb / 1024,
-            "trainable": trained, "total": total}
+    return {
+        "step_s": statistics.median(seconds[args.warmup :]),
+        "peak_mb": peak_kb / 1024,
+        "trainable": trained,
+        "total": total,
+    }
 
 
 def run_child(mode: str, args) -> dict:
-    command = [sys.executable, __file__, "--child", mode, "--preset", args.preset,
-               "--seq-len", str(args.seq_len), "--batch", str(args.batch), "--steps",
-               str(args.steps), "--warmup", str(args.warmup), "--vocab", str(args.vocab),
-               "--r", str(args.r), "--targets", args.targets]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        mode,
+        "--preset",
+        args.preset,
+        "--seq-len",
+        str(args.seq_len),
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--vocab",
+        str(args.vocab),
+        "--r",
+        str(args.r),
+        "--targets",
+        args.targets,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{mode} child failed:\n{done.stderr[-3000:]}")
@@ -93,9 +117,17 @@ def parameter_table(vocab: int, r: int) -> list[dict]:
             expected = lora_parameter_count(base, resolve_targets(base, targets), r)
             adapted = build(preset, vocab, "lora", r, targets)
             trained, total = trainable_parameters(adapted)
-            rows.append({"preset": preset, "targets": targets, "r": r, "trainable": trained,
-                         "formula": expected, "total": total,
-                         "trainable_share": round(trained / total, 5)})
+            rows.append(
+                {
+                    "preset": preset,
+                    "targets": targets,
+                    "r": r,
+                    "trainable": trained,
+                    "formula": expected,
+                    "total": total,
+                    "trainable_share": round(trained / total, 5),
+                }
+            )
     return rows
 
 
@@ -127,13 +159,20 @@ def main(argv: list[str] | None = None) -> int:
     for row in table:
         log(json.dumps(row))
     result = {
-        "benchmark": "lora", "preset": args.preset, "seq_len": args.seq_len,
-        "batch": args.batch, "r": args.r, "targets": args.targets,
-        "lora_step_s": round(lora["step_s"], 4), "full_step_s": round(full["step_s"], 4),
+        "benchmark": "lora",
+        "preset": args.preset,
+        "seq_len": args.seq_len,
+        "batch": args.batch,
+        "r": args.r,
+        "targets": args.targets,
+        "lora_step_s": round(lora["step_s"], 4),
+        "full_step_s": round(full["step_s"], 4),
         "step_time_ratio": round(lora["step_s"] / full["step_s"], 3),
-        "lora_peak_mb": round(lora["peak_mb"], 1), "full_peak_mb": round(full["peak_mb"], 1),
+        "lora_peak_mb": round(lora["peak_mb"], 1),
+        "full_peak_mb": round(full["peak_mb"], 1),
         "memory_ratio": round(lora["peak_mb"] / full["peak_mb"], 3),
-        "lora_trainable": lora["trainable"], "full_trainable": full["trainable"],
+        "lora_trainable": lora["trainable"],
+        "full_trainable": full["trainable"],
         "params_match_formula": all(row["trainable"] == row["formula"] for row in table),
     }
     print(json.dumps(result))

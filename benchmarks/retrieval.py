@@ -29,6 +29,7 @@ stderr; the last stdout line is one JSON object.
     python benchmarks/retrieval.py --skip-embedding      # vector half only
     python benchmarks/retrieval.py --also IVF_PQ,IVF_HNSW_SQ
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,7 @@ K = 10
 
 
 def log(message: str) -> None:
-    print(f"[retrieval-bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr,
-          flush=True)
+    print(f"[retrieval-bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def load() -> list[float]:
@@ -74,8 +74,10 @@ def embedding_half(args) -> dict:
 
     started = time.perf_counter()
     documents = load_documents(RagCorpusConfig()).documents
-    log(f"{len(documents)} documents of the default corpus in "
-        f"{time.perf_counter() - started:.1f} s")
+    log(
+        f"{len(documents)} documents of the default corpus in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
     embedder = Embedder(batch_size=args.batch_size)
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(len(documents))  # a seeded sample over all three packages
@@ -89,12 +91,12 @@ def embedding_half(args) -> dict:
                 break
     chunks = []
     for start in range(0, len(order), 500):  # chunk only as many documents as needed
-        batch = [documents[i] for i in order[start:start + 500]]
+        batch = [documents[i] for i in order[start : start + 500]]
         chunks += chunk_documents(batch, ChunkingConfig(), embedder.tokenizer)
         if len(chunks) >= args.chunks:
             break
-    chunks = chunks[:args.chunks]
-    embedder.embed(sentences[:args.batch_size])  # warm-up: first-call allocations
+    chunks = chunks[: args.chunks]
+    embedder.embed(sentences[: args.batch_size])  # warm-up: first-call allocations
 
     started = time.perf_counter()
     embedder.embed(sentences)
@@ -105,10 +107,15 @@ def embedding_half(args) -> dict:
     chunks_s = time.perf_counter() - started
     log(f"{len(chunks)} chunks in {chunks_s:.1f} s")
     tokens = [len(ids) for ids in embedder.tokenizer([c.text for c in chunks])["input_ids"]]
-    return {"embedder": embedder.name, "embed_batch": args.batch_size,
-            "sentences": len(sentences), "embed_short_per_s": round(len(sentences) / short_s, 1),
-            "chunks": len(chunks), "chunk_tokens_mean": round(float(np.mean(tokens)), 1),
-            "embed_chunks_per_s": round(len(chunks) / chunks_s, 1)}
+    return {
+        "embedder": embedder.name,
+        "embed_batch": args.batch_size,
+        "sentences": len(sentences),
+        "embed_short_per_s": round(len(sentences) / short_s, 1),
+        "chunks": len(chunks),
+        "chunk_tokens_mean": round(float(np.mean(tokens)), 1),
+        "embed_chunks_per_s": round(len(chunks) / chunks_s, 1),
+    }
 
 
 # ---------------------------------------------------------------------------- vector half
@@ -117,7 +124,8 @@ def embedding_half(args) -> dict:
 def clustered(rng, centres: np.ndarray, n: int, noise: float) -> np.ndarray:
     picks = rng.integers(0, len(centres), n)
     points = centres[picks] + rng.standard_normal((n, DIM), dtype=np.float32) * (
-        noise / np.sqrt(DIM))
+        noise / np.sqrt(DIM)
+    )
     return points / np.linalg.norm(points, axis=1, keepdims=True)
 
 
@@ -131,14 +139,16 @@ def run_queries(store, queries: np.ndarray, truth: np.ndarray, version=None) -> 
     for q in queries[:5]:  # warm-up: caches, first-call allocations
         store.search("", q, K, "vector", version=version)
     latencies, found = [], 0
-    for q, expected in zip(queries, truth):
+    for q, expected in zip(queries, truth, strict=False):
         started = time.perf_counter()
         hits = store.search("", q, K, "vector", version=version)
         latencies.append(1000 * (time.perf_counter() - started))
         found += len({int(h.chunk_id[1:]) for h in hits} & set(expected.tolist()))
-    return {"p50_ms": round(float(np.percentile(latencies, 50)), 2),
-            "p95_ms": round(float(np.percentile(latencies, 95)), 2),
-            "recall_at_10": round(found / (K * len(queries)), 4)}
+    return {
+        "p50_ms": round(float(np.percentile(latencies, 50)), 2),
+        "p95_ms": round(float(np.percentile(latencies, 95)), 2),
+        "recall_at_10": round(found / (K * len(queries)), 4),
+    }
 
 
 def vector_half(args, scratch: Path) -> dict:
@@ -150,13 +160,14 @@ def vector_half(args, scratch: Path) -> dict:
     data = clustered(rng, centres, args.rows, args.noise)
     queries = clustered(rng, centres, args.queries, args.noise)
     truth = exact_top_k(queries, data, K)
-    log(f"{args.rows} x {DIM} vectors, {args.centres} centres, noise {args.noise}; "
-        f"exact top-{K} of {args.queries} queries")
+    log(
+        f"{args.rows} x {DIM} vectors, {args.centres} centres, noise {args.noise}; "
+        f"exact top-{K} of {args.queries} queries"
+    )
 
     config = VectorIndexConfig(**json.loads(args.index)) if args.index else VectorIndexConfig()
     store = ChunkStore.open(scratch / "lancedb", "bench", DIM, index=config)
-    chunks = [StoredChunk(f"v{i}", f"s{i // 10}", 0, 0, f"point {i}")
-              for i in range(args.rows)]
+    chunks = [StoredChunk(f"v{i}", f"s{i // 10}", 0, 0, f"point {i}") for i in range(args.rows)]
     started = time.perf_counter()
     store.replace_sources(chunks, data)
     load_s = time.perf_counter() - started
@@ -175,29 +186,46 @@ def vector_half(args, scratch: Path) -> dict:
     alternatives = []
     for spec in [t for t in args.also.split(",") if t]:
         index_type, _, target = spec.partition(":")
-        other = config.model_copy(update={"index_type": index_type, **(
-            {"rows_per_partition": int(target)} if target else {})})
+        other = config.model_copy(
+            update={
+                "index_type": index_type,
+                **({"rows_per_partition": int(target)} if target else {}),
+            }
+        )
         store.index_config = other
         started = time.perf_counter()
         done = store.ensure_indexes(other)
-        result = {"index": done["vector_index"], "build_s": done["vector_s"],
-                  "total_s": round(time.perf_counter() - started, 1),
-                  **run_queries(store, queries, truth)}
+        result = {
+            "index": done["vector_index"],
+            "build_s": done["vector_s"],
+            "total_s": round(time.perf_counter() - started, 1),
+            **run_queries(store, queries, truth),
+        }
         log(f"also {result}")
         alternatives.append(result)
 
-    return {"rows": args.rows, "dim": DIM, "centres": args.centres, "noise": args.noise,
-            "queries": args.queries, "load_s": round(load_s, 1),
-            "index": built["vector_index"],
-            "index_config": config.model_dump(exclude={"keep_versions_days"}),
-            "build_s": built["vector_s"], "fts_build_s": built["fts_s"],
-            "optimize_s": built["optimize_s"],
-            "p50_ms": indexed["p50_ms"], "p95_ms": indexed["p95_ms"],
-            "recall_at_10": indexed["recall_at_10"], "pinned_p50_ms": pinned["p50_ms"],
-            "flat_p50_ms": flat["p50_ms"], "flat_p95_ms": flat["p95_ms"],
-            "flat_recall_at_10": flat["recall_at_10"],
-            "speedup_p50": round(flat["p50_ms"] / indexed["p50_ms"], 1),
-            "alternatives": alternatives}
+    return {
+        "rows": args.rows,
+        "dim": DIM,
+        "centres": args.centres,
+        "noise": args.noise,
+        "queries": args.queries,
+        "load_s": round(load_s, 1),
+        "index": built["vector_index"],
+        "index_config": config.model_dump(exclude={"keep_versions_days"}),
+        "build_s": built["vector_s"],
+        "fts_build_s": built["fts_s"],
+        "optimize_s": built["optimize_s"],
+        "p50_ms": indexed["p50_ms"],
+        "p95_ms": indexed["p95_ms"],
+        "recall_at_10": indexed["recall_at_10"],
+        "pinned_p50_ms": pinned["p50_ms"],
+        "flat_p50_ms": flat["p50_ms"],
+        "flat_p95_ms": flat["p95_ms"],
+        "flat_recall_at_10": flat["recall_at_10"],
+        "speedup_p50": round(flat["p50_ms"] / indexed["p50_ms"], 1),
+        "alternatives": alternatives,
+    }
 
 
 def main() -> int:
@@ -212,10 +240,15 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--centres", type=int, default=1000)
     parser.add_argument("--noise", type=float, default=1.65)  # noise norm vs unit centres
-    parser.add_argument("--index", default=None,
-                        help='VectorIndexConfig fields as JSON, e.g. \'{"nprobes": 30}\'')
-    parser.add_argument("--also", default="", help="other index types to build after, "
-                        "TYPE or TYPE:rows_per_partition, e.g. IVF_SQ,IVF_PQ,IVF_HNSW_SQ:1000000")
+    parser.add_argument(
+        "--index", default=None, help="VectorIndexConfig fields as JSON, e.g. '{\"nprobes\": 30}'"
+    )
+    parser.add_argument(
+        "--also",
+        default="",
+        help="other index types to build after, "
+        "TYPE or TYPE:rows_per_partition, e.g. IVF_SQ,IVF_PQ,IVF_HNSW_SQ:1000000",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -224,8 +257,12 @@ def main() -> int:
     settings = apply_environment()  # offline, tools' scratch inside the workspace
     import torch
 
-    result = {"benchmark": "retrieval", "cpus": os.cpu_count(),
-              "torch_threads": torch.get_num_threads(), "load_avg_start": load()}
+    result = {
+        "benchmark": "retrieval",
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_avg_start": load(),
+    }
     if not args.skip_embedding:
         result.update(embedding_half(args))
     if not args.skip_vectors:

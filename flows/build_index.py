@@ -4,6 +4,7 @@ Scheduled (deployment ``build-index/nightly``): each run re-reads the corpus, re
 the sources whose chunks changed, deletes removed sources, refreshes the vector and full-text
 indexes, and publishes the new table version — what answers and evaluations pin.
 """
+
 from __future__ import annotations
 
 from prefect import flow
@@ -25,6 +26,9 @@ def build_index(config: IndexConfig | None = None, preset: str | None = None) ->
         config = load_preset(IndexConfig, "build_index", preset) if preset else IndexConfig()
     with tracked_flow(FLOW_NAME, config) as run:
         manifest = build_index_task(config, parent_run=run)
-    create_markdown_artifact(key="rag-index", markdown=index_markdown(manifest),
-                             description="The chunk table this run left behind")
+    create_markdown_artifact(
+        key="rag-index",
+        markdown=index_markdown(manifest),
+        description="The chunk table this run left behind",
+    )
     return manifest

@@ -7,6 +7,7 @@ set — the repository's hand-written questions, template questions drawn from t
 retriever metrics at k = 1…max_k. Cells already scored for the same table version and eval
 set are read back from the cache. The best cell by the configured metric is reported.
 """
+
 from __future__ import annotations
 
 from prefect import flow
@@ -31,21 +32,30 @@ class EvaluateRetrievalConfig(BaseModel):
 
 
 @flow(name=FLOW_NAME, log_prints=True)
-def evaluate_retrieval(config: EvaluateRetrievalConfig | None = None,
-                       preset: str | None = None,
-                       question_files: list[str] | None = None) -> dict:
+def evaluate_retrieval(
+    config: EvaluateRetrievalConfig | None = None,
+    preset: str | None = None,
+    question_files: list[str] | None = None,
+) -> dict:
     """``config`` or ``preset`` (configs/evaluate_retrieval/<name>.yaml); ``question_files``
     (CSV or JSONL of your own questions) are added to the configured eval set."""
     if config is None:
         from pipelines.shared.presets import load_preset
 
-        config = load_preset(EvaluateRetrievalConfig, "evaluate_retrieval", preset) \
-            if preset else EvaluateRetrievalConfig()
+        config = (
+            load_preset(EvaluateRetrievalConfig, "evaluate_retrieval", preset)
+            if preset
+            else EvaluateRetrievalConfig()
+        )
     questions = config.questions.model_copy(
-        update={"files": [*config.questions.files, *(question_files or [])]})
+        update={"files": [*config.questions.files, *(question_files or [])]}
+    )
     with tracked_flow(FLOW_NAME, config) as run:
-        indexes = {size: build_index(with_chunk_size(config.index, size), parent_run=run)
-                   for size in config.grid.chunk_sizes}
-        grid = evaluate_retrieval_grid(indexes, config.index, config.grid, questions,
-                                       parent_run=run)
+        indexes = {
+            size: build_index(with_chunk_size(config.index, size), parent_run=run)
+            for size in config.grid.chunk_sizes
+        }
+        grid = evaluate_retrieval_grid(
+            indexes, config.index, config.grid, questions, parent_run=run
+        )
     return {"indexes": indexes, **grid, "mlflow_run_id": run}

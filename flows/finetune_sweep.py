@@ -2,6 +2,7 @@
 modules × base precision), one cell at a time → held-out quality per cell beside the base
 model and a copy-the-column-names baseline → the best cell merged and registered as
 genai-tabledoc (champion only when it beats the current one)."""
+
 from __future__ import annotations
 
 from prefect import flow, unmapped
@@ -31,26 +32,50 @@ def finetune_sweep(config: SweepConfig = SweepConfig(), base: str | None = None)
     with tracked_flow(FLOW_NAME, config) as run:
         examples = make_tabledoc_examples(config.synth, parent_run=run)
         pairs = export_pairs(examples, parent_run=run)
-        trained = finetune_model.map(unmapped(pairs), unmapped(base), cells,
-                                     timeout_s=unmapped(config.timeout_s),
-                                     parent_run=unmapped(run)).result()
+        trained = finetune_model.map(
+            unmapped(pairs),
+            unmapped(base),
+            cells,
+            timeout_s=unmapped(config.timeout_s),
+            parent_run=unmapped(run),
+        ).result()
         quality = evaluate_tabledoc.map(
-            [t["model_dir"] for t in trained], unmapped(pairs), unmapped(config.eval_examples),
-            unmapped(config.max_new_tokens), run_id=[t["mlflow_run_id"] for t in trained],
-            structured=unmapped(config.structured)).result()
-        reference = {"base": evaluate_tabledoc(base, pairs, config.eval_examples,
-                                               config.max_new_tokens,
-                                               structured=config.structured),
-                     "copy-column-names": copy_baseline_scores(pairs["test"],
-                                                               config.eval_examples)}
+            [t["model_dir"] for t in trained],
+            unmapped(pairs),
+            unmapped(config.eval_examples),
+            unmapped(config.max_new_tokens),
+            run_id=[t["mlflow_run_id"] for t in trained],
+            structured=unmapped(config.structured),
+        ).result()
+        reference = {
+            "base": evaluate_tabledoc(
+                base,
+                pairs,
+                config.eval_examples,
+                config.max_new_tokens,
+                structured=config.structured,
+            ),
+            "copy-column-names": copy_baseline_scores(pairs["test"], config.eval_examples),
+        }
         best = best_cell(quality, config.metric)
-        summary = publish_sweep_summary(trained, quality, skipped, reference, config.metric,
-                                        best)
-        registered = register_finetuned(trained[best], quality[best], pairs, config.model_name,
-                                        config.metric, config.eval_examples,
-                                        config.max_new_tokens, parent_run=run,
-                                        structured=config.structured)
-    return {"examples": examples, "pairs": pairs, "cells": summary, "registered": registered,
-            "best": {**trained[best], **{m: quality[best][m] for m in METRICS}},
-            "reference": {k: {m: v[m] for m in METRICS} for k, v in reference.items()},
-            "mlflow_run_id": run}
+        summary = publish_sweep_summary(trained, quality, skipped, reference, config.metric, best)
+        registered = register_finetuned(
+            trained[best],
+            quality[best],
+            pairs,
+            config.model_name,
+            config.metric,
+            config.eval_examples,
+            config.max_new_tokens,
+            parent_run=run,
+            structured=config.structured,
+        )
+    return {
+        "examples": examples,
+        "pairs": pairs,
+        "cells": summary,
+        "registered": registered,
+        "best": {**trained[best], **{m: quality[best][m] for m in METRICS}},
+        "reference": {k: {m: v[m] for m in METRICS} for k, v in reference.items()},
+        "mlflow_run_id": run,
+    }

@@ -3,6 +3,7 @@
 Stages are subflows, run in order; each one's wall time is measured and published, and the
 demo fails when a stage overruns its budget (DESIGN's time budget, 2 cores, after install).
 """
+
 from __future__ import annotations
 
 import time
@@ -10,8 +11,8 @@ import time
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.prepare_corpus import PrepareCorpusConfig, prepare_corpus
 from flows.finetune_sweep import SweepConfig, finetune_sweep
+from flows.prepare_corpus import PrepareCorpusConfig, prepare_corpus
 from flows.pretrain import PretrainFlowConfig, pretrain
 from flows.rag import RagConfig, rag
 from flows.review_summaries import ReviewSummariesConfig, review_summaries
@@ -49,12 +50,15 @@ def lifecycle(config: LifecycleConfig = LifecycleConfig()) -> dict:
     stages["pretraining"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    outputs["fine-tuning"] = finetune_sweep(config.finetune, base=base_model(outputs["pretraining"]))
+    outputs["fine-tuning"] = finetune_sweep(
+        config.finetune, base=base_model(outputs["pretraining"])
+    )
     stages["fine-tuning"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    outputs["review summaries"] = review_summaries(config.review_summaries,
-                                                   base=base_model(outputs["pretraining"]))
+    outputs["review summaries"] = review_summaries(
+        config.review_summaries, base=base_model(outputs["pretraining"])
+    )
     stages["review summaries"] = time.perf_counter() - started
 
     started = time.perf_counter()

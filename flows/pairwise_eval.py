@@ -7,6 +7,7 @@ identities hidden, the key kept apart. Raters fill in L / R / T. ``score``: the 
 Prefect markdown artifact. The seed's setup (4 raters, 62 tables) is
 ``genai pairwise-eval prepare --items 62`` then ``genai pairwise-eval score SHEET…``.
 """
+
 from __future__ import annotations
 
 from prefect import flow
@@ -20,15 +21,18 @@ FLOW_NAME = "pairwise-eval"
 
 
 @flow(name=FLOW_NAME, log_prints=True)
-def pairwise_eval(config: PairwiseConfig = PairwiseConfig(), pairs: dict | None = None,
-                  sheets: list[str] | None = None, key: str | None = None,
-                  allow_missing: bool = False) -> dict:
+def pairwise_eval(
+    config: PairwiseConfig = PairwiseConfig(),
+    pairs: dict | None = None,
+    sheets: list[str] | None = None,
+    key: str | None = None,
+    allow_missing: bool = False,
+) -> dict:
     """Without ``sheets``: prepare a sheet on ``pairs`` (default: the current
     silver/tabledoc_examples held-out split). With ``sheets`` and ``key``: score them."""
     with tracked_flow(FLOW_NAME, config) as run:
         if sheets:
             if not key:
                 raise ValueError("scoring needs the sheet's key.json (key=…)")
-            return score_sheets(sheets, key, config.model_a, config.model_b, run,
-                                allow_missing)
+            return score_sheets(sheets, key, config.model_a, config.model_b, run, allow_missing)
         return prepare_sheet(config, pairs or export_pairs(current_tabledoc_examples()), run)

@@ -1,17 +1,24 @@
 """Flow prepare-corpus: package docs → bronze/corpus_raw → silver/corpus_clean →
 silver/corpus_dedup → gold/pretrain_mix, each write gated by its table's expectations."""
+
 from __future__ import annotations
 
 from prefect import flow
 from pydantic import BaseModel, Field
 
 from pipelines.corpus.ingest import source_fingerprint
-from pipelines.shared.documents import CorpusConfig
 from pipelines.corpus.minhash import DedupConfig
 from pipelines.corpus.mix import MixConfig
 from pipelines.corpus.quality import QualityConfig
+from pipelines.shared.documents import CorpusConfig
 from tasks.common import tracked_flow
-from tasks.corpus import clean_corpus, dedup_corpus, ingest_corpus, mix_corpus, publish_corpus_report
+from tasks.corpus import (
+    clean_corpus,
+    dedup_corpus,
+    ingest_corpus,
+    mix_corpus,
+    publish_corpus_report,
+)
 
 FLOW_NAME = "prepare-corpus"
 

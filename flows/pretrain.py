@@ -1,13 +1,14 @@
 """Flow pretrain: gold/pretrain_mix → tokenizer → token shards → DeepSpeed training (its own
 process group, auto-resuming) → HF model dir → registered as genai-base (champion when it
 beats the current one on bits per byte)."""
+
 from __future__ import annotations
 
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipelines.pretrain.train import PretrainConfig
 from pipelines.pretrain.tokenizer import TokenizerConfig
+from pipelines.pretrain.train import PretrainConfig
 from tasks.common import tracked_flow
 from tasks.pretrain import (
     build_token_shards,
@@ -37,34 +38,52 @@ class PretrainFlowConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self):
         if self.val_fraction == 0 and self.register_model:
-            raise ValueError("register_model=True needs validation documents (val_fraction > "
-                             "0): the champion gate compares bits per byte on them")
+            raise ValueError(
+                "register_model=True needs validation documents (val_fraction > "
+                "0): the champion gate compares bits per byte on them"
+            )
         return self
 
 
 @flow(name=FLOW_NAME, log_prints=True)
-def pretrain(config: PretrainFlowConfig | None = None, mix: dict | None = None,
-             preset: str | None = None) -> dict:
+def pretrain(
+    config: PretrainFlowConfig | None = None, mix: dict | None = None, preset: str | None = None
+) -> dict:
     """``config``, or ``preset`` (a configs/pretrain/<name>.yaml: what a deployment names).
     ``mix`` is the manifest of the gold/pretrain_mix version to train on (the lifecycle
     passes it); without it, the table's current version in the workspace lake."""
     if config is None:
         from pipelines.shared.presets import load_preset
 
-        config = load_preset(PretrainFlowConfig, "pretrain", preset) if preset \
-            else PretrainFlowConfig()
+        config = (
+            load_preset(PretrainFlowConfig, "pretrain", preset) if preset else PretrainFlowConfig()
+        )
     mix = mix or current_mix()
     with tracked_flow(FLOW_NAME, config) as run:
-        tokenizer = train_tokenizer(mix, config.tokenizer, config.val_fraction,
-                                    config.split_seed, parent_run=run)
-        shards = build_token_shards(mix, tokenizer, config.train.seq_len, config.val_fraction,
-                                    config.split_seed, parent_run=run)
+        tokenizer = train_tokenizer(
+            mix, config.tokenizer, config.val_fraction, config.split_seed, parent_run=run
+        )
+        shards = build_token_shards(
+            mix,
+            tokenizer,
+            config.train.seq_len,
+            config.val_fraction,
+            config.split_seed,
+            parent_run=run,
+        )
         trained = pretrain_model.with_options(retries=config.retries)(
-            shards, tokenizer, config.train, ranks=config.ranks, hostfile=config.hostfile,
-            timeout_s=config.timeout_s, parent_run=run)
+            shards,
+            tokenizer,
+            config.train,
+            ranks=config.ranks,
+            hostfile=config.hostfile,
+            timeout_s=config.timeout_s,
+            parent_run=run,
+        )
         result = {"tokenizer": tokenizer, "shards": shards, "trained": trained}
         if config.register_model:
-            result["registered"] = register_base_model(trained, shards, config.model_name,
-                                                       parent_run=run)
+            result["registered"] = register_base_model(
+                trained, shards, config.model_name, parent_run=run
+            )
         result["mlflow_run_id"] = run
     return result

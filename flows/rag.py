@@ -2,6 +2,7 @@
 chunk index built (one chunking; the grid lives in evaluate-retrieval) → the answering model
 genai-rag when it is the configured model and has no champion yet → a few questions answered
 on the pinned index version, with their sources, citations and per-step latency."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -39,12 +40,14 @@ class RagConfig(RagChainConfig):  # features, index, answer: what the chain is b
     # answer.model is genai-rag's champion
     training_questions: int = Field(2000, ge=1)  # template questions genai-rag learns from
     questions: list[Question] = Field(
-        default_factory=lambda: [Question(**q) for q in DEMO_QUESTIONS])
+        default_factory=lambda: [Question(**q) for q in DEMO_QUESTIONS]
+    )
 
 
 @flow(name=FLOW_NAME, log_prints=True)
-def rag(config: RagConfig | None = None, base: str | None = None,
-        preset: str | None = None) -> dict:
+def rag(
+    config: RagConfig | None = None, base: str | None = None, preset: str | None = None
+) -> dict:
     """``config``, or ``preset`` (configs/rag/<name>.yaml); ``base`` overrides
     ``config.base`` (the lifecycle passes the model it just pretrained)."""
     if config is None:
@@ -58,10 +61,21 @@ def rag(config: RagConfig | None = None, base: str | None = None,
         built = build_index(index, parent_run=run)
         task_model = None
         if task_model_needed(config.answer.model, RAG_MODEL, config.make_task_model):
-            task_model = make_rag_model(index, base, config.task_model,
-                                        config.training_questions, config.answer,
-                                        parent_run=run)
-        answers = answer_questions(built, index, config.answer,
-                                   [q.model_dump() for q in config.questions], parent_run=run)
-    return {"features": features, "index": built, "task_model": task_model,
-            "answers": answers, "mlflow_run_id": run}
+            task_model = make_rag_model(
+                index,
+                base,
+                config.task_model,
+                config.training_questions,
+                config.answer,
+                parent_run=run,
+            )
+        answers = answer_questions(
+            built, index, config.answer, [q.model_dump() for q in config.questions], parent_run=run
+        )
+    return {
+        "features": features,
+        "index": built,
+        "task_model": task_model,
+        "answers": answers,
+        "mlflow_run_id": run,
+    }

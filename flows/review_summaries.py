@@ -2,6 +2,7 @@
 stage's task model genai-reviews when it is the configured model and has no champion yet →
 summaries of exactly the (product, band, window) groups that received reviews since the last
 run, merged into the gold tables → the report (Prefect artifact + static HTML)."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -31,7 +32,8 @@ class ReviewSummariesConfig(BaseModel):
 
     reviews: ReviewsConfig = Field(default_factory=ReviewsConfig)  # what is summarised
     training_reviews: ReviewsConfig = Field(  # what genai-reviews learns from: generated
-        default_factory=lambda: ReviewsConfig(seed=1))  # products of its own, not the data
+        default_factory=lambda: ReviewsConfig(seed=1)
+    )  # products of its own, not the data
     summary: SummaryConfig = Field(default_factory=SummaryConfig)
     base: str = "models:/genai-base@champion"  # what genai-reviews is fine-tuned from
     task_model: FinetuneConfig = Field(default_factory=lambda: task_model_training(512))
@@ -41,27 +43,47 @@ class ReviewSummariesConfig(BaseModel):
 
 
 @flow(name=FLOW_NAME, log_prints=True)
-def review_summaries(config: ReviewSummariesConfig | None = None, base: str | None = None,
-                     preset: str | None = None) -> dict:
+def review_summaries(
+    config: ReviewSummariesConfig | None = None, base: str | None = None, preset: str | None = None
+) -> dict:
     """``config``, or ``preset`` (configs/review_summaries/<name>.yaml: what a deployment
     names); ``base`` overrides ``config.base`` (the lifecycle passes the model it just
     trained)."""
     if config is None:
         from pipelines.shared.presets import load_preset
 
-        config = load_preset(ReviewSummariesConfig, "review_summaries", preset) if preset \
+        config = (
+            load_preset(ReviewSummariesConfig, "review_summaries", preset)
+            if preset
             else ReviewSummariesConfig()
+        )
     base = base or config.base
     with tracked_flow(FLOW_NAME, config) as run:
         ingested = ingest_reviews(config.reviews, parent_run=run)
         task_model = quality = None
         if task_model_needed(config.summary.model, REVIEW_MODEL, config.make_task_model):
-            task_model = make_review_model(config.training_reviews, base, config.task_model,
-                                           config.summary.window, parent_run=run)
-            quality = evaluate_review_model(task_model["uri"], base, config.training_reviews,
-                                            config.summary, config.eval_groups,
-                                            parent_run=run)
+            task_model = make_review_model(
+                config.training_reviews,
+                base,
+                config.task_model,
+                config.summary.window,
+                parent_run=run,
+            )
+            quality = evaluate_review_model(
+                task_model["uri"],
+                base,
+                config.training_reviews,
+                config.summary,
+                config.eval_groups,
+                parent_run=run,
+            )
         summary = summarise_reviews(ingested, config.summary, parent_run=run)
         report = publish_review_report(summary)
-    return {"reviews": ingested, "task_model": task_model, "task_model_quality": quality,
-            "summary": summary, "report": report, "mlflow_run_id": run}
+    return {
+        "reviews": ingested,
+        "task_model": task_model,
+        "task_model_quality": quality,
+        "summary": summary,
+        "report": report,
+        "mlflow_run_id": run,
+    }

@@ -6,6 +6,7 @@ with ``rag_preset``, the RAG chain's ``/answer``) until it is cancelled (cancell
 Prefect UI stops the process, and the server with it).
 ``genai serve`` starts the same server in the foreground without Prefect.
 """
+
 from __future__ import annotations
 
 from prefect import flow
@@ -38,8 +39,17 @@ def serve_model(config: ServeConfig = ServeConfig()) -> None:
     from pipelines.shared import templates
 
     print(f"serving {config.model} on http://{config.host}:{config.port}/v1 until cancelled")
-    routers = [answer_router(preset_chain(config.rag_preset, config.model))] \
-        if config.rag_preset else []
-    serve(config.model, config.host, config.port, model_name=config.model_name,
-          max_batch=config.max_batch, batch_window_ms=config.batch_window_ms,
-          api_key_env=config.api_key_env, routers=routers, template=templates)
+    routers = (
+        [answer_router(preset_chain(config.rag_preset, config.model))] if config.rag_preset else []
+    )
+    serve(
+        config.model,
+        config.host,
+        config.port,
+        model_name=config.model_name,
+        max_batch=config.max_batch,
+        batch_window_ms=config.batch_window_ms,
+        api_key_env=config.api_key_env,
+        routers=routers,
+        template=templates,
+    )

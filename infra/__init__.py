@@ -1,1 +1,1 @@
-"""Adapters to outside systems (Spark, Delta, MLflow, Prefect, LanceDB, LLMs) and their settings."""
+"""Adapters to outside systems (Spark, Delta, MLflow, Prefect, LanceDB, LLMs), their settings."""

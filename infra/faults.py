@@ -7,6 +7,7 @@ point raise ``InjectedFault`` instead (a task failing with an error, for retry/c
 ``GENAI_FAULT_SKIP=n`` lets the armed point pass n times first (e.g. fail the second
 checkpoint, not the first). Unset, every point is a no-op.
 """
+
 from __future__ import annotations
 
 import os

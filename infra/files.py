@@ -1,4 +1,5 @@
 """Crash-safe small-file writes: after a kill, a file is either the old one or the new one."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,9 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_json_atomic(path: Path, payload, indent: int | None = None,
-                      sort_keys: bool = True) -> None:
+def write_json_atomic(
+    path: Path, payload, indent: int | None = None, sort_keys: bool = True
+) -> None:
     """``payload`` as JSON through :func:`write_text_atomic`; ``sort_keys=False`` keeps the
     mappings' own order (a record read back as it was written)."""
     write_text_atomic(path, json.dumps(payload, indent=indent, sort_keys=sort_keys))

@@ -5,6 +5,7 @@ which rows broke each expectation, through a ``_row_id`` column the gate adds. T
 the quarantine (with every failed expectation as the reason); table-level expectations that
 fail (no rows to blame) fail the whole batch.
 """
+
 from __future__ import annotations
 
 import threading
@@ -80,17 +81,22 @@ def run_suite(df, suite_name: str, expectations: tuple[dict, ...], rows: int) ->
             context.suites.delete(suite_name)
         suite = context.suites.add(suite)
         batch = _batch_definition().get_batch(batch_parameters={"dataframe": df})
-        result = batch.validate(suite, result_format={
-            "result_format": "COMPLETE",
-            "unexpected_index_column_names": [ROW_ID],
-            "return_unexpected_index_query": False,
-        })
+        result = batch.validate(
+            suite,
+            result_format={
+                "result_format": "COMPLETE",
+                "unexpected_index_column_names": [ROW_ID],
+                "return_unexpected_index_query": False,
+            },
+        )
     failed_ids: set[int] = set()
     for outcome in result.results:
         name = describe_expectation(outcome.expectation_config.to_json_dict())
         if outcome.exception_info and outcome.exception_info.get("raised_exception"):
-            raise RuntimeError(f"expectation {name} could not run: "
-                               f"{outcome.exception_info.get('exception_message')}")
+            raise RuntimeError(
+                f"expectation {name} could not run: "
+                f"{outcome.exception_info.get('exception_message')}"
+            )
         indexes = outcome.result.get("unexpected_index_list")
         if indexes is None:
             if not outcome.success:

@@ -1,4 +1,5 @@
 """Delta tables by path, and the one write helper every stage uses (quality gate included)."""
+
 from __future__ import annotations
 
 import threading
@@ -99,14 +100,21 @@ def conform_to_schema(spark, df, spec: TableSpec, label: str | None = None):
     label = label or spec.qualified_name
     actual = {f.name: f.dataType for f in df.schema.fields if f.name != "_row_id"}
     expected = {f.name: f.dataType for f in declared.fields}
-    problems = [f"missing column {name!r} ({t.simpleString()})"
-                for name, t in expected.items() if name not in actual]
+    problems = [
+        f"missing column {name!r} ({t.simpleString()})"
+        for name, t in expected.items()
+        if name not in actual
+    ]
     problems += [f"unexpected column {name!r}" for name in actual if name not in expected]
-    problems += [f"column {name!r} is {actual[name].simpleString()}, declared {t.simpleString()}"
-                 for name, t in expected.items() if name in actual and actual[name] != t]
+    problems += [
+        f"column {name!r} is {actual[name].simpleString()}, declared {t.simpleString()}"
+        for name, t in expected.items()
+        if name in actual and actual[name] != t
+    ]
     if problems:
-        raise SchemaMismatchError(f"write to {label} does not match its declared schema: "
-                                  + "; ".join(problems))
+        raise SchemaMismatchError(
+            f"write to {label} does not match its declared schema: " + "; ".join(problems)
+        )
     return df.select(*expected)
 
 
@@ -115,8 +123,10 @@ def _stored_schema_problem(spark, path: Path, spec: TableSpec) -> str | None:
     declared = {f.name: f.dataType for f in declared_schema(spark, spec).fields}
     if stored == declared:
         return None
-    return (f"table {path} stores columns {sorted(stored)} but {spec.qualified_name} declares "
-            f"{sorted(declared)}; change the table on purpose with allow_schema_change=True")
+    return (
+        f"table {path} stores columns {sorted(stored)} but {spec.qualified_name} declares "
+        f"{sorted(declared)}; change the table on purpose with allow_schema_change=True"
+    )
 
 
 def ensure_table(spark, path: Path, schema_ddl: str, partition_by: tuple[str, ...] = ()) -> None:
@@ -126,16 +136,27 @@ def ensure_table(spark, path: Path, schema_ddl: str, partition_by: tuple[str, ..
     if (path / "_delta_log").is_dir():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    builder = (DeltaTable.createIfNotExists(spark).location(str(path))
-               .addColumns(spark.createDataFrame([], schema_ddl).schema)
-               .property("delta.enableChangeDataFeed", "true"))
+    builder = (
+        DeltaTable.createIfNotExists(spark)
+        .location(str(path))
+        .addColumns(spark.createDataFrame([], schema_ddl).schema)
+        .property("delta.enableChangeDataFeed", "true")
+    )
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
     _retry_conflicts(builder.execute)
 
 
-def write_table(spark, spec: TableSpec, df, *, txn_id: str, mode: str = "append",
-                root: Path | None = None, allow_schema_change: bool = False) -> dict:
+def write_table(
+    spark,
+    spec: TableSpec,
+    df,
+    *,
+    txn_id: str,
+    mode: str = "append",
+    root: Path | None = None,
+    allow_schema_change: bool = False,
+) -> dict:
     """Gate, quarantine and commit one batch to a table; return its manifest.
 
     Order matters for crash safety: failing rows go to ``<name>__quarantine`` first, then the
@@ -166,9 +187,12 @@ def write_table(spark, spec: TableSpec, df, *, txn_id: str, mode: str = "append"
         _refuse_bad_batch(spec, report)
         reasons = _reasons_frame(spark, report)
         accepted = batch.join(reasons, ROW_ID, "left_anti").drop(ROW_ID)
-        quarantined = (batch.join(reasons, ROW_ID).drop(ROW_ID)
-                       .withColumn("_batch", F.lit(txn_id))
-                       .withColumn("_quarantined_at", F.current_timestamp()))
+        quarantined = (
+            batch.join(reasons, ROW_ID)
+            .drop(ROW_ID)
+            .withColumn("_batch", F.lit(txn_id))
+            .withColumn("_quarantined_at", F.current_timestamp())
+        )
 
         ensure_table(spark, path, spec.schema, spec.partition_by)
         if report.failed_rows:
@@ -211,7 +235,8 @@ def _refuse_bad_batch(spec: TableSpec, report) -> None:
             f"{spec.qualified_name}: {report.failed_rows} of {report.rows} rows "
             f"({report.fraction:.1%}) fail its expectations, over max_quarantine_fraction "
             f"{spec.max_quarantine_fraction:.1%}; nothing was committed. Failed: "
-            f"{report.describe()}")
+            f"{report.describe()}"
+        )
 
 
 def _reasons_frame(spark, report):
@@ -221,17 +246,24 @@ def _reasons_frame(spark, report):
     from infra.gate import ROW_ID
 
     failures = spark.createDataFrame(report.failures, f"{ROW_ID} LONG, _reason STRING")
-    return (failures.groupBy(ROW_ID)
-            .agg(F.concat_ws("; ", F.array_sort(F.collect_set("_reason"))).alias("_reason")))
+    return failures.groupBy(ROW_ID).agg(
+        F.concat_ws("; ", F.array_sort(F.collect_set("_reason"))).alias("_reason")
+    )
 
 
-def _commit(spark, df, path: Path, mode: str, txn_id: str, allow_schema_change: bool,
-            spec: TableSpec | None = None) -> None:
+def _commit(
+    spark,
+    df,
+    path: Path,
+    mode: str,
+    txn_id: str,
+    allow_schema_change: bool,
+    spec: TableSpec | None = None,
+) -> None:
     if mode == "merge":
         _retry_conflicts(lambda: _merge(spark, df, path, txn_id, spec.key))
         return
-    writer = (df.write.format("delta").mode(mode)
-              .option("txnAppId", txn_id).option("txnVersion", 1))
+    writer = df.write.format("delta").mode(mode).option("txnAppId", txn_id).option("txnVersion", 1)
     if allow_schema_change:
         writer = writer.option("overwriteSchema" if mode == "overwrite" else "mergeSchema", "true")
     _retry_conflicts(lambda: writer.save(str(path)))
@@ -251,9 +283,14 @@ def _merge(spark, df, path: Path, txn_id: str, key: tuple[str, ...]) -> None:
         spark.conf.set("spark.databricks.delta.write.txnAppId", txn_id)
         spark.conf.set("spark.databricks.delta.write.txnVersion", "1")
         try:
-            (DeltaTable.forPath(spark, str(path)).alias("t").merge(df.alias("s"), condition)
-             .whenMatchedUpdateAll(condition=changed or None).whenNotMatchedInsertAll()
-             .execute())
+            (
+                DeltaTable.forPath(spark, str(path))
+                .alias("t")
+                .merge(df.alias("s"), condition)
+                .whenMatchedUpdateAll(condition=changed or None)
+                .whenNotMatchedInsertAll()
+                .execute()
+            )
         finally:
             spark.conf.unset("spark.databricks.delta.write.txnAppId")
             spark.conf.unset("spark.databricks.delta.write.txnVersion")
@@ -267,15 +304,20 @@ def _retry_conflicts(action, attempts: int = CONFLICT_RETRIES):
     import delta.exceptions as conflicts
 
     # delta-spark's Python conflict classes do not share a base class: name each of them
-    retryable = (conflicts.DeltaConcurrentModificationException, conflicts.ConcurrentWriteException,
-                 conflicts.MetadataChangedException, conflicts.ProtocolChangedException,
-                 conflicts.ConcurrentAppendException, conflicts.ConcurrentDeleteReadException,
-                 conflicts.ConcurrentDeleteDeleteException,
-                 conflicts.ConcurrentTransactionException)
+    retryable = (
+        conflicts.DeltaConcurrentModificationException,
+        conflicts.ConcurrentWriteException,
+        conflicts.MetadataChangedException,
+        conflicts.ProtocolChangedException,
+        conflicts.ConcurrentAppendException,
+        conflicts.ConcurrentDeleteReadException,
+        conflicts.ConcurrentDeleteDeleteException,
+        conflicts.ConcurrentTransactionException,
+    )
     for attempt in range(attempts):
         try:
             return action()
         except retryable:
             if attempt == attempts - 1:
                 raise
-            time.sleep((2 ** attempt) * 0.2 * (1 + random.random()))
+            time.sleep((2**attempt) * 0.2 * (1 + random.random()))

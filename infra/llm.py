@@ -21,6 +21,7 @@ is appended, the model writes up to that field's stop, the value is kept and the
 follows. The output always parses (``parse_fields``) by construction, whatever the model says,
 which is what batch pipelines need from a small task-tuned model.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -79,14 +80,15 @@ def streamable_prefix(text: str, stops: Sequence[str]) -> str:
     (the next token could complete it, or reveal an earlier stop)."""
     text = cut_at_stop(text, stops).rstrip("\ufffd")
     held = max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
-    return text[:len(text) - held]
+    return text[: len(text) - held]
 
 
 # ---------------------------------------------------------------------------- in process
 
 
-def plan_batches(lengths: Sequence[int], max_new_tokens: int, tokens_per_batch: int
-                 ) -> list[list[int]]:
+def plan_batches(
+    lengths: Sequence[int], max_new_tokens: int, tokens_per_batch: int
+) -> list[list[int]]:
     """Indices of prompts grouped longest first so that each batch's padded size,
     (longest prompt + max_new_tokens) x batch size, stays within ``tokens_per_batch``.
     A prompt too long for the budget still gets a batch of its own."""
@@ -94,8 +96,11 @@ def plan_batches(lengths: Sequence[int], max_new_tokens: int, tokens_per_batch: 
     batches: list[list[int]] = []
     for i in order:
         # Sorted longest first, so a batch's first prompt sets its padded width.
-        if batches and (len(batches[-1]) + 1) * (
-                lengths[batches[-1][0]] + max_new_tokens) <= tokens_per_batch:
+        if (
+            batches
+            and (len(batches[-1]) + 1) * (lengths[batches[-1][0]] + max_new_tokens)
+            <= tokens_per_batch
+        ):
             batches[-1].append(i)
         else:
             batches.append([i])
@@ -146,7 +151,7 @@ class _TextDeltas:
             self.tokens = [[] for _ in range(value.shape[0])]
             self.sent = [""] * value.shape[0]
             return
-        for row, token in zip(self.tokens, value.tolist()):
+        for row, token in zip(self.tokens, value.tolist(), strict=False):
             row.append(token)
         texts = self.tokenizer.batch_decode(self.tokens, skip_special_tokens=True)
         for row, text in enumerate(texts):
@@ -158,14 +163,16 @@ class _TextDeltas:
     def flush(self, final_texts: list[str]) -> None:
         for row, text in enumerate(final_texts):
             if not text.startswith(self.sent[row]):  # would break "deltas add up": say so
-                raise RuntimeError(f"streamed text {self.sent[row]!r} is not a prefix of the "
-                                   f"final completion {text!r}: the tokenizer's decoding is "
-                                   "not prefix-stable")
+                raise RuntimeError(
+                    f"streamed text {self.sent[row]!r} is not a prefix of the "
+                    f"final completion {text!r}: the tokenizer's decoding is "
+                    "not prefix-stable"
+                )
             self._send(row, text)
 
     def _send(self, row: int, text: str) -> None:
         if len(text) > len(self.sent[row]) and text.startswith(self.sent[row]):
-            self.emit(row, text[len(self.sent[row]):])
+            self.emit(row, text[len(self.sent[row]) :])
             self.sent[row] = text
 
 
@@ -190,8 +197,13 @@ class TransformersLLM:
     but one prompt's sample depends on which prompts share its batch. Greedy decoding does not.
     """
 
-    def __init__(self, model_dir: str | Path, device: str | None = None,
-                 tokens_per_batch: int = 8192, dtype=None):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: str | None = None,
+        tokens_per_batch: int = 8192,
+        dtype=None,
+    ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -204,14 +216,23 @@ class TransformersLLM:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         # bf16 halves GPU memory at no quality cost for inference; CPUs are fastest in fp32.
         dtype = dtype or (torch.bfloat16 if self.device.startswith("cuda") else torch.float32)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            str(model_dir), local_files_only=True, dtype=dtype).to(self.device).eval()
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(
+                str(model_dir), local_files_only=True, dtype=dtype
+            )
+            .to(self.device)
+            .eval()
+        )
 
     def generate(self, prompts: list[str], params: GenerationParams | None = None) -> list[str]:
         return [c.text for c in self.complete(prompts, params)]
 
-    def complete(self, prompts: list[str], params: GenerationParams | None = None,
-                 on_delta: DeltaCallback | None = None) -> list[Completion]:
+    def complete(
+        self,
+        prompts: list[str],
+        params: GenerationParams | None = None,
+        on_delta: DeltaCallback | None = None,
+    ) -> list[Completion]:
         """Completions in the prompts' order. With ``on_delta``, each completion's text is also
         handed out as it grows, ``on_delta(prompt index, delta)``, from this thread; a prompt's
         deltas add up to its completion's text by the time this returns."""
@@ -220,11 +241,13 @@ class TransformersLLM:
         completions: list[Completion | None] = [None] * len(prompts)
         plan = plan_batches([len(i) for i in ids], params.max_new_tokens, self.tokens_per_batch)
         for index, batch in enumerate(plan):
-            emit = None if on_delta is None else (
-                lambda row, delta, batch=batch: on_delta(batch[row], delta))
-            done = self._complete_batch([ids[i] for i in batch], params, params.seed + index,
-                                        emit)
-            for i, completion in zip(batch, done):
+            emit = (
+                None
+                if on_delta is None
+                else (lambda row, delta, batch=batch: on_delta(batch[row], delta))
+            )
+            done = self._complete_batch([ids[i] for i in batch], params, params.seed + index, emit)
+            for i, completion in zip(batch, done, strict=False):
                 completions[i] = completion
         return completions  # type: ignore[return-value]  # every index is in one batch
 
@@ -253,10 +276,11 @@ class TransformersLLM:
         width = max(len(i) for i in batch_ids)
         pad = self.tokenizer.pad_token_id
         input_ids = [i[:shared] + [pad] * (width - len(i)) + i[shared:] for i in batch_ids]
-        mask = [[1] * shared + [0] * (width - len(i)) + [1] * (len(i) - shared)
-                for i in batch_ids]
-        return (torch.tensor(input_ids, device=self.device),
-                torch.tensor(mask, device=self.device))
+        mask = [[1] * shared + [0] * (width - len(i)) + [1] * (len(i) - shared) for i in batch_ids]
+        return (
+            torch.tensor(input_ids, device=self.device),
+            torch.tensor(mask, device=self.device),
+        )
 
     def _static_cache(self, prefix, rows: int, length: int):
         """A key/value cache allocated once for the whole generation (a growing cache copies
@@ -268,31 +292,43 @@ class TransformersLLM:
         if prefix.shape[1]:
             computed = self.model(input_ids=prefix, use_cache=True).past_key_values
             for index, layer in enumerate(computed.layers):
-                cache.update(layer.keys.expand(rows, -1, -1, -1).contiguous(),
-                             layer.values.expand(rows, -1, -1, -1).contiguous(), index)
+                cache.update(
+                    layer.keys.expand(rows, -1, -1, -1).contiguous(),
+                    layer.values.expand(rows, -1, -1, -1).contiguous(),
+                    index,
+                )
         return cache
 
-    def _complete_batch(self, batch_ids: list[list[int]], params: GenerationParams, seed: int,
-                        emit: DeltaCallback | None) -> list[Completion]:
+    def _complete_batch(
+        self,
+        batch_ids: list[list[int]],
+        params: GenerationParams,
+        seed: int,
+        emit: DeltaCallback | None,
+    ) -> list[Completion]:
         import torch
 
         shared = _shared_prefix_length(batch_ids) if len(batch_ids) > 1 else 0
         if shared < MIN_SHARED_PREFIX:
             shared = 0
         input_ids, attention_mask = self._pad(batch_ids, shared)
-        kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens,
-                                  "pad_token_id": self.tokenizer.pad_token_id}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
         if params.temperature > 0:
             # top_k=0: only temperature and top_p shape the distribution, as on the HTTP APIs.
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p,
-                          top_k=0)
+            kwargs.update(
+                do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0
+            )
         else:
             kwargs.update(do_sample=False)
         if params.stop:
             from transformers import StoppingCriteriaList
 
             kwargs["stopping_criteria"] = StoppingCriteriaList(
-                [_stop_on_strings(self.tokenizer, input_ids.shape[1], params.stop)])
+                [_stop_on_strings(self.tokenizer, input_ids.shape[1], params.stop)]
+            )
         deltas = None if emit is None else _TextDeltas(self.tokenizer, params.stop, emit)
         if deltas is not None:  # only when asked: decoding every step costs a little
             kwargs["streamer"] = deltas
@@ -301,31 +337,40 @@ class TransformersLLM:
         with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             kwargs["past_key_values"] = self._static_cache(
-                input_ids[:1, :shared], len(batch_ids), input_ids.shape[1] + params.max_new_tokens)
+                input_ids[:1, :shared], len(batch_ids), input_ids.shape[1] + params.max_new_tokens
+            )
             out = self.model.generate(input_ids, attention_mask=attention_mask, **kwargs)
-        generated = out[:, input_ids.shape[1]:].tolist()
+        generated = out[:, input_ids.shape[1] :].tolist()
         texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
-        completions = [self._completion(len(ids), tokens, text, params.stop)
-                       for ids, tokens, text in zip(batch_ids, generated, texts)]
+        completions = [
+            self._completion(len(ids), tokens, text, params.stop)
+            for ids, tokens, text in zip(batch_ids, generated, texts, strict=False)
+        ]
         if deltas is not None:
             deltas.flush([c.text for c in completions])
         return completions
 
-    def _completion(self, prompt_tokens: int, tokens: list[int], text: str,
-                    stops: list[str]) -> Completion:
+    def _completion(
+        self, prompt_tokens: int, tokens: list[int], text: str, stops: list[str]
+    ) -> Completion:
         """Token counts and finish reason of one row: a row that ended early (EOS, or a stop
         sequence) is followed by EOS or padding; one that ran to max_new_tokens is not."""
         cut = cut_at_stop(text, stops)
         ended = next((k for k, t in enumerate(tokens) if t in self._end_token_ids), None)
-        return Completion(text=cut, prompt_tokens=prompt_tokens,
-                          completion_tokens=len(tokens) if ended is None else ended,
-                          finish_reason="stop" if ended is not None or cut != text else "length")
+        return Completion(
+            text=cut,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(tokens) if ended is None else ended,
+            finish_reason="stop" if ended is not None or cut != text else "length",
+        )
 
     @functools.cached_property
     def _end_token_ids(self) -> frozenset[int]:
         eos = self.model.generation_config.eos_token_id
-        ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id,
-                                                              self.tokenizer.pad_token_id}
+        ids = set(eos if isinstance(eos, list) else [eos]) | {
+            self.tokenizer.eos_token_id,
+            self.tokenizer.pad_token_id,
+        }
         return frozenset(i for i in ids if i is not None)
 
 
@@ -347,9 +392,17 @@ class OpenAICompatibleLLM:
     header: never into logs or error messages (a body that echoes it is redacted).
     """
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None,
-                 mode: Literal["chat", "completions"] = "completions", max_concurrency: int = 4,
-                 max_retries: int = 5, timeout_s: float = 60, backoff_s: float = 0.5):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        mode: Literal["chat", "completions"] = "completions",
+        max_concurrency: int = 4,
+        max_retries: int = 5,
+        timeout_s: float = 60,
+        backoff_s: float = 0.5,
+    ):
         if mode not in ("chat", "completions"):
             raise ValueError(f"mode must be 'chat' or 'completions', got {mode!r}")
         self.base_url = base_url.rstrip("/")
@@ -383,9 +436,13 @@ class OpenAICompatibleLLM:
         return [cut_at_stop(t, params.stop) for t in texts]  # in case the server ignored stop
 
     def _body(self, prompt: str, params: GenerationParams) -> dict:
-        body: dict[str, Any] = {"model": self.model, "max_tokens": params.max_new_tokens,
-                                "temperature": params.temperature, "top_p": params.top_p,
-                                "seed": params.seed}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "seed": params.seed,
+        }
         if params.stop:  # omitted when empty: some servers reject an empty list
             body["stop"] = params.stop
         if self.mode == "chat":
@@ -400,8 +457,9 @@ class OpenAICompatibleLLM:
             choice = response.json()["choices"][0]
             text = choice["message"]["content"] if self.mode == "chat" else choice["text"]
         except (ValueError, KeyError, IndexError, TypeError) as err:
-            raise LLMError(f"POST {self.url}: unexpected response ({err!r}): "
-                           f"{self._quote(response.text)}") from None
+            raise LLMError(
+                f"POST {self.url}: unexpected response ({err!r}): {self._quote(response.text)}"
+            ) from None
         return text or ""
 
     def _post_with_retries(self, client, body: dict):
@@ -420,12 +478,19 @@ class OpenAICompatibleLLM:
                     raise LLMError(f"POST {self.url} failed with {failure}")  # won't get better
                 wait = _retry_after_s(response)
             if attempt == self.max_retries:
-                raise LLMError(f"POST {self.url} failed after {self.max_retries + 1} tries; "
-                               f"last: {failure}")
+                raise LLMError(
+                    f"POST {self.url} failed after {self.max_retries + 1} tries; last: {failure}"
+                )
             if wait is None:  # jitter spreads out clients that failed at the same moment
-                wait = self.backoff_s * 2 ** attempt * (1 + random.uniform(0, 0.1))
-            log.warning("POST %s: %s; retry %d/%d in %.2f s", self.url, failure[:200],
-                        attempt + 1, self.max_retries, wait)
+                wait = self.backoff_s * 2**attempt * (1 + random.uniform(0, 0.1))
+            log.warning(
+                "POST %s: %s; retry %d/%d in %.2f s",
+                self.url,
+                failure[:200],
+                attempt + 1,
+                self.max_retries,
+                wait,
+            )
             time.sleep(wait)
         raise AssertionError("unreachable")
 
@@ -504,28 +569,34 @@ def parse_fields(fields: Sequence[Field], text: str) -> dict[str, str]:
     values, pos = {}, 0
     for f in fields:
         if not text.startswith(f.prefix, pos):
-            raise ValueError(f"field {f.name!r}: expected {f.prefix!r} at character {pos}, "
-                             f"found {text[pos:pos + 40]!r}")
+            raise ValueError(
+                f"field {f.name!r}: expected {f.prefix!r} at character {pos}, "
+                f"found {text[pos : pos + 40]!r}"
+            )
         pos += len(f.prefix)
         end = pos + len(cut_at_stop(text[pos:], f.stop))
         values[f.name] = text[pos:end].strip()
         # Prefer the terminator render_fields writes; else whichever stop matched here.
         matched = [s for s in f.stop if text.startswith(s, end)]
-        pos = end + (len(f.stop[0]) if f.stop[0] in matched else max(map(len, matched),
-                                                                     default=0))
+        pos = end + (len(f.stop[0]) if f.stop[0] in matched else max(map(len, matched), default=0))
     return values
 
 
-def generate_fields(llm: LLM, prompts: list[str], fields: list[Field],
-                    params: GenerationParams | None = None) -> list[dict[str, str]]:
+def generate_fields(
+    llm: LLM, prompts: list[str], fields: list[Field], params: GenerationParams | None = None
+) -> list[dict[str, str]]:
     """Fill ``fields`` for every prompt, one field at a time, batched across prompts.
     ``params`` sets sampling (temperature, top_p, seed); each field sets its own stop and
     max_new_tokens. Every field is present in every result (possibly empty)."""
     return generate_templates(llm, prompts, [fields] * len(prompts), params)
 
 
-def generate_templates(llm: LLM, prompts: list[str], templates: list[list[Field]],
-                       params: GenerationParams | None = None) -> list[dict[str, str]]:
+def generate_templates(
+    llm: LLM,
+    prompts: list[str],
+    templates: list[list[Field]],
+    params: GenerationParams | None = None,
+) -> list[dict[str, str]]:
     """``generate_fields`` with a template per prompt (say, one field per column of each
     table): step i fills the i-th field of every template that has one, in one model call
     per distinct (stop, max_new_tokens)."""
@@ -539,11 +610,14 @@ def generate_templates(llm: LLM, prompts: list[str], templates: list[list[Field]
             if i < len(fields):
                 groups.setdefault((tuple(fields[i].stop), fields[i].max_new_tokens), []).append(j)
         for (stop, max_new_tokens), members in groups.items():
-            field_params = params.model_copy(update={"max_new_tokens": max_new_tokens,
-                                                     "stop": list(stop)})
-            texts = [prompts[j] + render_fields(templates[j][:i], results[j])
-                     + templates[j][i].prefix for j in members]
-            for j, completion in zip(members, llm.generate(texts, field_params)):
+            field_params = params.model_copy(
+                update={"max_new_tokens": max_new_tokens, "stop": list(stop)}
+            )
+            texts = [
+                prompts[j] + render_fields(templates[j][:i], results[j]) + templates[j][i].prefix
+                for j in members
+            ]
+            for j, completion in zip(members, llm.generate(texts, field_params), strict=False):
                 field = templates[j][i]
                 results[j][field.name] = _clean_value(cut_at_stop(completion, field.stop), field)
     return results

@@ -4,6 +4,7 @@ Delta table's key, and ``_sync_state`` recording the Delta table id, version and
 table was last synced from. Callers hand in each table's spec (name, DDL schema, key) as data;
 one SQLite transaction per sync of a table, so a crash leaves the previous state whole.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,12 +13,13 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from infra.lake import TableSpec
+
 
 class FeatureStoreError(RuntimeError):
     """The online store cannot answer: a table never synced, a feature it does not hold."""
@@ -50,10 +52,20 @@ class SyncState:
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SQLITE_TYPES = {"STRING": "TEXT", "DOUBLE": "REAL", "FLOAT": "REAL", "INT": "INTEGER",
-                 "INTEGER": "INTEGER", "BIGINT": "INTEGER", "LONG": "INTEGER",
-                 "SMALLINT": "INTEGER", "TINYINT": "INTEGER", "BOOLEAN": "INTEGER",
-                 "DATE": "TEXT", "TIMESTAMP": "TEXT"}
+_SQLITE_TYPES = {
+    "STRING": "TEXT",
+    "DOUBLE": "REAL",
+    "FLOAT": "REAL",
+    "INT": "INTEGER",
+    "INTEGER": "INTEGER",
+    "BIGINT": "INTEGER",
+    "LONG": "INTEGER",
+    "SMALLINT": "INTEGER",
+    "TINYINT": "INTEGER",
+    "BOOLEAN": "INTEGER",
+    "DATE": "TEXT",
+    "TIMESTAMP": "TEXT",
+}
 INSERT_BATCH = 1000  # rows per executemany: bounded memory for a full copy of a big table
 
 
@@ -83,8 +95,7 @@ def _encode(kind: str, value):
     if value is None:
         return None
     if kind == "TIMESTAMP":  # PySpark hands back naive local time; store ISO 8601 UTC
-        return value.astimezone(timezone.utc).isoformat() if isinstance(value, datetime) \
-            else str(value)
+        return value.astimezone(UTC).isoformat() if isinstance(value, datetime) else str(value)
     if kind == "DATE":
         return value.isoformat() if isinstance(value, date) else str(value)
     if kind == "BOOLEAN":
@@ -122,16 +133,19 @@ class OnlineStore:
         self.path = Path(path) if path else default_store_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: no implicit transactions, sync() opens its own
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   timeout=30)
+        self._db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30
+        )
         self._lock = threading.RLock()
         self._tables: dict[str, tuple[str, list[tuple[str, str]], tuple[str, ...]]] = {}
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL keeps commits atomic anyway
-            self._db.execute(f"CREATE TABLE IF NOT EXISTS {self.STATE_TABLE} (table_name TEXT "
-                             "PRIMARY KEY, source TEXT, table_id TEXT, version INTEGER, "
-                             "schema TEXT, key TEXT, rows INTEGER, synced_at TEXT)")
+            self._db.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.STATE_TABLE} (table_name TEXT "
+                "PRIMARY KEY, source TEXT, table_id TEXT, version INTEGER, "
+                "schema TEXT, key TEXT, rows INTEGER, synced_at TEXT)"
+            )
 
     def close(self) -> None:
         self._db.close()
@@ -148,13 +162,19 @@ class OnlineStore:
         with self._lock:
             row = self._db.execute(
                 f"SELECT table_name, source, table_id, version, schema, rows, synced_at "
-                f"FROM {self.STATE_TABLE} WHERE table_name = ?", (table,)).fetchone()
+                f"FROM {self.STATE_TABLE} WHERE table_name = ?",
+                (table,),
+            ).fetchone()
         return SyncState(*row) if row else None
 
     def tables(self) -> list[str]:
         with self._lock:
-            return [r[0] for r in self._db.execute(
-                f"SELECT table_name FROM {self.STATE_TABLE} ORDER BY table_name")]
+            return [
+                r[0]
+                for r in self._db.execute(
+                    f"SELECT table_name FROM {self.STATE_TABLE} ORDER BY table_name"
+                )
+            ]
 
     def count(self, table: str) -> int:
         self._meta(table)
@@ -163,8 +183,16 @@ class OnlineStore:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def apply(self, spec: TableSpec, changes: Iterable[Change], *, source: str, table_id: str,
-              version: int, full: bool) -> dict:
+    def apply(
+        self,
+        spec: TableSpec,
+        changes: Iterable[Change],
+        *,
+        source: str,
+        table_id: str,
+        version: int,
+        full: bool,
+    ) -> dict:
         """Apply changes to the online copy of ``spec`` and record the Delta version they
         bring it to — all in one transaction. ``full``: the changes are the whole table (the
         online table is rebuilt from them). Returns {upserted, deleted, rows}."""
@@ -176,9 +204,11 @@ class OnlineStore:
         key = list(spec.key)
         if not key:
             raise ValueError(f"{spec.qualified_name} has no key: the online store needs one")
-        upsert = (f'INSERT INTO "{spec.name}" ({", ".join(names)}) VALUES '
-                  f'({", ".join("?" * len(names))}) ON CONFLICT ({", ".join(key)}) DO UPDATE '
-                  f'SET {", ".join(f"{c} = excluded.{c}" for c in names if c not in key)}')
+        upsert = (
+            f'INSERT INTO "{spec.name}" ({", ".join(names)}) VALUES '
+            f"({', '.join('?' * len(names))}) ON CONFLICT ({', '.join(key)}) DO UPDATE "
+            f"SET {', '.join(f'{c} = excluded.{c}' for c in names if c not in key)}"
+        )
         delete = f'DELETE FROM "{spec.name}" WHERE ' + " AND ".join(f"{k} = ?" for k in key)
         counts = {"upserted": 0, "deleted": 0}
         with self._lock:
@@ -188,8 +218,11 @@ class OnlineStore:
                     self._db.execute(f'DROP TABLE IF EXISTS "{spec.name}"')
                 self._db.execute(_create_table(spec.name, columns, key))
                 for batch in _batches(changes, INSERT_BATCH):
-                    ups = [tuple(_encode(t, c.row.get(n)) for n, t in columns)
-                           for c in batch if not c.deleted]
+                    ups = [
+                        tuple(_encode(t, c.row.get(n)) for n, t in columns)
+                        for c in batch
+                        if not c.deleted
+                    ]
                     gone = [tuple(c.row[k] for k in key) for c in batch if c.deleted]
                     if ups:
                         self._db.executemany(upsert, ups)
@@ -200,8 +233,17 @@ class OnlineStore:
                 rows = self._db.execute(f'SELECT COUNT(*) FROM "{spec.name}"').fetchone()[0]
                 self._db.execute(
                     f"INSERT OR REPLACE INTO {self.STATE_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (spec.name, source, table_id, int(version), spec.schema, ",".join(key),
-                     rows, datetime.now(timezone.utc).isoformat()))
+                    (
+                        spec.name,
+                        source,
+                        table_id,
+                        int(version),
+                        spec.schema,
+                        ",".join(key),
+                        rows,
+                        datetime.now(UTC).isoformat(),
+                    ),
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -217,12 +259,15 @@ class OnlineStore:
         meta = self._tables.get(table)
         if meta is None:
             with self._lock:
-                row = self._db.execute(f"SELECT source, schema, key FROM {self.STATE_TABLE} "
-                                       f"WHERE table_name = ?", (table,)).fetchone()
+                row = self._db.execute(
+                    f"SELECT source, schema, key FROM {self.STATE_TABLE} WHERE table_name = ?",
+                    (table,),
+                ).fetchone()
             if row is None:
                 raise FeatureStoreError(
                     f"online table {table!r} has never been synced into {self.path}: run the "
-                    f"sync-online-features flow first")
+                    f"sync-online-features flow first"
+                )
             meta = (row[0], parse_schema(row[1]), tuple(row[2].split(",")))
             self._tables[table] = meta
         return meta
@@ -252,8 +297,10 @@ class OnlineStore:
                 params = value if isinstance(value, tuple) else (value,)
                 row = self._db.execute(sql, params).fetchone()
                 if row is not None:
-                    found[value] = {c: (d(v) if d and v is not None else v)
-                                    for (c, d), v in zip(decoders, row)}
+                    found[value] = {
+                        c: (d(v) if d and v is not None else v)
+                        for (c, d), v in zip(decoders, row, strict=False)
+                    }
         return found
 
     def require(self, table: str, key_column: str, keys: Sequence) -> dict:
@@ -276,8 +323,10 @@ def _create_table(name: str, columns: list[tuple[str, str]], key: list[str]) -> 
     for column, _ in columns:
         _check_name(column)
     body = ", ".join(f"{c} {_sqlite_type(t)}" for c, t in columns)
-    return (f'CREATE TABLE IF NOT EXISTS "{name}" ({body}, PRIMARY KEY ({", ".join(key)})) '
-            f"WITHOUT ROWID")
+    return (
+        f'CREATE TABLE IF NOT EXISTS "{name}" ({body}, PRIMARY KEY ({", ".join(key)})) '
+        f"WITHOUT ROWID"
+    )
 
 
 def _batches(items: Iterable, size: int) -> Iterator[list]:

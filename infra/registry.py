@@ -5,6 +5,7 @@ artifacts of the run that made it, under ``model/``; the version's source points
 stage loads a version by URI — ``models:/genai-base@champion``, ``models:/genai-base/3`` — or
 takes a plain HF model path: ``model_dir`` turns either into a local directory.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,9 @@ CHAMPION = "champion"  # the alias every later stage loads by default
 ARTIFACT_PATH = "model"
 
 
-def register_model_dir(name: str, model_dir: Path | str, run_id: str, tags: dict | None = None,
-                       description: str = "") -> str:
+def register_model_dir(
+    name: str, model_dir: Path | str, run_id: str, tags: dict | None = None, description: str = ""
+) -> str:
     """Log ``model_dir`` into the run and register it as a new version of ``name``; returns
     the version number (as a string, as MLflow spells it)."""
     from mlflow.exceptions import MlflowException
@@ -30,8 +32,12 @@ def register_model_dir(name: str, model_dir: Path | str, run_id: str, tags: dict
             raise
     source = f"{client.get_run(run_id).info.artifact_uri}/{ARTIFACT_PATH}"
     version = client.create_model_version(
-        name, source, run_id=run_id, description=description,
-        tags={k: str(v) for k, v in (tags or {}).items()})
+        name,
+        source,
+        run_id=run_id,
+        description=description,
+        tags={k: str(v) for k, v in (tags or {}).items()},
+    )
     return str(version.version)
 
 
@@ -70,19 +76,26 @@ def model_dir(uri_or_path: str | Path, dst: Path | str | None = None) -> Path:
     if not text.startswith("models:/"):
         path = Path(text)
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path} is not an HF model dir (no config.json), nor a "
-                                    "models:/ URI")
+            raise FileNotFoundError(
+                f"{path} is not an HF model dir (no config.json), nor a models:/ URI"
+            )
         return path
     import mlflow.artifacts
 
     from infra.settings import load_settings
 
     version = resolve(text)
-    dst = Path(dst) if dst else (load_settings().home / "registry" / version.name /
-                                 f"v{version.version}")
+    dst = (
+        Path(dst)
+        if dst
+        else (load_settings().home / "registry" / version.name / f"v{version.version}")
+    )
     if not (dst / ARTIFACT_PATH / "config.json").is_file():
-        mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(dst),
-                                            tracking_uri=tracking.client().tracking_uri)
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=version.source,
+            dst_path=str(dst),
+            tracking_uri=tracking.client().tracking_uri,
+        )
     return dst / ARTIFACT_PATH
 
 
@@ -94,8 +107,10 @@ def resolve(uri: str):
         name, alias = rest.split("@", 1)
         version = alias_version(name, alias)
         if version is None:
-            raise LookupError(f"{uri}: no version of {name!r} holds alias {alias!r} in "
-                              f"{client.tracking_uri}; run the flow that registers it first")
+            raise LookupError(
+                f"{uri}: no version of {name!r} holds alias {alias!r} in "
+                f"{client.tracking_uri}; run the flow that registers it first"
+            )
         return version
     name, _, number = rest.partition("/")
     if not number.isdigit():

@@ -4,6 +4,7 @@ Everything a run writes lives under one workspace, ``$GENAI_HOME`` (default ``./
 Settings are read when asked for (never at import time), so tests and the CLI can point a
 process at another workspace by setting the environment first.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,12 @@ from pathlib import Path
 class Settings:
     home: Path  # the workspace root; every path below hangs off it unless overridden
     spark_master: str = "local[*]"  # local[*] on a laptop; spark://host:7077 or k8s://… at scale
-    jars_dir: Path | None = None  # Delta's jars; GENAI_JARS_DIR lets test workspaces share one copy
-    mlflow_uri: str | None = None  # None: SQLite under the workspace; else a remote tracking server
+    jars_dir: Path | None = (
+        None  # Delta's jars; GENAI_JARS_DIR lets test workspaces share one copy
+    )
+    mlflow_uri: str | None = (
+        None  # None: SQLite under the workspace; else a remote tracking server
+    )
     spark_loopback: bool = True  # bind Spark to 127.0.0.1 (tests, laptops); False on a cluster
 
     @property
@@ -113,7 +118,9 @@ def _current_python() -> str:
     return sys.executable
 
 
-if __name__ == "__main__":  # `eval "$(python -m infra.settings)"` exports the workspace env to a shell
+if (
+    __name__ == "__main__"
+):  # `eval "$(python -m infra.settings)"` exports the workspace env to a shell
     import shlex
 
     for key, value in tool_environment(load_settings()).items():

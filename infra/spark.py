@@ -4,6 +4,7 @@ Delta's jars are resolved from Maven Central by Spark's own Ivy resolver the fir
 ``<jars>/ivy``; the resolved list is then remembered in a small manifest so later sessions
 (and test workspaces sharing ``GENAI_JARS_DIR``) start from local jars with no network at all.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -82,8 +83,12 @@ def session_conf(settings: Settings, master: str | None = None) -> dict[str, str
     return conf
 
 
-def get_spark(settings: Settings | None = None, master: str | None = None,
-              app_name: str = "genai-lifecycle", extra_conf: dict[str, str] | None = None):
+def get_spark(
+    settings: Settings | None = None,
+    master: str | None = None,
+    app_name: str = "genai-lifecycle",
+    extra_conf: dict[str, str] | None = None,
+):
     """Return the process's SparkSession, creating it on first use."""
     from pyspark.sql import SparkSession
 
@@ -110,7 +115,9 @@ def stop_spark() -> None:
         active.stop()
 
 
-if __name__ == "__main__":  # `python -m infra.spark` resolves and caches Delta's jars (make install)
+if (
+    __name__ == "__main__"
+):  # `python -m infra.spark` resolves and caches Delta's jars (make install)
     session = get_spark(master="local[1]", app_name="fetch-delta-jars")
     session.stop()
     print(f"Delta jars for {delta_coordinate()}: {_jar_manifest(apply_environment())}")

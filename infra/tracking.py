@@ -5,6 +5,7 @@ logged through explicit run ids (never MLflow's thread-local "active run"), beca
 may run tasks in worker threads. Secrets never reach params: ``log_params`` drops any key that
 looks like one.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,16 +58,20 @@ def run_url(run_id: str) -> str:
 @dataclass
 class Run:
     """A handle on one MLflow run; every call names the run explicitly."""
+
     run_id: str
 
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
 
         # never store credentials, even if a config carries one
-        batch = [Param(metric_name(k), str(v)[:6000]) for k, v in flatten(params).items()
-                 if not SECRET_KEY.search(k)]
+        batch = [
+            Param(metric_name(k), str(v)[:6000])
+            for k, v in flatten(params).items()
+            if not SECRET_KEY.search(k)
+        ]
         for start in range(0, len(batch), 100):  # MLflow's per-request limit on params
-            client().log_batch(self.run_id, params=batch[start:start + 100])
+            client().log_batch(self.run_id, params=batch[start : start + 100])
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         import time
@@ -74,11 +79,13 @@ class Run:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(metric_name(k), float(v), now, step or 0)
-                 for k, v in flatten(metrics).items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        batch = [
+            Metric(metric_name(k), float(v), now, step or 0)
+            for k, v in flatten(metrics).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
         for start in range(0, len(batch), 1000):
-            client().log_batch(self.run_id, metrics=batch[start:start + 1000])
+            client().log_batch(self.run_id, metrics=batch[start : start + 1000])
 
     def set_tags(self, tags: dict) -> None:
         mlflow_client = client()
@@ -92,12 +99,17 @@ class Run:
         from mlflow.entities import DatasetInput, InputTag
 
         name = "/".join(Path(ref["table"]).parts[-2:])
-        source = DeltaDatasetSource(path=ref["table"], delta_table_version=ref["version"],
-                                    delta_table_id=ref.get("table_id"))
+        source = DeltaDatasetSource(
+            path=ref["table"],
+            delta_table_version=ref["version"],
+            delta_table_id=ref.get("table_id"),
+        )
         dataset = MetaDataset(source=source, name=name, digest=f"{ref['version']}")
         tag = InputTag(key="mlflow.data.context", value=role)
         client().log_inputs(self.run_id, [DatasetInput(dataset._to_mlflow_entity(), [tag])])
-        self.log_params({f"{role}.{name}.path": ref["table"], f"{role}.{name}.version": ref["version"]})
+        self.log_params(
+            {f"{role}.{name}.path": ref["table"], f"{role}.{name}.version": ref["version"]}
+        )
 
     def log_dict(self, data: dict, artifact_file: str) -> None:
         client().log_dict(self.run_id, data, artifact_file)
@@ -113,8 +125,7 @@ class Run:
 
 
 @contextmanager
-def start_run(experiment: str, run_name: str, parent: str | None = None,
-              tags: dict | None = None):
+def start_run(experiment: str, run_name: str, parent: str | None = None, tags: dict | None = None):
     """Open a run (a child when parent is given); FINISHED on success, FAILED on an error."""
     mlflow_client = client()
     all_tags = {"mlflow.runName": run_name, **(tags or {})}
@@ -154,9 +165,11 @@ def flatten(data: dict, prefix: str = "") -> dict:
 
 # ------------------------------------------------------------------------- prompt registry
 
+
 @dataclass(frozen=True)
 class PromptRef:
     """One registered prompt version: its URI (``prompts:/<name>/<version>``) and text."""
+
     name: str
     version: int
     template: str
@@ -168,6 +181,7 @@ class PromptRef:
     def format(self, **values: str) -> str:
         """The template with its ``{{name}}`` variables filled; a missing value is an error,
         and filled text is never re-scanned (a review quoting "{{x}}" stays as written)."""
+
         def fill(match: re.Match) -> str:
             if match.group(1) not in values:
                 raise KeyError(f"prompt {self.uri} needs a value for {{{{{match.group(1)}}}}}")
@@ -205,6 +219,7 @@ def load_prompt(uri: str, allow_missing: bool = False) -> PromptRef | None:
 
 # ---------------------------------------------------------------------------------- traces
 
+
 def log_llm_traces(run_id: str, name: str, calls: list[dict]) -> int:
     """One MLflow trace per LLM call of a run: ``calls`` hold ``inputs``, ``outputs``,
     ``latency_ms``, ``prompt_tokens``, ``completion_tokens`` and any string attributes.
@@ -218,12 +233,18 @@ def log_llm_traces(run_id: str, name: str, calls: list[dict]) -> int:
     now = time.time_ns()
     for call in calls:
         latency_ns = int(call.get("latency_ms", 0) * 1e6)
-        attributes = {k: str(v) for k, v in call.items()
-                      if k not in ("inputs", "outputs") and v is not None}
+        attributes = {
+            k: str(v) for k, v in call.items() if k not in ("inputs", "outputs") and v is not None
+        }
         span = mlflow.start_span_no_context(
-            name, span_type="LLM", inputs=call.get("inputs"), attributes=attributes,
-            experiment_id=experiment, metadata={"mlflow.sourceRun": run_id},
-            start_time_ns=now - latency_ns)
+            name,
+            span_type="LLM",
+            inputs=call.get("inputs"),
+            attributes=attributes,
+            experiment_id=experiment,
+            metadata={"mlflow.sourceRun": run_id},
+            start_time_ns=now - latency_ns,
+        )
         span.set_outputs(call.get("outputs"))
         span.end(end_time_ns=now)
     mlflow.flush_trace_async_logging()  # export runs in the background: finish it here

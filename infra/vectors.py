@@ -25,6 +25,7 @@ keeps it up to date source by source and answers queries:
   two top-k lists, run exactly as those retrievers run (so one pinned version, one set of
   probes); a question without words makes it the vector list.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -118,8 +119,9 @@ class VectorIndexConfig(BaseModel):
         common = {"distance_type": "cosine", "target_partition_size": self.rows_per_partition}
         if self.index_type == "IVF_PQ":
             return IvfPq(num_sub_vectors=self.sub_vectors(dim), **common)
-        return {"IVF_FLAT": IvfFlat, "IVF_SQ": IvfSq, "IVF_RQ": IvfRq,
-                "IVF_HNSW_SQ": HnswSq}[self.index_type](**common)
+        return {"IVF_FLAT": IvfFlat, "IVF_SQ": IvfSq, "IVF_RQ": IvfRq, "IVF_HNSW_SQ": HnswSq}[
+            self.index_type
+        ](**common)
 
 
 class Hit(NamedTuple):
@@ -151,28 +153,32 @@ def table_name(corpus: str, chunking: str, embedder: str) -> str:
         parts.append(part)
     name = "__".join(parts)
     if len(name) > MAX_TABLE_NAME:
-        name = f"{name[:MAX_TABLE_NAME - 17]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+        name = f"{name[: MAX_TABLE_NAME - 17]}-{hashlib.sha256(name.encode()).hexdigest()[:16]}"
     return name
 
 
 def check_table_name(name: str) -> str:
     if not name or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
-        raise ValueError(f"table name {name!r}: use letters, digits, '_', '-', '.' "
-                         "(infra.vectors.table_name makes one)")
+        raise ValueError(
+            f"table name {name!r}: use letters, digits, '_', '-', '.' "
+            "(infra.vectors.table_name makes one)"
+        )
     return name
 
 
 def chunk_schema(dim: int):
     import pyarrow as pa
 
-    return pa.schema([
-        pa.field("chunk_id", pa.string(), nullable=False),
-        pa.field("source_id", pa.string(), nullable=False),
-        pa.field("start", pa.int64(), nullable=False),  # char offsets into the source's text
-        pa.field("end", pa.int64(), nullable=False),
-        pa.field(TEXT_COLUMN, pa.string(), nullable=False),
-        pa.field(VECTOR_COLUMN, pa.list_(pa.float32(), dim), nullable=False),
-    ])
+    return pa.schema(
+        [
+            pa.field("chunk_id", pa.string(), nullable=False),
+            pa.field("source_id", pa.string(), nullable=False),
+            pa.field("start", pa.int64(), nullable=False),  # char offsets into the source's text
+            pa.field("end", pa.int64(), nullable=False),
+            pa.field(TEXT_COLUMN, pa.string(), nullable=False),
+            pa.field(VECTOR_COLUMN, pa.list_(pa.float32(), dim), nullable=False),
+        ]
+    )
 
 
 def fts_query_text(text: str) -> str | None:
@@ -183,8 +189,9 @@ def fts_query_text(text: str) -> str | None:
     characters are dropped and the length capped."""
     if not isinstance(text, str):
         raise TypeError(f"query_text must be a str, got {type(text).__name__}")
-    cleaned = "".join(" " if unicodedata.category(ch)[0] in "CZ" else ch
-                      for ch in text[:MAX_QUERY_CHARS])
+    cleaned = "".join(
+        " " if unicodedata.category(ch)[0] in "CZ" else ch for ch in text[:MAX_QUERY_CHARS]
+    )
     cleaned = " ".join(cleaned.split())
     return cleaned if any(ch.isalnum() for ch in cleaned) else None
 
@@ -205,8 +212,7 @@ class ChunkStore:
     query, 15 %, measured). The live read handle follows the table's latest version, also
     when another process wrote it; pinned reads use cached read-only handles."""
 
-    def __init__(self, table, reader_db, reader, name: str, dim: int,
-                 index: VectorIndexConfig):
+    def __init__(self, table, reader_db, reader, name: str, dim: int, index: VectorIndexConfig):
         self._table = table  # sync handle: writes and index maintenance
         self._reader_db, self._reader = reader_db, reader  # async handles: every read
         self.name, self.dim = name, dim
@@ -216,8 +222,9 @@ class ChunkStore:
         self._write_lock = threading.Lock()
 
     @classmethod
-    def open(cls, db_dir: Path | str, table: str, dim: int,
-             index: VectorIndexConfig | None = None) -> ChunkStore:
+    def open(
+        cls, db_dir: Path | str, table: str, dim: int, index: VectorIndexConfig | None = None
+    ) -> ChunkStore:
         """Open (or create, empty) table ``table`` under ``db_dir`` for ``dim``-d vectors.
 
         ``index`` sets how vector queries probe an index (nprobes, refine) and what
@@ -240,15 +247,18 @@ class ChunkStore:
                 handle = db.open_table(table)
         missing = [c for c in (*ROW_COLUMNS, VECTOR_COLUMN) if c not in handle.schema.names]
         if missing:
-            raise ValueError(f"table {table} in {db_dir} is not a chunk table: no column(s) "
-                             f"{', '.join(missing)}")
+            raise ValueError(
+                f"table {table} in {db_dir} is not a chunk table: no column(s) "
+                f"{', '.join(missing)}"
+            )
         stored = handle.schema.field(VECTOR_COLUMN).type
         stored_dim = getattr(stored, "list_size", None)
         if stored_dim != dim:
-            raise ValueError(f"table {table} in {db_dir} holds {stored_dim}-d vectors, not "
-                             f"{dim}-d: another embedder made it (table_name names the embedder)")
-        reader_db = run(lancedb.connect_async(str(db_dir),
-                                              read_consistency_interval=timedelta(0)))
+            raise ValueError(
+                f"table {table} in {db_dir} holds {stored_dim}-d vectors, not "
+                f"{dim}-d: another embedder made it (table_name names the embedder)"
+            )
+        reader_db = run(lancedb.connect_async(str(db_dir), read_consistency_interval=timedelta(0)))
         reader = run(reader_db.open_table(table))
         return cls(handle, reader_db, reader, table, dim, index or VectorIndexConfig())
 
@@ -265,10 +275,13 @@ class ChunkStore:
     def chunks(self, version: int | None = None) -> list[StoredChunk]:
         """Every stored chunk (without vectors), ordered by source id and offset."""
         rows = run(self._handle(version).query().select(list(ROW_COLUMNS)).to_arrow())
-        rows = rows.sort_by([("source_id", "ascending"), ("start", "ascending"),
-                             ("chunk_id", "ascending")])
-        return [StoredChunk(*values) for values in
-                zip(*(rows[column].to_pylist() for column in ROW_COLUMNS))]
+        rows = rows.sort_by(
+            [("source_id", "ascending"), ("start", "ascending"), ("chunk_id", "ascending")]
+        )
+        return [
+            StoredChunk(*values)
+            for values in zip(*(rows[column].to_pylist() for column in ROW_COLUMNS), strict=False)
+        ]
 
     def source_ids(self, version: int | None = None) -> set[str]:
         rows = run(self._handle(version).query().select(["source_id"]).to_arrow())
@@ -276,16 +289,21 @@ class ChunkStore:
 
     def indexes(self) -> dict[str, dict]:
         """Index name -> {type, indexed rows, unindexed rows} on the latest version."""
-        return {index.name: {"type": index.index_type, "indexed": index.num_indexed_rows,
-                             "unindexed": index.num_unindexed_rows}
-                for index in self._table.list_indices()}
+        return {
+            index.name: {
+                "type": index.index_type,
+                "indexed": index.num_indexed_rows,
+                "unindexed": index.num_unindexed_rows,
+            }
+            for index in self._table.list_indices()
+        }
 
     # ---- writes ---------------------------------------------------------------------------
 
     def replace_sources(self, chunks: Sequence, vectors) -> int:
         """Make the table hold exactly ``chunks`` for every source id they name; one commit.
 
-        ``chunks``: objects with chunk_id, source_id, start, end, text (pipelines.rag.chunking.Chunk);
+        ``chunks``: objects with chunk_id, source_id, start, end, text (a RAG chunk);
         ``vectors``: one ``dim``-d row per chunk. Rows of those sources not among the new
         chunk ids are deleted, the rest upserted by chunk_id. Returns the new version."""
         rows = chunk_rows(chunks, vectors, self.dim)
@@ -298,11 +316,13 @@ class ChunkStore:
             if self._table.count_rows() == 0:
                 self._table.add(rows)
             else:
-                (self._table.merge_insert("chunk_id")
-                 .when_matched_update_all()
-                 .when_not_matched_insert_all()
-                 .when_not_matched_by_source_delete(col("source_id").isin(sources))
-                 .execute(rows))
+                (
+                    self._table.merge_insert("chunk_id")
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .when_not_matched_by_source_delete(col("source_id").isin(sources))
+                    .execute(rows)
+                )
         return self.version
 
     def delete_sources(self, source_ids: Iterable[str]) -> int:
@@ -329,8 +349,14 @@ class ChunkStore:
             table = self._table
             rows = table.count_rows()
             existing = {index.name for index in table.list_indices()}
-            done: dict = {"rows": rows, "fts_index": None, "vector_index": None,
-                          "fts_built": False, "vector_built": False, "dropped": []}
+            done: dict = {
+                "rows": rows,
+                "fts_index": None,
+                "vector_index": None,
+                "fts_built": False,
+                "vector_built": False,
+                "dropped": [],
+            }
             if rows == 0:
                 return {**done, "version": self.version}
             started = time.perf_counter()
@@ -343,13 +369,18 @@ class ChunkStore:
             done["fts_s"] = round(time.perf_counter() - started, 3)
             started = time.perf_counter()
             wanted = config.index_name(self.dim) if rows >= config.min_rows else None
-            for stale in sorted(n for n in existing if n.startswith(VECTOR_INDEX_PREFIX)
-                                and n != wanted):
+            for stale in sorted(
+                n for n in existing if n.startswith(VECTOR_INDEX_PREFIX) and n != wanted
+            ):
                 table.drop_index(stale)
                 done["dropped"].append(stale)
             if wanted and wanted not in existing:
-                table.create_index(VECTOR_COLUMN, config=config.lancedb_config(self.dim),
-                                   name=wanted, replace=True)
+                table.create_index(
+                    VECTOR_COLUMN,
+                    config=config.lancedb_config(self.dim),
+                    name=wanted,
+                    replace=True,
+                )
                 done["vector_built"] = True
             done["vector_index"] = wanted
             done["vector_s"] = round(time.perf_counter() - started, 3)
@@ -362,8 +393,14 @@ class ChunkStore:
 
     # ---- reads ----------------------------------------------------------------------------
 
-    def search(self, query_text: str, query_vector, k: int, retriever: Retriever = "hybrid",
-               version: int | None = None) -> list[Hit]:
+    def search(
+        self,
+        query_text: str,
+        query_vector,
+        k: int,
+        retriever: Retriever = "hybrid",
+        version: int | None = None,
+    ) -> list[Hit]:
         """Top-``k`` chunks for a question by one retriever, reading ``version`` (None: the
         latest). ``query_vector`` is the question's embedding (used by vector and hybrid),
         ``query_text`` its words (fts and hybrid)."""
@@ -377,8 +414,9 @@ class ChunkStore:
         if retriever == "fts":
             return fts_hits(run(fts_rows(table, query_text, k)))
         vector_query = self._vector_query(table, query_vector, k).with_row_id()
-        vector_rows, text_rows = run(gather(vector_query.to_arrow(),
-                                            fts_rows(table, query_text, k, with_row_id=True)))
+        vector_rows, text_rows = run(
+            gather(vector_query.to_arrow(), fts_rows(table, query_text, k, with_row_id=True))
+        )
         fused = rrf_fuse(vector_rows, text_rows, k)
         return to_hits(fused, fused["_relevance_score"].to_pylist())
 
@@ -387,8 +425,14 @@ class ChunkStore:
         config = self.index_config
         # nprobes/refine/ef only matter where an index exists; a table without one (below
         # min_rows) is scanned exactly whatever they say.
-        query = (table.vector_search(vector).column(VECTOR_COLUMN).distance_type("cosine")
-                 .nprobes(config.nprobes).select(HIT_COLUMNS + ["_distance"]).limit(k))
+        query = (
+            table.vector_search(vector)
+            .column(VECTOR_COLUMN)
+            .distance_type("cosine")
+            .nprobes(config.nprobes)
+            .select(HIT_COLUMNS + ["_distance"])
+            .limit(k)
+        )
         if config.refine:
             query = query.refine_factor(config.refine)
         if config.ef:
@@ -409,10 +453,12 @@ class ChunkStore:
         try:
             handle = run(self._reader_db.open_table(self.name, version=version))
         except ValueError as error:
-            raise ValueError(f"table {self.name} has no version {version} (latest "
-                             f"{self.version}; versions older than "
-                             f"{self.index_config.keep_versions_days} days are cleaned up by "
-                             f"ensure_indexes): {error}") from error
+            raise ValueError(
+                f"table {self.name} has no version {version} (latest "
+                f"{self.version}; versions older than "
+                f"{self.index_config.keep_versions_days} days are cleaned up by "
+                f"ensure_indexes): {error}"
+            ) from error
         with self._pinned_lock:
             self._pinned[version] = handle
             while len(self._pinned) > PINNED_HANDLES:
@@ -441,8 +487,12 @@ async def fts_rows(table, query_text: str, k: int, with_row_id: bool = False):
     words = fts_query_text(query_text)
     if words is None:
         return empty_rows(with_row_id, "_score")
-    query = (table.query().nearest_to_text(MatchQuery(words, TEXT_COLUMN))
-             .select(HIT_COLUMNS + ["_score"]).limit(k))
+    query = (
+        table.query()
+        .nearest_to_text(MatchQuery(words, TEXT_COLUMN))
+        .select(HIT_COLUMNS + ["_score"])
+        .limit(k)
+    )
     if with_row_id:
         query = query.with_row_id()
     return await query.to_arrow()
@@ -459,19 +509,25 @@ def chunk_rows(chunks: Sequence, vectors, dim: int):
             raise ValueError(f"{len(matrix)} vectors for 0 chunks")
         return None
     if matrix.ndim != 2 or matrix.shape != (len(chunks), dim):
-        raise ValueError(f"vectors have shape {matrix.shape}; expected ({len(chunks)}, {dim}): "
-                         "one row per chunk, the table's dimension")
+        raise ValueError(
+            f"vectors have shape {matrix.shape}; expected ({len(chunks)}, {dim}): "
+            "one row per chunk, the table's dimension"
+        )
     bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
     if bad.size:
-        raise ValueError(f"vector {bad[0]} (chunk {getattr(chunks[bad[0]], 'chunk_id', '?')}) "
-                         f"has NaN or infinite values ({bad.size} such rows)")
+        raise ValueError(
+            f"vector {bad[0]} (chunk {getattr(chunks[bad[0]], 'chunk_id', '?')}) "
+            f"has NaN or infinite values ({bad.size} such rows)"
+        )
     columns: dict[str, list] = {name: [] for name in ROW_COLUMNS}
     for position, chunk in enumerate(chunks):
         for name in ROW_COLUMNS:
             value = getattr(chunk, name, None)
             if value is None:
-                raise ValueError(f"chunk {position} ({type(chunk).__name__}) has no {name!r}: "
-                                 "expected chunk_id, source_id, start, end, text")
+                raise ValueError(
+                    f"chunk {position} ({type(chunk).__name__}) has no {name!r}: "
+                    "expected chunk_id, source_id, start, end, text"
+                )
             columns[name].append(value)
     seen: set[str] = set()
     for position, chunk_id in enumerate(columns["chunk_id"]):
@@ -504,10 +560,19 @@ def empty_rows(with_row_id: bool, score_column: str):
 
 
 def to_hits(rows, scores: list[float]) -> list[Hit]:
-    return [Hit(chunk_id, source_id, text, float(score), rank)
-            for rank, (chunk_id, source_id, text, score) in enumerate(zip(
-                rows["chunk_id"].to_pylist(), rows["source_id"].to_pylist(),
-                rows[TEXT_COLUMN].to_pylist(), scores), start=1)]
+    return [
+        Hit(chunk_id, source_id, text, float(score), rank)
+        for rank, (chunk_id, source_id, text, score) in enumerate(
+            zip(
+                rows["chunk_id"].to_pylist(),
+                rows["source_id"].to_pylist(),
+                rows[TEXT_COLUMN].to_pylist(),
+                scores,
+                strict=False,
+            ),
+            start=1,
+        )
+    ]
 
 
 def vector_hits(rows) -> list[Hit]:

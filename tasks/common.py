@@ -6,6 +6,7 @@ pipelines module it calls plus every project module that module imports. Change 
 the config or the code and the task runs again; change nothing and a rerun reuses its result.
 The same key is the Delta transaction id of the task's writes, so a retried write is a no-op.
 """
+
 from __future__ import annotations
 
 import ast
@@ -13,7 +14,7 @@ import hashlib
 import importlib.util
 import json
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from prefect import task
@@ -24,7 +25,7 @@ UNCACHED_PARAMETERS = ("parent_run",)  # the flow's MLflow run differs per flow 
 HEAVY = "heavy"  # tag shared by Spark/training tasks: a concurrency limit on it serialises them
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_fingerprint(module: str) -> str:
     """Hash of a project module's source and of every project module it imports, transitively."""
     sources = project_sources(module)
@@ -88,17 +89,24 @@ def task_key(task_name: str, pipelines_module: str, parameters: dict) -> str:
     payload = {
         "task": task_name,
         "workspace": str(load_settings().home),  # results point into this workspace's lake
-        "parameters": {k: jsonable(v) for k, v in parameters.items()
-                       if k not in UNCACHED_PARAMETERS},
+        "parameters": {
+            k: jsonable(v) for k, v in parameters.items() if k not in UNCACHED_PARAMETERS
+        },
         "code": code_fingerprint(pipelines_module),
     }
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return f"{task_name}-{hashlib.sha256(blob).hexdigest()[:32]}"
 
 
-def lake_task(name: str, pipelines_module: str, timeout_seconds: float, retries: int = 1,
-              tags: tuple[str, ...] = (HEAVY,)):
+def lake_task(
+    name: str,
+    pipelines_module: str,
+    timeout_seconds: float,
+    retries: int = 1,
+    tags: tuple[str, ...] = (HEAVY,),
+):
     """Decorate a task that calls one pipelines function and returns a JSON manifest."""
+
     def key_fn(context, parameters):
         return task_key(name, pipelines_module, parameters)
 
@@ -173,8 +181,13 @@ def log_manifest(run, manifest: dict) -> dict:
     run.log_table(manifest, role="output")
     for side in manifest.get("outputs", {}).values():
         run.log_table(side, role="output")
-    run.log_metrics({"rows": manifest["rows"], "quarantined": manifest.get("quarantined", 0),
-                     **manifest.get("stats", {})})
+    run.log_metrics(
+        {
+            "rows": manifest["rows"],
+            "quarantined": manifest.get("quarantined", 0),
+            **manifest.get("stats", {}),
+        }
+    )
     run.log_dict(manifest, "manifest.json")
     return {**manifest, "mlflow_run_id": run.run_id}
 
@@ -183,8 +196,12 @@ def prefect_tags() -> dict:
     """Tags that link an MLflow run back to the Prefect flow and task run that made it."""
     from prefect.runtime import flow_run, task_run
 
-    tags = {"prefect.flow_run_id": flow_run.id, "prefect.flow_run_name": flow_run.name,
-            "prefect.flow_run_url": flow_run.ui_url, "prefect.task_run_id": task_run.id}
+    tags = {
+        "prefect.flow_run_id": flow_run.id,
+        "prefect.flow_run_name": flow_run.name,
+        "prefect.flow_run_url": flow_run.ui_url,
+        "prefect.task_run_id": task_run.id,
+    }
     return {k: v for k, v in tags.items() if v}
 
 
@@ -204,7 +221,10 @@ def tracked_flow(experiment: str, config=None):
     with tracking.start_run(experiment, run_name, tags=prefect_tags()) as run:
         if config is not None:
             run.log_params(jsonable(config))
-        create_link_artifact(key="mlflow-run", link=tracking.run_url(run.run_id),
-                             link_text=f"MLflow run {run.run_id[:8]}",
-                             description=f"Metrics, params and lineage of {experiment}")
+        create_link_artifact(
+            key="mlflow-run",
+            link=tracking.run_url(run.run_id),
+            link_text=f"MLflow run {run.run_id[:8]}",
+            description=f"Metrics, params and lineage of {experiment}",
+        )
         yield run.run_id

@@ -1,5 +1,6 @@
 """Prefect tasks of human evaluation: the blind pairwise rating sheet of two models' table
 documentation, and the scoring of the filled sheets into MLflow and a Prefect artifact."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,12 +18,23 @@ def prepare_sheet(config: PairwiseConfig, pairs: dict, run_id: str) -> dict:
     from infra import registry, tracking
     from infra.settings import load_settings
 
-    out = Path(config.out_dir) if config.out_dir else pairwise_tabledoc.default_sheet_dir(
-        load_settings().home, config.model_a, config.model_b)
+    out = (
+        Path(config.out_dir)
+        if config.out_dir
+        else pairwise_tabledoc.default_sheet_dir(
+            load_settings().home, config.model_a, config.model_b
+        )
+    )
     sheet = pairwise_tabledoc.prepare_sheet(
         (registry.model_dir(config.model_a), registry.model_dir(config.model_b)),
-        config.model_a, config.model_b, pairs["test"], config.items, config.max_new_tokens,
-        out, config.seed)
+        config.model_a,
+        config.model_b,
+        pairs["test"],
+        config.items,
+        config.max_new_tokens,
+        out,
+        config.seed,
+    )
     run = tracking.Run(run_id)
     run.log_artifact(sheet["sheet_csv"], "sheet")
     run.log_artifact(sheet["sheet_html"], "sheet")  # the key stays out of the shared sheet dir
@@ -32,24 +44,36 @@ def prepare_sheet(config: PairwiseConfig, pairs: dict, run_id: str) -> dict:
 
 
 @task(name="score-rating-sheets", timeout_seconds=600, cache_policy=NO_CACHE_POLICY)
-def score_sheets(sheets: list[str], key: str, model_a: str, model_b: str, run_id: str,
-                 allow_missing: bool = False) -> dict:
+def score_sheets(
+    sheets: list[str],
+    key: str,
+    model_a: str,
+    model_b: str,
+    run_id: str,
+    allow_missing: bool = False,
+) -> dict:
     from prefect.artifacts import create_markdown_artifact
 
     from infra import tracking
 
     summary = pairwise.score_sheets(sheets, key, model_a, model_b, allow_missing=allow_missing)
     run = tracking.Run(run_id)
-    run.log_metrics({"a_win_rate": summary["a_win_rate"]["rate"],
-                     "b_win_rate": summary["b_win_rate"]["rate"],
-                     "tie_rate": summary["tie_rate"]["rate"], "raters": len(sheets),
-                     "votes": summary["votes"]})
+    run.log_metrics(
+        {
+            "a_win_rate": summary["a_win_rate"]["rate"],
+            "b_win_rate": summary["b_win_rate"]["rate"],
+            "tie_rate": summary["tie_rate"]["rate"],
+            "raters": len(sheets),
+            "votes": summary["votes"],
+        }
+    )
     fleiss = summary["agreement"]["fleiss"]["kappa"]
     if fleiss is not None:
         run.log_metrics({"fleiss_kappa": fleiss})
     run.log_dict(summary, "pairwise_summary.json")
-    create_markdown_artifact(key="pairwise-eval",
-                             markdown=pairwise_report.report_markdown(summary))
+    create_markdown_artifact(
+        key="pairwise-eval", markdown=pairwise_report.report_markdown(summary)
+    )
     return summary
 
 
@@ -64,5 +88,4 @@ def current_tabledoc_examples() -> dict:
     try:
         return table_ref(get_spark(), path)
     except Exception:
-        raise FileNotFoundError(f"no table at {path}: run the finetune-sweep flow first") \
-            from None
+        raise FileNotFoundError(f"no table at {path}: run the finetune-sweep flow first") from None

@@ -1,5 +1,6 @@
 """Prefect tasks of the RAG stage's structured data: the feature tables written to the lake,
 and their online copy (SQLite) brought up to date from the tables' Change Data Feed."""
+
 from __future__ import annotations
 
 from prefect import task
@@ -22,16 +23,29 @@ def write_feature_tables(config: FeaturesConfig, parent_run: str | None = None) 
         tables = feature_tables.write_feature_tables(get_spark(), config, txn_id=current_txn_id())
         for manifest in tables.values():
             run.log_table(manifest, role="output")
-        run.log_metrics({f"{name}.{k}": manifest[k] for name, manifest in tables.items()
-                         for k in ("rows", "written", "quarantined")})
+        run.log_metrics(
+            {
+                f"{name}.{k}": manifest[k]
+                for name, manifest in tables.items()
+                for k in ("rows", "written", "quarantined")
+            }
+        )
     return {"tables": tables, "mlflow_run_id": run.run_id}
 
 
 # Not cached: what it must copy depends on the online store's own state, not on parameters.
-@task(name="sync-online-features", timeout_seconds=30 * MINUTE, retries=2,
-      retry_delay_seconds=10, cache_policy=NO_CACHE_POLICY, tags=[HEAVY], log_prints=True)
-def sync_online_features(tables: list[str], store: str | None = None,
-                         parent_run: str | None = None) -> dict:
+@task(
+    name="sync-online-features",
+    timeout_seconds=30 * MINUTE,
+    retries=2,
+    retry_delay_seconds=10,
+    cache_policy=NO_CACHE_POLICY,
+    tags=[HEAVY],
+    log_prints=True,
+)
+def sync_online_features(
+    tables: list[str], store: str | None = None, parent_run: str | None = None
+) -> dict:
     """Each feature table's rows changed since its last synced Delta version copied into the
     online store (the whole table the first time), one SQLite transaction per table:
     {"store": path, "tables": {name: sync manifest}, "mlflow_run_id"}."""
@@ -39,16 +53,26 @@ def sync_online_features(tables: list[str], store: str | None = None,
 
     spark = get_spark()
     synced: dict[str, dict] = {}
-    with OnlineStore(store) as online, \
-            tracked_step("sync-online-features", parent_run,
-                         {"tables": tables, "store": str(online.path)}) as run:
+    with (
+        OnlineStore(store) as online,
+        tracked_step(
+            "sync-online-features", parent_run, {"tables": tables, "store": str(online.path)}
+        ) as run,
+    ):
         for name in tables:
             spec = feature_tables.FEATURE_TABLES[name]
             synced[name] = feature_tables.sync_online(spark, spec.path(), spec, online)
             run.log_table(synced[name], role="input")
-            print(f"{name}: {synced[name]['mode']} to version {synced[name]['version']}, "
-                  f"{synced[name]['upserted']} upserted, {synced[name]['deleted']} deleted, "
-                  f"{synced[name]['rows']} rows online")
-        run.log_metrics({f"{name}.{k}": m[k] for name, m in synced.items()
-                         for k in ("upserted", "deleted", "rows")})
+            print(
+                f"{name}: {synced[name]['mode']} to version {synced[name]['version']}, "
+                f"{synced[name]['upserted']} upserted, {synced[name]['deleted']} deleted, "
+                f"{synced[name]['rows']} rows online"
+            )
+        run.log_metrics(
+            {
+                f"{name}.{k}": m[k]
+                for name, m in synced.items()
+                for k in ("upserted", "deleted", "rows")
+            }
+        )
     return {"store": str(online.path), "tables": synced, "mlflow_run_id": run.run_id}

@@ -5,6 +5,7 @@
 their own task model: pairs from a table or an instruction dataset -> LoRA run -> merged
 model registered under the stage's name.
 """
+
 from __future__ import annotations
 
 import time
@@ -19,6 +20,7 @@ from pipelines.finetune.pairs import write_pair_files
 from pipelines.shared.promotion import decide
 from pipelines.training import launch
 from pipelines.training.loop import METRICS
+from pipelines.training.progress import LogFollower, plot_loss_curve
 from tasks.common import (
     NO_CACHE_POLICY,
     Progress,
@@ -28,7 +30,6 @@ from tasks.common import (
     run_step,
     tracked_step,
 )
-from pipelines.training.progress import LogFollower, plot_loss_curve
 
 HOUR = 3600
 
@@ -42,14 +43,18 @@ def _workspace(*parts: str) -> Path:
 @lake_task("make-tabledoc-examples", "pipelines.finetune.examples", timeout_seconds=2 * HOUR)
 def make_tabledoc_examples(config: examples.SynthConfig, parent_run: str | None = None) -> dict:
     """Synthetic CREATE TABLE -> documentation examples into silver/tabledoc_examples."""
-    return run_step("make-tabledoc-examples", parent_run, config,
-                    lambda spark: examples.write_tabledoc_examples(spark, config,
-                                                                   txn_id=current_txn_id()))
+    return run_step(
+        "make-tabledoc-examples",
+        parent_run,
+        config,
+        lambda spark: examples.write_tabledoc_examples(spark, config, txn_id=current_txn_id()),
+    )
 
 
 @lake_task("export-pairs", "pipelines.finetune.pairs", timeout_seconds=HOUR, tags=())
-def export_pairs(dataset: dict | str, test_fraction: float = 0.1,
-                 parent_run: str | None = None) -> dict:
+def export_pairs(
+    dataset: dict | str, test_fraction: float = 0.1, parent_run: str | None = None
+) -> dict:
     """Prompt/response jsonl files for the ranks: from a table manifest with instruction,
     response and split columns (the table's version pinned), or from an instruction dataset
     file/dir (held out by a hash of the instruction)."""
@@ -62,8 +67,14 @@ def export_pairs(dataset: dict | str, test_fraction: float = 0.1,
 
 
 @lake_task("finetune-model", "pipelines.finetune.lora", timeout_seconds=7 * 24 * HOUR)
-def finetune_model(pairs: dict, base: str, config: FinetuneConfig, ranks: int = 1,
-                   timeout_s: float = 24 * HOUR, parent_run: str | None = None) -> dict:
+def finetune_model(
+    pairs: dict,
+    base: str,
+    config: FinetuneConfig,
+    ranks: int = 1,
+    timeout_s: float = 24 * HOUR,
+    parent_run: str | None = None,
+) -> dict:
     """One LoRA run in its own process group (auto-resuming), tracked as an MLflow run."""
     from prefect import get_run_logger
 
@@ -76,46 +87,83 @@ def finetune_model(pairs: dict, base: str, config: FinetuneConfig, ranks: int = 
     with tracked_step(f"finetune {name}", parent_run, params) as run:
         if "table" in pairs["source"]:
             run.log_table(pairs["source"], role="input")
-        follower = LogFollower(run, get_run_logger(), Progress(f"fine-tuning {name}"),
-                               config.max_steps)
+        follower = LogFollower(
+            run, get_run_logger(), Progress(f"fine-tuning {name}"), config.max_steps
+        )
         started = time.perf_counter()
-        summary = launch.launch_finetune(config, base_dir, pairs["train"], out,
-                                         eval_file=pairs["test"] if pairs["test_examples"]
-                                         else None, base_ref=str(base), ranks=ranks,
-                                         timeout_s=timeout_s, on_line=follower)
+        summary = launch.launch_finetune(
+            config,
+            base_dir,
+            pairs["train"],
+            out,
+            eval_file=pairs["test"] if pairs["test_examples"] else None,
+            base_ref=str(base),
+            ranks=ranks,
+            timeout_s=timeout_s,
+            on_line=follower,
+        )
         follower.flush()
         wall_s = time.perf_counter() - started
-        run.log_metrics({"trainable_parameters": summary["trainable_parameters"],
-                         "total_parameters": summary["total_parameters"], "wall_s": wall_s,
-                         **({"eval_loss": summary["val_loss"]}
-                            if summary.get("val_loss") is not None else {})})
+        run.log_metrics(
+            {
+                "trainable_parameters": summary["trainable_parameters"],
+                "total_parameters": summary["total_parameters"],
+                "wall_s": wall_s,
+                **(
+                    {"eval_loss": summary["val_loss"]}
+                    if summary.get("val_loss") is not None
+                    else {}
+                ),
+            }
+        )
         run.log_artifact(plot_loss_curve(out / METRICS, out / "loss_curve.png"))
-        return {**summary, "cell": name, "base": str(base), "wall_s": wall_s,
-                "run_dir": str(out), "mlflow_run_id": run.run_id,
-                "lora": config.lora.model_dump(mode="json"), "base_bits": config.base_bits}
+        return {
+            **summary,
+            "cell": name,
+            "base": str(base),
+            "wall_s": wall_s,
+            "run_dir": str(out),
+            "mlflow_run_id": run.run_id,
+            "lora": config.lora.model_dump(mode="json"),
+            "base_bits": config.base_bits,
+        }
 
 
 @lake_task("evaluate-tabledoc", "pipelines.evaluation.tabledoc", timeout_seconds=2 * HOUR)
-def evaluate_tabledoc(model: str, pairs: dict, limit: int, max_new_tokens: int,
-                      run_id: str | None = None, structured: bool = False) -> dict:
+def evaluate_tabledoc(
+    model: str,
+    pairs: dict,
+    limit: int,
+    max_new_tokens: int,
+    run_id: str | None = None,
+    structured: bool = False,
+) -> dict:
     """Held-out quality of a model dir or models:/ URI; logged into ``run_id`` when given.
     ``structured``: the response template filled field by field (pipelines.evaluation.tabledoc)."""
     from infra import registry, tracking
 
-    result = tabledoc.evaluate_held_out(registry.model_dir(model), pairs["test"], limit,
-                                        max_new_tokens, structured=structured)
+    result = tabledoc.evaluate_held_out(
+        registry.model_dir(model), pairs["test"], limit, max_new_tokens, structured=structured
+    )
     if run_id:
         run = tracking.Run(run_id)
-        run.log_metrics({k: result[k] for k in ("format_validity", "column_coverage",
-                                                "rouge_l")})
+        run.log_metrics({k: result[k] for k in ("format_validity", "column_coverage", "rouge_l")})
         run.log_dict({"samples": result["samples"]}, "fixed_prompt_generations.json")
     return {**result, "model": str(model)}
 
 
 @lake_task("register-finetuned", "pipelines.evaluation.tabledoc", timeout_seconds=2 * HOUR)
-def register_finetuned(best: dict, quality: dict, pairs: dict, name: str, metric: str,
-                       limit: int, max_new_tokens: int, parent_run: str | None = None,
-                       structured: bool = False) -> dict:
+def register_finetuned(
+    best: dict,
+    quality: dict,
+    pairs: dict,
+    name: str,
+    metric: str,
+    limit: int,
+    max_new_tokens: int,
+    parent_run: str | None = None,
+    structured: bool = False,
+) -> dict:
     """Register the merged winner (and its adapter as an artifact pointing at its base); move
     ``champion`` only when it beats the current champion on ``metric`` on the same items."""
     from prefect import get_run_logger
@@ -126,42 +174,75 @@ def register_finetuned(best: dict, quality: dict, pairs: dict, name: str, metric
     champion_score = None
     if champion is not None:
         champion_dir = registry.model_dir(f"models:/{name}/{champion.version}")
-        champion_score = tabledoc.evaluate_held_out(champion_dir, pairs["test"], limit,
-                                                    max_new_tokens, structured=structured)[metric]
-    promote = decide({metric: quality[metric]},
-                     None if champion_score is None else {metric: champion_score},
-                     tabledoc.champion_rule(metric)).promote
+        champion_score = tabledoc.evaluate_held_out(
+            champion_dir, pairs["test"], limit, max_new_tokens, structured=structured
+        )[metric]
+    promote = decide(
+        {metric: quality[metric]},
+        None if champion_score is None else {metric: champion_score},
+        tabledoc.champion_rule(metric),
+    ).promote
     tracking.Run(best["mlflow_run_id"]).log_artifacts(best["adapter_dir"], "adapter")
-    tags = {metric: f"{quality[metric]:.6f}", "base": best["base"], "cell": best["cell"],
-            "adapter": "runs:/" + best["mlflow_run_id"] + "/adapter",
-            **{f"source.{k}": v for k, v in pairs["source"].items()}}
+    tags = {
+        metric: f"{quality[metric]:.6f}",
+        "base": best["base"],
+        "cell": best["cell"],
+        "adapter": "runs:/" + best["mlflow_run_id"] + "/adapter",
+        **{f"source.{k}": v for k, v in pairs["source"].items()},
+    }
     with tracked_step(f"register {name}", parent_run, {"name": name, "metric": metric}) as run:
-        version = registry.register_model_dir(name, best["model_dir"], best["mlflow_run_id"],
-                                              tags=tags,
-                                              description=f"LoRA fine-tune of {best['base']}")
+        version = registry.register_model_dir(
+            name,
+            best["model_dir"],
+            best["mlflow_run_id"],
+            tags=tags,
+            description=f"LoRA fine-tune of {best['base']}",
+        )
         if promote:
             registry.set_alias(name, version)
         run.set_tags({"model_version": version, "promoted": promote})
-    get_run_logger().info("%s version %s (%s %.4f) %s", name, version, metric, quality[metric],
-                          "is the new champion" if promote else
-                          f"stays a challenger (champion: {champion_score:.4f})")
-    return {"name": name, "version": version, "uri": f"models:/{name}/{version}",
-            "champion": promote, metric: quality[metric], "champion_score": champion_score,
-            "model_dir": best["model_dir"]}
+    get_run_logger().info(
+        "%s version %s (%s %.4f) %s",
+        name,
+        version,
+        metric,
+        quality[metric],
+        "is the new champion"
+        if promote
+        else f"stays a challenger (champion: {champion_score:.4f})",
+    )
+    return {
+        "name": name,
+        "version": version,
+        "uri": f"models:/{name}/{version}",
+        "champion": promote,
+        metric: quality[metric],
+        "champion_score": champion_score,
+        "model_dir": best["model_dir"],
+    }
 
 
 @task(name="publish-sweep-summary", timeout_seconds=120, cache_policy=NO_CACHE_POLICY)
-def publish_sweep_summary(trained: list[dict], quality: list[dict], skipped: list[dict],
-                          reference: dict, metric: str, best: int) -> list[dict]:
+def publish_sweep_summary(
+    trained: list[dict],
+    quality: list[dict],
+    skipped: list[dict],
+    reference: dict,
+    metric: str,
+    best: int,
+) -> list[dict]:
     """The seed's summary table (r, target modules, base weight bits, quality, parameters
     updated) as a Prefect table artifact, with the references and skipped cells below."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     rows = sweep.summary_rows(trained, quality, best)
-    create_table_artifact(key="finetune-sweep", table=rows,
-                          description=f"LoRA sweep; best by {metric}")
-    create_markdown_artifact(key="finetune-sweep-report", markdown=sweep.report_markdown(
-        rows, reference, skipped, metric, trained[best]["cell"]))
+    create_table_artifact(
+        key="finetune-sweep", table=rows, description=f"LoRA sweep; best by {metric}"
+    )
+    create_markdown_artifact(
+        key="finetune-sweep-report",
+        markdown=sweep.report_markdown(rows, reference, skipped, metric, trained[best]["cell"]),
+    )
     return rows
 
 
@@ -175,8 +256,14 @@ def task_model_needed(configured_model, model_name: str, policy: str) -> bool:
     return policy == "always" or registry.alias_version(model_name) is None
 
 
-def finetune_task(dataset: dict | str, base: str, config: FinetuneConfig, model_name: str,
-                  parent_run: str | None = None, test_fraction: float = 0.1) -> dict:
+def finetune_task(
+    dataset: dict | str,
+    base: str,
+    config: FinetuneConfig,
+    model_name: str,
+    parent_run: str | None = None,
+    test_fraction: float = 0.1,
+) -> dict:
     """Make a task model: pairs from ``dataset`` (a table manifest with instruction,
     response, split; or an instruction dataset path) -> LoRA fine-tune of ``base`` -> merged
     model registered as ``model_name``. Champion gate: held-out eval loss, lower wins."""
@@ -187,17 +274,32 @@ def finetune_task(dataset: dict | str, base: str, config: FinetuneConfig, model_
     loss = trained.get("val_loss")
     champion = registry.alias_version(model_name)
     if champion is not None and champion.run_id == trained["mlflow_run_id"]:
-        return {"name": model_name, "version": str(champion.version),  # a cached rerun
-                "uri": f"models:/{model_name}/{champion.version}", "champion": True,
-                "eval_loss": loss, "model_dir": trained["model_dir"]}
-    promote = decide({"eval_loss": loss, "pairs": pairs["key"]},
-                     None if champion is None else lora.champion_metrics(champion.tags),
-                     lora.CHAMPION_RULE).promote
-    version = registry.register_model_dir(model_name, trained["model_dir"],
-                                          trained["mlflow_run_id"],
-                                          tags={"base": str(base), "eval_loss": loss,
-                                                "pairs": pairs["key"]})
+        return {
+            "name": model_name,
+            "version": str(champion.version),  # a cached rerun
+            "uri": f"models:/{model_name}/{champion.version}",
+            "champion": True,
+            "eval_loss": loss,
+            "model_dir": trained["model_dir"],
+        }
+    promote = decide(
+        {"eval_loss": loss, "pairs": pairs["key"]},
+        None if champion is None else lora.champion_metrics(champion.tags),
+        lora.CHAMPION_RULE,
+    ).promote
+    version = registry.register_model_dir(
+        model_name,
+        trained["model_dir"],
+        trained["mlflow_run_id"],
+        tags={"base": str(base), "eval_loss": loss, "pairs": pairs["key"]},
+    )
     if promote:
         registry.set_alias(model_name, version)
-    return {"name": model_name, "version": version, "uri": f"models:/{model_name}/{version}",
-            "champion": promote, "eval_loss": loss, "model_dir": trained["model_dir"]}
+    return {
+        "name": model_name,
+        "version": version,
+        "uri": f"models:/{model_name}/{version}",
+        "champion": promote,
+        "eval_loss": loss,
+        "model_dir": trained["model_dir"],
+    }

@@ -1,4 +1,5 @@
 """Tasks of the lifecycle flow itself."""
+
 from __future__ import annotations
 
 from prefect import task
@@ -11,9 +12,16 @@ def publish_stage_times(stages: dict[str, float], budgets: dict[str, float]) -> 
     """A table artifact with each stage's wall time against its budget."""
     from prefect.artifacts import create_table_artifact
 
-    rows = [{"stage": name, "seconds": round(seconds, 1), "budget_s": budgets.get(name),
-             "within_budget": seconds <= budgets.get(name, float("inf"))}
-            for name, seconds in stages.items()]
-    create_table_artifact(key="lifecycle-stage-times", table=rows,
-                          description="Wall time per lifecycle stage")
+    rows = [
+        {
+            "stage": name,
+            "seconds": round(seconds, 1),
+            "budget_s": budgets.get(name),
+            "within_budget": seconds <= budgets.get(name, float("inf")),
+        }
+        for name, seconds in stages.items()
+    ]
+    create_table_artifact(
+        key="lifecycle-stage-times", table=rows, description="Wall time per lifecycle stage"
+    )
     return rows

@@ -4,15 +4,16 @@ Training itself never runs in the task's process: ``pipelines.training.launch`` 
 their own process group and the task follows their log, turning rank 0's JSON records into
 MLflow metrics and Prefect progress as they arrive.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from prefect import task
 
-from pipelines.pretrain import tokenizer as tokenizers, tokens
-from pipelines.pretrain import inputs, registration
+from pipelines.pretrain import inputs, registration, tokens
 from pipelines.pretrain import run as pretrain_run
+from pipelines.pretrain import tokenizer as tokenizers
 from pipelines.pretrain.train import PretrainConfig
 from tasks.common import NO_CACHE_POLICY, Progress, jsonable, lake_task, tracked_step
 
@@ -35,42 +36,75 @@ def _workspace(*parts: str) -> Path:
 
 
 @lake_task("train-tokenizer", "pipelines.pretrain.tokenizer", timeout_seconds=2 * HOUR)
-def train_tokenizer(mix: dict, config: tokenizers.TokenizerConfig, val_fraction: float, seed: int,
-                    parent_run: str | None = None) -> dict:
+def train_tokenizer(
+    mix: dict,
+    config: tokenizers.TokenizerConfig,
+    val_fraction: float,
+    seed: int,
+    parent_run: str | None = None,
+) -> dict:
     """Byte-level BPE on the mix's train documents; the tokenizer dir is logged to MLflow."""
     from infra.spark import get_spark
 
     with tracked_step("train-tokenizer", parent_run, config) as run:
-        summary = tokenizers.tokenizer_from_table(get_spark(), mix, config,
-                                                  _workspace("tokenizers"), val_fraction, seed)
+        summary = tokenizers.tokenizer_from_table(
+            get_spark(), mix, config, _workspace("tokenizers"), val_fraction, seed
+        )
         run.log_table(mix, role="input")
-        run.log_metrics({"vocab_size": summary["vocab_size"], "documents": summary["documents"],
-                         "text_bytes": summary["text_bytes"]})
+        run.log_metrics(
+            {
+                "vocab_size": summary["vocab_size"],
+                "documents": summary["documents"],
+                "text_bytes": summary["text_bytes"],
+            }
+        )
         run.log_artifacts(summary["dir"], "tokenizer")
         return {**summary, "mlflow_run_id": run.run_id}
 
 
 @lake_task("build-token-shards", "pipelines.pretrain.tokens", timeout_seconds=4 * HOUR)
-def build_token_shards(mix: dict, tokenizer: dict, seq_len: int, val_fraction: float, seed: int,
-                       parent_run: str | None = None) -> dict:
+def build_token_shards(
+    mix: dict,
+    tokenizer: dict,
+    seq_len: int,
+    val_fraction: float,
+    seed: int,
+    parent_run: str | None = None,
+) -> dict:
     """Tokenize and pack the mix into train/validation shards (reused when already built)."""
     from infra.spark import get_spark
 
-    params = {"seq_len": seq_len, "val_fraction": val_fraction, "seed": seed,
-              "tokenizer_hash": tokenizer["hash"]}
+    params = {
+        "seq_len": seq_len,
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "tokenizer_hash": tokenizer["hash"],
+    }
     with tracked_step("build-token-shards", parent_run, params) as run:
-        summary = tokens.build_token_shards(get_spark(), mix, tokenizer["dir"],
-                                            _workspace("tokens"), seq_len, val_fraction, seed)
+        summary = tokens.build_token_shards(
+            get_spark(), mix, tokenizer["dir"], _workspace("tokens"), seq_len, val_fraction, seed
+        )
         run.log_table(mix, role="input")
-        run.log_metrics({f"{split}.{k}": v for split, info in summary["splits"].items()
-                         for k, v in info.items()})
+        run.log_metrics(
+            {
+                f"{split}.{k}": v
+                for split, info in summary["splits"].items()
+                for k, v in info.items()
+            }
+        )
         return {**summary, "mlflow_run_id": run.run_id}
 
 
 @lake_task("pretrain-model", "pipelines.pretrain.run", timeout_seconds=7 * 24 * HOUR)
-def pretrain_model(shards: dict, tokenizer: dict, config: PretrainConfig, ranks: int = 1,
-                   hostfile: str | None = None, timeout_s: float = 24 * HOUR,
-                   parent_run: str | None = None) -> dict:
+def pretrain_model(
+    shards: dict,
+    tokenizer: dict,
+    config: PretrainConfig,
+    ranks: int = 1,
+    hostfile: str | None = None,
+    timeout_s: float = 24 * HOUR,
+    parent_run: str | None = None,
+) -> dict:
     """Train (or resume) in a separate process group; metrics stream into MLflow.
 
     The launch's own timeout (``timeout_s``) is the one that bites: it kills the process
@@ -80,22 +114,40 @@ def pretrain_model(shards: dict, tokenizer: dict, config: PretrainConfig, ranks:
     from prefect import get_run_logger
 
     out = pretrain_run.run_dir(_workspace("runs"), config, shards, ranks)
-    params = {**jsonable(config), "ranks": ranks, "hostfile": hostfile or "",
-              "run_dir": str(out), "shards": shards["dir"]}
+    params = {
+        **jsonable(config),
+        "ranks": ranks,
+        "hostfile": hostfile or "",
+        "run_dir": str(out),
+        "shards": shards["dir"],
+    }
     with tracked_step("pretrain-model", parent_run, params) as run:
-        return pretrain_run.train_base_model(config, shards, tokenizer, out, run,
-                                             get_run_logger(), Progress("pretraining"),
-                                             ranks=ranks, hostfile=hostfile,
-                                             timeout_s=timeout_s)
+        return pretrain_run.train_base_model(
+            config,
+            shards,
+            tokenizer,
+            out,
+            run,
+            get_run_logger(),
+            Progress("pretraining"),
+            ranks=ranks,
+            hostfile=hostfile,
+            timeout_s=timeout_s,
+        )
 
 
 @lake_task("register-base-model", "pipelines.pretrain.registration", timeout_seconds=2 * HOUR)
-def register_base_model(trained: dict, shards: dict, name: str = "genai-base",
-                        parent_run: str | None = None) -> dict:
+def register_base_model(
+    trained: dict, shards: dict, name: str = "genai-base", parent_run: str | None = None
+) -> dict:
     """Register the exported model; move ``champion`` to it only when its bits per byte on the
     pinned validation documents beat the current champion's, scored on the same text."""
     from prefect import get_run_logger
 
     return registration.register_base_model(
-        trained, shards, name, get_run_logger(),
-        open_run=lambda: tracked_step("register-base-model", parent_run, {"name": name}))
+        trained,
+        shards,
+        name,
+        get_run_logger(),
+        open_run=lambda: tracked_step("register-base-model", parent_run, {"name": name}),
+    )

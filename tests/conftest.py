@@ -1,5 +1,6 @@
 """Shared fixtures. The test session gets its own workspace; Delta's jars are shared with the
 repository's workspace (GENAI_JARS_DIR) so they are resolved once per machine, not per test run."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """A fake OpenAI-compatible HTTP server for tests (answers, failures and delays scripted)."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,9 @@ class FakeServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server.lock:
                     n = len(server.requests)
-                    server.requests.append({"path": self.path, "body": body,
-                                            "headers": dict(self.headers)})
+                    server.requests.append(
+                        {"path": self.path, "body": body, "headers": dict(self.headers)}
+                    )
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
@@ -55,6 +57,14 @@ class FakeServer:
 
 def echo(path: str, body: dict) -> dict:
     if path.endswith("/chat/completions"):
-        return {"choices": [{"message": {"role": "assistant",
-                                         "content": "chat:" + body["messages"][0]["content"]}}]}
+        return {
+            "choices": [
+                {
+                    "message": {
+                        "role": "assistant",
+                        "content": "chat:" + body["messages"][0]["content"],
+                    }
+                }
+            ]
+        }
     return {"choices": [{"text": "text:" + body["prompt"]}]}

@@ -4,6 +4,7 @@
 seeded sentences and saves a ``tiny`` preset model (random init, safetensors) and the
 tokenizer together as one HF dir, loadable with ``AutoModelForCausalLM`` / ``AutoTokenizer``.
 """
+
 from __future__ import annotations
 
 import random
@@ -12,23 +13,45 @@ from pathlib import Path
 TINY_VOCAB = 512  # 256 byte symbols + 2 specials + ~250 merges: enough for the sentences below
 SENTENCE_SEED = 0  # the sentences, hence the tokenizer, hence the model dir, are fixed
 
-_SUBJECTS = ("the pipeline", "a table", "the model", "our tokenizer", "the café", "a naïve test",
-             "the flow", "each shard", "the lakehouse", "a rüdiger")
+_SUBJECTS = (
+    "the pipeline",
+    "a table",
+    "the model",
+    "our tokenizer",
+    "the café",
+    "a naïve test",
+    "the flow",
+    "each shard",
+    "the lakehouse",
+    "a rüdiger",
+)
 _VERBS = ("reads", "writes", "packs", "tokenizes", "checks", "trains on", "merges", "loads")
-_OBJECTS = ("delta rows", "token shards", "the mix", "validation documents", "日本語 text",
-            "a checkpoint", "bytes per token", "the ☕ corpus", "parquet files", "an index")
+_OBJECTS = (
+    "delta rows",
+    "token shards",
+    "the mix",
+    "validation documents",
+    "日本語 text",
+    "a checkpoint",
+    "bytes per token",
+    "the ☕ corpus",
+    "parquet files",
+    "an index",
+)
 
 
 def tiny_sentences(n: int = 400, seed: int = SENTENCE_SEED) -> list[str]:
     """Seeded sentences with some non-ASCII text, so byte-level round trips are exercised."""
     rng = random.Random(seed)
-    return [f"{rng.choice(_SUBJECTS).capitalize()} {rng.choice(_VERBS)} "
-            f"{rng.choice(_OBJECTS)} {rng.randint(0, 99)} times." for _ in range(n)]
+    return [
+        f"{rng.choice(_SUBJECTS).capitalize()} {rng.choice(_VERBS)} "
+        f"{rng.choice(_OBJECTS)} {rng.randint(0, 99)} times."
+        for _ in range(n)
+    ]
 
 
 def build_tiny_model_and_tokenizer(tmp_dir: Path | str) -> Path:
     """Save a tiny model and its tokenizer under ``tmp_dir/tiny-model``; returns that dir."""
-    from pipelines.training.models import build_model, model_config
     from pipelines.pretrain.tokenizer import (
         TokenizerConfig,
         check_vocab,
@@ -36,6 +59,7 @@ def build_tiny_model_and_tokenizer(tmp_dir: Path | str) -> Path:
         special_token_ids,
         train_tokenizer,
     )
+    from pipelines.training.models import build_model, model_config
 
     model_dir = Path(tmp_dir) / "tiny-model"
     tokenizer = train_tokenizer(tiny_sentences(), TokenizerConfig(vocab_size=TINY_VOCAB))
@@ -54,18 +78,18 @@ def write_tiny_shards(root: Path, seq_len: int = 32) -> Path:
 
     import numpy as np
 
+    from pipelines.pretrain.tokenizer import (
+        TokenizerConfig,
+        save_tokenizer,
+        tokenizer_hash,
+        train_tokenizer,
+    )
     from pipelines.pretrain.tokens import (
         COMPLETE_MARKER,
         INDEX_FILE,
         SHARD_FORMAT,
         pack_documents,
         shard_dtype,
-    )
-    from pipelines.pretrain.tokenizer import (
-        TokenizerConfig,
-        save_tokenizer,
-        tokenizer_hash,
-        train_tokenizer,
     )
 
     root.mkdir(parents=True)
@@ -79,13 +103,24 @@ def write_tiny_shards(root: Path, seq_len: int = 32) -> Path:
         rows = pack_documents(ids, seq_len, tokenizer.eos_token_id).astype(dtype)
         np.save(root / f"{split}-00000.npy", rows)
         tokens = sum(len(i) + 1 for i in ids)
-        splits[split] = {"documents": len(docs), "text_bytes": sum(len(t.encode()) for t in docs),
-                         "tokens": tokens, "sequences": len(rows),
-                         "shards": [{"file": f"{split}-00000.npy", "sequences": len(rows)}]}
-    index = {"format": SHARD_FORMAT, "seq_len": seq_len, "dtype": dtype.name,
-             "vocab_size": len(tokenizer), "eos_token_id": tokenizer.eos_token_id,
-             "tokenizer_hash": tokenizer_hash(tokenizer), "table": {"table": "test"},
-             "seed": 0, "splits": splits}
+        splits[split] = {
+            "documents": len(docs),
+            "text_bytes": sum(len(t.encode()) for t in docs),
+            "tokens": tokens,
+            "sequences": len(rows),
+            "shards": [{"file": f"{split}-00000.npy", "sequences": len(rows)}],
+        }
+    index = {
+        "format": SHARD_FORMAT,
+        "seq_len": seq_len,
+        "dtype": dtype.name,
+        "vocab_size": len(tokenizer),
+        "eos_token_id": tokenizer.eos_token_id,
+        "tokenizer_hash": tokenizer_hash(tokenizer),
+        "table": {"table": "test"},
+        "seed": 0,
+        "splits": splits,
+    }
     (root / INDEX_FILE).write_text(json.dumps(index))
     (root / COMPLETE_MARKER).write_text("{}")
     return root
@@ -98,10 +133,20 @@ def tiny_mix_rows(n_docs: int = 120) -> list[tuple]:
     rows = []
     for i in range(n_docs):
         doc_id = f"doc-{i:03d}"
-        text = f"{doc_id}: " + " ".join(sentences[3 * i: 3 * i + 1 + i % 3])
+        text = f"{doc_id}: " + " ".join(sentences[3 * i : 3 * i + 1 + i % 3])
         for repeat in range(2 if i % 10 == 0 else 1):
-            rows.append((f"{doc_id}@{repeat}", doc_id, "docstring", "pkg", None, text,
-                         len(text.encode()), repeat))
+            rows.append(
+                (
+                    f"{doc_id}@{repeat}",
+                    doc_id,
+                    "docstring",
+                    "pkg",
+                    None,
+                    text,
+                    len(text.encode()),
+                    repeat,
+                )
+            )
     return rows
 
 

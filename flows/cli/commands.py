@@ -1,5 +1,6 @@
 """Each `genai` subcommand: run its flow (or server), print what it made; known failures end in
 one `error:` line and exit code 2."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,9 @@ from flows.cli.printing import (
 
 def run_demo(args) -> int:
     """The whole lifecycle at demo scale, each stage's time against its budget."""
+    from flows.finetune_sweep import SweepConfig
     from flows.lifecycle import STAGE_BUDGETS_S, TOTAL_BUDGET_S, LifecycleConfig, lifecycle
     from flows.prepare_corpus import PrepareCorpusConfig
-    from flows.finetune_sweep import SweepConfig
     from flows.pretrain import PretrainFlowConfig
     from flows.rag import RagConfig
     from flows.review_summaries import ReviewSummariesConfig
@@ -28,9 +29,11 @@ def run_demo(args) -> int:
         prepare_corpus=load_preset(PrepareCorpusConfig, "prepare_corpus", args.preset),
         pretrain=load_preset(PretrainFlowConfig, "pretrain", args.pretrain_preset),
         finetune=load_preset(SweepConfig, "finetune_sweep", args.finetune_preset),
-        review_summaries=load_preset(ReviewSummariesConfig, "review_summaries",
-                                     args.reviews_preset),
-        rag=load_preset(RagConfig, "rag", args.rag_preset))
+        review_summaries=load_preset(
+            ReviewSummariesConfig, "review_summaries", args.reviews_preset
+        ),
+        rag=load_preset(RagConfig, "rag", args.rag_preset),
+    )
     started = time.perf_counter()
     result = lifecycle(config)
     total = time.perf_counter() - started
@@ -88,8 +91,11 @@ def run_ask(args) -> int:
 
     try:
         config = load_preset(RagConfig, "rag", args.preset)
-        answer = config.answer if args.model is None else \
-            config.answer.model_copy(update={"model": args.model})
+        answer = (
+            config.answer
+            if args.model is None
+            else config.answer.model_copy(update={"model": args.model})
+        )
         chain = open_chain(index_config(config), answer, lancedb_dir())
         request = {k: v for k, v in (("nights", args.nights), ("season", args.season)) if v}
         result = chain.answer(args.question, args.user_id, request)
@@ -97,9 +103,23 @@ def run_ask(args) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps({k: result[k] for k in ("answer", "sources", "cited", "latency_ms",
-                                                 "table_version", "model", "features")},
-                         default=str))
+        print(
+            json.dumps(
+                {
+                    k: result[k]
+                    for k in (
+                        "answer",
+                        "sources",
+                        "cited",
+                        "latency_ms",
+                        "table_version",
+                        "model",
+                        "features",
+                    )
+                },
+                default=str,
+            )
+        )
     else:
         print(result["answer"])
         print(f"\nsources: {', '.join(result['sources'])}")
@@ -118,8 +138,9 @@ def run_finetune_sweep(args) -> int:
     from flows.finetune_sweep import SweepConfig, finetune_sweep
     from pipelines.shared.presets import load_preset
 
-    print_sweep_result(finetune_sweep(load_preset(SweepConfig, "finetune_sweep", args.preset),
-                                      base=args.base))
+    print_sweep_result(
+        finetune_sweep(load_preset(SweepConfig, "finetune_sweep", args.preset), base=args.base)
+    )
     return 0
 
 
@@ -132,8 +153,9 @@ def run_pairwise(args) -> int:
             print("error: score needs the filled sheets and --key key.json", file=sys.stderr)
             return 2
         summary = pairwise_eval(config, sheets=args.sheets, key=args.key)
-        print(json.dumps({k: summary[k] for k in ("a_win_rate", "b_win_rate", "tie_rate")},
-                         indent=2))
+        print(
+            json.dumps({k: summary[k] for k in ("a_win_rate", "b_win_rate", "tie_rate")}, indent=2)
+        )
         return 0
     sheet = pairwise_eval(config)
     print(f"send raters {sheet['sheet_html']} and {sheet['sheet_csv']}; keep {sheet['key']}")
@@ -165,15 +187,24 @@ def run_serve(args) -> int:
     from pipelines.rag.config import preset_chain
     from pipelines.shared import templates
 
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     batching = {"max_batch": args.max_batch, "batch_window_ms": args.batch_window_ms}
     try:  # options left out take the server's defaults (infra.serving)
-        routers = [answer_router(preset_chain(args.rag_preset, args.model))] \
-            if args.rag_preset else []
-        serve(args.model, args.host, args.port, model_name=args.name,
-              api_key_env=args.api_key_env, routers=routers, template=templates,
-              **{k: v for k, v in batching.items() if v is not None})
+        routers = (
+            [answer_router(preset_chain(args.rag_preset, args.model))] if args.rag_preset else []
+        )
+        serve(
+            args.model,
+            args.host,
+            args.port,
+            model_name=args.name,
+            api_key_env=args.api_key_env,
+            routers=routers,
+            template=templates,
+            **{k: v for k, v in batching.items() if v is not None},
+        )
     except (OSError, LookupError, ValueError) as err:  # bad --model, key variable or port
         print(f"error: {err}", file=sys.stderr)
         return 2

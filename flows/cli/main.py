@@ -5,6 +5,7 @@ import), and a Prefect server already running on 127.0.0.1:4200 (`make up`) is u
 present, so runs made here show up in its UI; otherwise Prefect's temporary local server
 runs on the same SQLite database under the workspace.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,4 +1,5 @@
 """What the `genai` command prints after a flow: where its outputs are and how good they are."""
+
 from __future__ import annotations
 
 
@@ -14,9 +15,11 @@ def print_pretrain_result(result: dict) -> None:
         print(f"  registered        {registered['uri']} ({role})")
     print(f"  MLflow run        {tracking.run_url(trained['mlflow_run_id'])}")
     if trained.get("val_loss") is not None:
-        print(f"  validation loss   {trained['val_loss']:.3f} nats/token "
-              f"(add-one unigram {trained['unigram_val_loss']:.3f}), "
-              f"{trained['val_bpb']:.3f} bits/byte (unigram {trained['unigram_val_bpb']:.3f})")
+        print(
+            f"  validation loss   {trained['val_loss']:.3f} nats/token "
+            f"(add-one unigram {trained['unigram_val_loss']:.3f}), "
+            f"{trained['val_bpb']:.3f} bits/byte (unigram {trained['unigram_val_bpb']:.3f})"
+        )
 
 
 def print_sweep_result(result: dict) -> None:
@@ -25,8 +28,10 @@ def print_sweep_result(result: dict) -> None:
     print(f"  {'model':<28} {'format':>7} {'coverage':>9} {'ROUGE-L':>8}")
     rows = [(c["cell"], c) for c in result["cells"]] + list(result["reference"].items())
     for name, q in rows:
-        print(f"  {name:<28} {q['format_validity']:7.3f} {q['column_coverage']:9.3f} "
-              f"{q['rouge_l']:8.3f}")
+        print(
+            f"  {name:<28} {q['format_validity']:7.3f} {q['column_coverage']:9.3f} "
+            f"{q['rouge_l']:8.3f}"
+        )
     registered = result["registered"]
     role = "champion" if registered["champion"] else "challenger (champion kept)"
     print(f"  registered        {registered['uri']} ({role})")
@@ -41,8 +46,10 @@ def print_review_result(result: dict) -> None:
     if summary.get("up_to_date"):
         print("  no new reviews since the last run: nothing recomputed")
     else:
-        print(f"  groups            {summary['groups']} ({summary['cached_groups']} from cache), "
-              f"parse rate {summary['parse_rate']:.3f}")
+        print(
+            f"  groups            {summary['groups']} ({summary['cached_groups']} from cache), "
+            f"parse rate {summary['parse_rate']:.3f}"
+        )
         print(f"  table             {summary['summaries']['table']}")
     print(f"  model, prompt     {summary.get('model')}, {summary.get('prompt_uri')}")
     print(f"  report            {report['html']}")
@@ -58,11 +65,15 @@ def print_rag_result(result: dict) -> None:
     """The index version answered from, and each demo answer with its sources."""
     index, answers = result["index"], result["answers"]
     print("\nRAG")
-    print(f"  index             {index['table']} v{index['version']} ({index['chunks']} chunks "
-          f"of {index['documents']} documents, {index['chunks_embedded']} embedded this run)")
+    print(
+        f"  index             {index['table']} v{index['version']} ({index['chunks']} chunks "
+        f"of {index['documents']} documents, {index['chunks_embedded']} embedded this run)"
+    )
     print(f"  answering model   {answers['model']}")
     for a in answers["answers"]:
         print(f"  Q: {a['question']}" + (f"  (user {a['user_id']})" if a["user_id"] else ""))
         print(f"     A: {a['answer']}")
-        print(f"     sources {', '.join(a['sources'])}; cited {', '.join(a['cited']) or '-'}; "
-              f"{a['latency_ms']['total_ms']:.0f} ms")
+        print(
+            f"     sources {', '.join(a['sources'])}; cited {', '.join(a['cited']) or '-'}; "
+            f"{a['latency_ms']['total_ms']:.0f} ms"
+        )

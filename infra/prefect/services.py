@@ -4,6 +4,7 @@ Each service runs in the background with its log and pid file under ``$GENAI_HOM
 the Prefect server keeps its SQLite database in PREFECT_HOME (inside the workspace), the same
 database that runs made without a server (``make demo``) write to — so they show in the UI.
 """
+
 from __future__ import annotations
 
 import os
@@ -62,8 +63,14 @@ def _start(name: str, command: list[str], env: dict[str, str]) -> None:
         print(f"{name}: already running (pid {pid_file.read_text().strip()})")
         return
     log = open(_services_dir() / f"{name}.log", "ab")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                               cwd=PROJECT_DIR, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=PROJECT_DIR,
+        start_new_session=True,
+    )
     pid_file.write_text(str(process.pid))
     print(f"{name}: started (pid {process.pid}, log {log.name})")
 
@@ -82,21 +89,32 @@ def _wait_healthy(url: str, name: str, seconds: float = 90) -> None:
         if healthy(url):
             return
         time.sleep(0.5)
-    raise RuntimeError(f"{name} did not answer {url} within {seconds:.0f} s; "
-                       f"see {_services_dir() / (name + '.log')}")
+    raise RuntimeError(
+        f"{name} did not answer {url} within {seconds:.0f} s; "
+        f"see {_services_dir() / (name + '.log')}"
+    )
 
 
 def _prefect(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([_bin("prefect"), *args], env=env, cwd=PROJECT_DIR, check=check,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [_bin("prefect"), *args],
+        env=env,
+        cwd=PROJECT_DIR,
+        check=check,
+        capture_output=True,
+        text=True,
+    )
 
 
 def up() -> int:
     settings = load_settings()
     env = {**os.environ, "GENAI_PROJECT_DIR": str(PROJECT_DIR)}
     env.pop("PREFECT_API_URL", None)
-    _start("prefect-server", [_bin("prefect"), "server", "start", "--host", HOST,
-                              "--port", str(PREFECT_PORT)], env)
+    _start(
+        "prefect-server",
+        [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(PREFECT_PORT)],
+        env,
+    )
     _wait_healthy(f"{api_url()}/health", "prefect-server")
     env["PREFECT_API_URL"] = api_url()
     if _prefect("work-pool", "inspect", WORK_POOL, env=env, check=False).returncode != 0:
@@ -107,10 +125,24 @@ def up() -> int:
         print(deployed.stdout[-3000:], deployed.stderr[-3000:], file=sys.stderr)
         return deployed.returncode
     _start("prefect-worker", [_bin("prefect"), "worker", "start", "--pool", WORK_POOL], env)
-    _start("mlflow-ui", [_bin("mlflow"), "server", "--host", HOST, "--port", str(MLFLOW_PORT),
-                         "--backend-store-uri", settings.tracking_uri,
-                         "--default-artifact-root", settings.mlflow_artifacts.as_uri(),
-                         "--workers", "1"], env)
+    _start(
+        "mlflow-ui",
+        [
+            _bin("mlflow"),
+            "server",
+            "--host",
+            HOST,
+            "--port",
+            str(MLFLOW_PORT),
+            "--backend-store-uri",
+            settings.tracking_uri,
+            "--default-artifact-root",
+            settings.mlflow_artifacts.as_uri(),
+            "--workers",
+            "1",
+        ],
+        env,
+    )
     _wait_healthy(f"http://{HOST}:{MLFLOW_PORT}/health", "mlflow-ui")
     print(f"Prefect UI: http://{HOST}:{PREFECT_PORT}   MLflow UI: http://{HOST}:{MLFLOW_PORT}")
     return 0

@@ -1,5 +1,6 @@
 """``POST /answer``: a RAG chain's answer, sources, citations and per-step latency; retrieval
 runs in a worker thread and generation shares the app's batches with the ``/v1`` routes."""
+
 from __future__ import annotations
 
 import asyncio
@@ -36,8 +37,7 @@ def answer_router(chain) -> APIRouter:
     async def answer(body: AnswerRequest, request: Request):
         extras = {k: v for k, v in (("nights", body.nights), ("season", body.season)) if v}
         try:
-            prepared = await run_in_threadpool(chain.prepare, body.question, body.user_id,
-                                               extras)
+            prepared = await run_in_threadpool(chain.prepare, body.question, body.user_id, extras)
         except LookupError as err:  # an unknown user or hotel id
             raise OpenAIError(404, error_message(err), param="user_id", code="not_found") from None
         except ValueError as err:  # a question too long or empty

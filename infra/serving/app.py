@@ -18,6 +18,7 @@ Safety. No API key by default (the server binds 127.0.0.1); with one, every ``/v
 ``Authorization: Bearer <key>``. Prompts and completions are never logged: only counts and
 timings. Models load from local files only (``infra.registry.model_dir``): nothing is
 downloaded."""
+
 from __future__ import annotations
 
 import logging
@@ -46,11 +47,16 @@ def default_model_name(model_ref: str | Path) -> str:
     return str(model_ref).removeprefix("models:/")
 
 
-def create_app(llm_or_model: TransformersLLM | str | Path, model_name: str | None = None, *,
-               max_batch: int = DEFAULT_MAX_BATCH,
-               batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS, api_key: str | None = None,
-               routers: Sequence[APIRouter] = (),
-               template: InstructionTemplate | None = None) -> FastAPI:
+def create_app(
+    llm_or_model: TransformersLLM | str | Path,
+    model_name: str | None = None,
+    *,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
+    api_key: str | None = None,
+    routers: Sequence[APIRouter] = (),
+    template: InstructionTemplate | None = None,
+) -> FastAPI:
     """The app around a loaded model, or around a ``models:/`` URI or HF dir loaded now
     (a missing dir or unknown model fails here, naming it). ``routers`` are included as they
     are (later stages' endpoints); ``api_key`` guards the ``/v1`` routes only; ``template``
@@ -79,9 +85,14 @@ def create_app(llm_or_model: TransformersLLM | str | Path, model_name: str | Non
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": model_name, "requests": batcher.requests,
-                "batches": batcher.batches, "largest_batch": batcher.largest_batch,
-                "queued": batcher.queued}
+        return {
+            "status": "ok",
+            "model": model_name,
+            "requests": batcher.requests,
+            "batches": batcher.batches,
+            "largest_batch": batcher.largest_batch,
+            "queued": batcher.queued,
+        }
 
     app.include_router(openai_router(api_key))
     for router in routers:
@@ -89,22 +100,37 @@ def create_app(llm_or_model: TransformersLLM | str | Path, model_name: str | Non
     return app
 
 
-def serve(model_ref: str | Path, host: str = "127.0.0.1", port: int = 8000, *,
-          model_name: str | None = None, max_batch: int = DEFAULT_MAX_BATCH,
-          batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS, api_key_env: str | None = None,
-          log_level: str = "info", routers: Sequence[APIRouter] = (),
-          template: InstructionTemplate | None = None) -> None:
+def serve(
+    model_ref: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    model_name: str | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
+    api_key_env: str | None = None,
+    log_level: str = "info",
+    routers: Sequence[APIRouter] = (),
+    template: InstructionTemplate | None = None,
+) -> None:
     """Load the model and serve it until interrupted (Ctrl-C, SIGTERM, flow cancellation)."""
     import uvicorn
 
     api_key = api_key_from_env(api_key_env)
     sock = bind_socket(host, port)  # before the model loads: a taken port fails at once
     try:
-        app = create_app(model_ref, model_name, max_batch=max_batch,
-                         batch_window_ms=batch_window_ms, api_key=api_key, routers=routers,
-                         template=template)
-        log.info("serving %s as %r on http://%s:%d/v1", model_ref, app.state.model_name, host,
-                 port)
+        app = create_app(
+            model_ref,
+            model_name,
+            max_batch=max_batch,
+            batch_window_ms=batch_window_ms,
+            api_key=api_key,
+            routers=routers,
+            template=template,
+        )
+        log.info(
+            "serving %s as %r on http://%s:%d/v1", model_ref, app.state.model_name, host, port
+        )
         uvicorn.Server(uvicorn.Config(app, log_level=log_level)).run(sockets=[sock])
     finally:
         sock.close()
@@ -121,6 +147,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.listen()
     except OSError as err:
         sock.close()
-        raise OSError(f"cannot serve on {host}:{port}: {err.strerror}; choose another "
-                      "port") from None
+        raise OSError(
+            f"cannot serve on {host}:{port}: {err.strerror}; choose another port"
+        ) from None
     return sock

@@ -6,6 +6,7 @@ single worker thread — the only thread that runs the model or tokenizes (a fas
 not safe to share between threads). Requests that arrive while the model is busy queue up and
 form the next batch. Streaming uses the same call: ``complete`` hands out each completion's
 text as it grows, so a streamed completion is the non-streamed one, delta by delta."""
+
 from __future__ import annotations
 
 import asyncio
@@ -38,11 +39,17 @@ class Job:
 class Batcher:
     """Groups concurrent generations into few model calls; see the module docstring."""
 
-    def __init__(self, llm: TransformersLLM, max_batch: int = DEFAULT_MAX_BATCH,
-                 batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS):
+    def __init__(
+        self,
+        llm: TransformersLLM,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
+    ):
         if max_batch < 1 or batch_window_ms < 0:
-            raise ValueError(f"max_batch must be >= 1 and batch_window_ms >= 0, got "
-                             f"{max_batch}, {batch_window_ms}")
+            raise ValueError(
+                f"max_batch must be >= 1 and batch_window_ms >= 0, got "
+                f"{max_batch}, {batch_window_ms}"
+            )
         self.llm = llm
         self.max_batch = max_batch
         self.window_s = batch_window_ms / 1000
@@ -78,8 +85,9 @@ class Batcher:
         self._worker.shutdown(wait=False, cancel_futures=True)
         self._runner = None
 
-    def submit(self, prompt: str, params: GenerationParams,
-               on_delta: Callable[[str], None] | None = None) -> asyncio.Future:
+    def submit(
+        self, prompt: str, params: GenerationParams, on_delta: Callable[[str], None] | None = None
+    ) -> asyncio.Future:
         """Queue one generation; await the returned future for its Completion."""
         if self._runner is None:
             raise OpenAIError(503, "the model server is not running", "server_error")
@@ -124,17 +132,24 @@ class Batcher:
         self.largest_batch = max(self.largest_batch, len(fitting))
         started = time.perf_counter()
         try:
-            completions = self.llm.complete([job.prompt for job in fitting], fitting[0].params,
-                                            on_delta=self._relay_deltas(fitting))
+            completions = self.llm.complete(
+                [job.prompt for job in fitting],
+                fitting[0].params,
+                on_delta=self._relay_deltas(fitting),
+            )
         except Exception as err:  # the batch fails, the server goes on
             log.exception("model batch of %d requests failed", len(fitting))
             for job in fitting:
                 self._settle_from_worker(job, err)
             return
-        log.info("batch %d: %d requests, %d completion tokens in %.2f s", self.batches,
-                 len(fitting), sum(c.completion_tokens for c in completions),
-                 time.perf_counter() - started)
-        for job, completion in zip(fitting, completions):
+        log.info(
+            "batch %d: %d requests, %d completion tokens in %.2f s",
+            self.batches,
+            len(fitting),
+            sum(c.completion_tokens for c in completions),
+            time.perf_counter() - started,
+        )
+        for job, completion in zip(fitting, completions, strict=False):
             self._settle_from_worker(job, completion)
 
     def _fits_context(self, job: Job) -> bool:
@@ -145,17 +160,24 @@ class Batcher:
         prompt_tokens, max_tokens = self.llm.count_tokens(job.prompt), job.params.max_new_tokens
         if prompt_tokens + max_tokens <= limit:
             return True
-        self._settle_from_worker(job, OpenAIError(
-            400, f"the prompt is {prompt_tokens} tokens and max_tokens is {max_tokens}: "
-                 f"{prompt_tokens + max_tokens} > the model's context of {limit} tokens; "
-                 "shorten the prompt or lower max_tokens", param="max_tokens",
-            code="context_length_exceeded"))
+        self._settle_from_worker(
+            job,
+            OpenAIError(
+                400,
+                f"the prompt is {prompt_tokens} tokens and max_tokens is {max_tokens}: "
+                f"{prompt_tokens + max_tokens} > the model's context of {limit} tokens; "
+                "shorten the prompt or lower max_tokens",
+                param="max_tokens",
+                code="context_length_exceeded",
+            ),
+        )
         return False
 
     def _relay_deltas(self, jobs: list[Job]):
         def relay(index: int, delta: str) -> None:
             if jobs[index].on_delta is not None:
                 self._on_loop(jobs[index].on_delta, delta)
+
         return relay
 
     def _settle_from_worker(self, job: Job, outcome: Completion | BaseException) -> None:

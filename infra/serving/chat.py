@@ -5,6 +5,7 @@ conversation becomes that template — system messages, then the last user messa
 instruction; earlier user/assistant exchanges come first as finished examples — and the end
 marker (with the blank line before it) is a stop sequence, as the end-of-turn token is for
 chat-template models."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -24,21 +25,24 @@ class InstructionTemplate(Protocol):
     def format_example(self, instruction: str, response: str) -> str: ...
 
 
-def render_chat(messages: Sequence[ChatMessage], tokenizer,
-                template: InstructionTemplate | None) -> tuple[str, list[str]]:
+def render_chat(
+    messages: Sequence[ChatMessage], tokenizer, template: InstructionTemplate | None
+) -> tuple[str, list[str]]:
     """The prompt for a conversation and the stop sequences its template implies: the
     tokenizer's chat template when it has one, else ``template``."""
     if messages[-1].role != "user":
         raise OpenAIError(400, "the last message must be the user's", param="messages")
     if getattr(tokenizer, "chat_template", None):
         turns = [{"role": m.role, "content": m.text()} for m in messages]
-        prompt = tokenizer.apply_chat_template(turns, tokenize=False,
-                                               add_generation_prompt=True)
+        prompt = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
         return prompt, []
     if template is None:
-        raise OpenAIError(400, "this model has no chat template and the server was started "
-                               "without an instruction template: use /v1/completions",
-                          param="messages")
+        raise OpenAIError(
+            400,
+            "this model has no chat template and the server was started "
+            "without an instruction template: use /v1/completions",
+            param="messages",
+        )
     return instruction_prompt(messages, template), instruction_stops(template)
 
 
@@ -53,8 +57,9 @@ def instruction_prompt(messages: Sequence[ChatMessage], template: InstructionTem
             pending.append(message.text())
         elif message.role == "assistant":
             if not pending:
-                raise OpenAIError(400, "an assistant message must follow a user message",
-                                  param="messages")
+                raise OpenAIError(
+                    400, "an assistant message must follow a user message", param="messages"
+                )
             blocks.append(template.format_example("\n\n".join(pending), message.text()))
             pending = []
     blocks.append(template.prompt_of("\n\n".join(system + pending)))

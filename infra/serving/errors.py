@@ -1,5 +1,6 @@
 """Errors answered in OpenAI's shape, ``{"error": {message, type, param, code}}``, for every
 route of the app: validation problems name their field, model errors never quote the prompt."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,15 +14,32 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 class OpenAIError(Exception):
     """An error answered in OpenAI's shape: ``{"error": {message, type, param, code}}``."""
 
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = (
-            status, message, type, param, code)
+            status,
+            message,
+            type,
+            param,
+            code,
+        )
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param,
-                          "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status)
@@ -33,8 +51,11 @@ def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
     for problem in err.errors():
         where = ".".join(str(p) for p in problem["loc"] if p != "body") or "body"
         first_field = first_field or where
-        what = ("not a supported field" if problem["type"] == "extra_forbidden"
-                else problem["msg"].removeprefix("Value error, "))
+        what = (
+            "not a supported field"
+            if problem["type"] == "extra_forbidden"
+            else problem["msg"].removeprefix("Value error, ")
+        )
         lines.append(f"{where}: {what}")
     return "; ".join(lines), first_field
 

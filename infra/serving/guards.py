@@ -1,5 +1,6 @@
 """Who may call the server and how much one request may ask: the bearer-key check (compared
 in constant time), the key read from the environment, and the per-request limits."""
+
 from __future__ import annotations
 
 import hmac
@@ -20,8 +21,10 @@ def bearer_check(api_key: str):
     async def check(authorization: str | None = Header(None)) -> None:
         # Constant time: the comparison does not tell how much of a guess was right.
         if not hmac.compare_digest((authorization or "").encode(), expected):
-            raise OpenAIError(401, "missing or wrong API key (Authorization: Bearer …)",
-                              code="invalid_api_key")
+            raise OpenAIError(
+                401, "missing or wrong API key (Authorization: Bearer …)", code="invalid_api_key"
+            )
+
     return check
 
 

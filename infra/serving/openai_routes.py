@@ -1,5 +1,6 @@
 """The ``/v1`` routes: models, chat completions and text completions; they read the model
 from ``request.app.state`` and generate through its batcher."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -15,14 +16,19 @@ OWNER = "genai-lifecycle"
 
 def _check_model(requested: str, served: str) -> None:
     if requested != served:
-        raise OpenAIError(404, f"The model '{requested}' does not exist: this server serves "
-                               f"'{served}'", param="model", code="model_not_found")
+        raise OpenAIError(
+            404,
+            f"The model '{requested}' does not exist: this server serves '{served}'",
+            param="model",
+            code="model_not_found",
+        )
 
 
 def openai_router(api_key: str | None = None) -> APIRouter:
     """The ``/v1`` routes; they read the model from ``request.app.state``."""
-    router = APIRouter(prefix="/v1",
-                       dependencies=[Depends(bearer_check(api_key))] if api_key else [])
+    router = APIRouter(
+        prefix="/v1", dependencies=[Depends(bearer_check(api_key))] if api_key else []
+    )
 
     @router.get("/models")
     async def list_models(request: Request):
@@ -36,8 +42,9 @@ def openai_router(api_key: str | None = None) -> APIRouter:
     @router.post("/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request):
         _check_model(body.model, request.app.state.model_name)
-        prompt, stops = render_chat(body.messages, request.app.state.llm.tokenizer,
-                                    request.app.state.template)
+        prompt, stops = render_chat(
+            body.messages, request.app.state.llm.tokenizer, request.app.state.template
+        )
         return await respond(request.app, "chat", body, [prompt], stops)
 
     @router.post("/completions")
@@ -50,5 +57,9 @@ def openai_router(api_key: str | None = None) -> APIRouter:
 
 
 def _model_card(app: FastAPI) -> dict:
-    return {"id": app.state.model_name, "object": "model", "created": app.state.created,
-            "owned_by": OWNER}
+    return {
+        "id": app.state.model_name,
+        "object": "model",
+        "created": app.state.created,
+        "owned_by": OWNER,
+    }

@@ -1,5 +1,6 @@
 """OpenAI's response shapes: one body, or server-sent chunks (``data: {chunk}`` …
 ``data: [DONE]``), built from the batcher's completions."""
+
 from __future__ import annotations
 
 import asyncio
@@ -32,45 +33,72 @@ class Reply:
     created: int = dataclasses.field(default_factory=lambda: int(time.time()))
 
     def _envelope(self, chunk: bool) -> dict:
-        prefix, obj = (("chatcmpl-", "chat.completion.chunk" if chunk else "chat.completion")
-                       if self.kind == "chat" else ("cmpl-", "text_completion"))
-        return {"id": prefix + self.id, "object": obj, "created": self.created,
-                "model": self.model}
+        prefix, obj = (
+            ("chatcmpl-", "chat.completion.chunk" if chunk else "chat.completion")
+            if self.kind == "chat"
+            else ("cmpl-", "text_completion")
+        )
+        return {
+            "id": prefix + self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+        }
 
     def body(self, completions: Sequence[Completion]) -> dict:
-        return {**self._envelope(chunk=False),
-                "choices": [self._choice(i, c) for i, c in enumerate(completions)],
-                "usage": _usage(completions)}
+        return {
+            **self._envelope(chunk=False),
+            "choices": [self._choice(i, c) for i, c in enumerate(completions)],
+            "usage": _usage(completions),
+        }
 
     def _choice(self, index: int, completion: Completion) -> dict:
         if self.kind == "chat":
             content = {"message": {"role": "assistant", "content": completion.text}}
         else:
             content = {"text": completion.text}
-        return {"index": index, **content, "logprobs": None,
-                "finish_reason": completion.finish_reason}
+        return {
+            "index": index,
+            **content,
+            "logprobs": None,
+            "finish_reason": completion.finish_reason,
+        }
 
-    def chunk(self, index: int, text: str | None = None, finish_reason: str | None = None,
-              role: bool = False) -> str:
+    def chunk(
+        self,
+        index: int,
+        text: str | None = None,
+        finish_reason: str | None = None,
+        role: bool = False,
+    ) -> str:
         if self.kind == "chat":
-            delta = {"role": "assistant", "content": ""} if role else (
-                {} if text is None else {"content": text})
+            delta = (
+                {"role": "assistant", "content": ""}
+                if role
+                else ({} if text is None else {"content": text})
+            )
             choice = {"index": index, "delta": delta}
         else:
             choice = {"index": index, "text": text or ""}
-        return sse({**self._envelope(chunk=True),
-                     "choices": [{**choice, "logprobs": None, "finish_reason": finish_reason}]})
+        return sse(
+            {
+                **self._envelope(chunk=True),
+                "choices": [{**choice, "logprobs": None, "finish_reason": finish_reason}],
+            }
+        )
 
     def usage_chunk(self, completions: Sequence[Completion]) -> str:
-        return sse({**self._envelope(chunk=True), "choices": [],
-                     "usage": _usage(completions)})
+        return sse({**self._envelope(chunk=True), "choices": [], "usage": _usage(completions)})
 
 
 def _usage(completions: Sequence[Completion]) -> dict:
     prompt = sum(c.prompt_tokens for c in completions)
     completion = sum(c.completion_tokens for c in completions)
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
 def sse(payload: dict) -> str:
@@ -85,8 +113,13 @@ def outcome(future: asyncio.Future) -> Completion:
         raise as_openai_error(err) from None
 
 
-async def respond(app: FastAPI, kind: Literal["chat", "text"], request: SamplingRequest,
-                  prompts: list[str], template_stops: Sequence[str] = ()):
+async def respond(
+    app: FastAPI,
+    kind: Literal["chat", "text"],
+    request: SamplingRequest,
+    prompts: list[str],
+    template_stops: Sequence[str] = (),
+):
     """Complete ``prompts`` through the batcher and answer as OpenAI would: one body, or
     (``stream``) server-sent chunks. Errors found before the first token are plain errors."""
     params = request.generation_params(template_stops)
@@ -103,18 +136,20 @@ async def respond(app: FastAPI, kind: Literal["chat", "text"], request: Sampling
     first = await events.get()
     if isinstance(first[1], asyncio.Future):
         outcome(first[1])  # raises here, before any byte is sent, when it failed
-    return StreamingResponse(_stream(reply, events, first, len(prompts),
-                                     request.include_usage()),
-                             media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache"})
+    return StreamingResponse(
+        _stream(reply, events, first, len(prompts), request.include_usage()),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache"},
+    )
 
 
 def _put_event(events: asyncio.Queue, index: int, item: str | asyncio.Future) -> None:
     events.put_nowait((index, item))
 
 
-async def _stream(reply: Reply, events: asyncio.Queue, first: tuple, choices: int,
-                  include_usage: bool):
+async def _stream(
+    reply: Reply, events: asyncio.Queue, first: tuple, choices: int, include_usage: bool
+):
     if reply.kind == "chat":  # OpenAI opens each chat choice with the role
         for index in range(choices):
             yield reply.chunk(index, role=True)

@@ -1,5 +1,6 @@
 """The request bodies of the OpenAI routes: unknown fields and bad values are refused with the
 field's name; each request turns into the ``GenerationParams`` its batch runs with."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -75,8 +76,11 @@ class SamplingRequest(BaseModel):
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         return GenerationParams(
             max_new_tokens=self.requested_max_tokens() or DEFAULT_MAX_TOKENS,
-            temperature=self.temperature, top_p=self.top_p, seed=self.seed or 0,
-            stop=[s for s in [*stops, *template_stops] if s])
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed or 0,
+            stop=[s for s in [*stops, *template_stops] if s],
+        )
 
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)

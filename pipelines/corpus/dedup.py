@@ -24,6 +24,7 @@ so tests and benchmarks exercise the real thing.
 Input ids must be unique. The input DataFrame is read twice (signatures, then the final
 ``kept`` join): persist it first when it is expensive to recompute.
 """
+
 from __future__ import annotations
 
 import logging
@@ -92,7 +93,9 @@ def deduplicate(df: DataFrame, config: DedupConfig | None = None) -> DedupResult
     try:
         docs_in = _count_inputs(unique_docs)
         edges = _candidate_edges(unique_docs, config)
-        verified = _verified_edges(edges, unique_docs, config).persist(StorageLevel.MEMORY_AND_DISK)
+        verified = _verified_edges(edges, unique_docs, config).persist(
+            StorageLevel.MEMORY_AND_DISK
+        )
         cached.append(verified)
         components = connected_components(verified, config.max_component_iterations)
         members = _cluster_members(components, unique_docs, config)
@@ -101,15 +104,20 @@ def deduplicate(df: DataFrame, config: DedupConfig | None = None) -> DedupResult
     finally:
         for frame in cached:
             frame.unpersist()
-    return DedupResult(kept=_kept(df, decisions), duplicates=_duplicates(decisions),
-                       docs_in=docs_in, _decisions=decisions)
+    return DedupResult(
+        kept=_kept(df, decisions),
+        duplicates=_duplicates(decisions),
+        docs_in=docs_in,
+        _decisions=decisions,
+    )
 
 
 def _require_columns(df: DataFrame, names: Sequence[str]) -> None:
     missing = [n for n in names if n not in df.columns]
     if missing:
         raise ValueError(
-            f"deduplicate: input DataFrame lacks column(s) {missing}; it has {df.columns}")
+            f"deduplicate: input DataFrame lacks column(s) {missing}; it has {df.columns}"
+        )
 
 
 def _unique_texts(df: DataFrame) -> DataFrame:
@@ -122,10 +130,20 @@ def _unique_texts(df: DataFrame) -> DataFrame:
     return (
         df.select(F.col("id").cast("string").alias("id"), text.alias("text"))
         .groupBy(F.sha2("text", 256).alias("content_hash"))
-        .agg(F.min("id").alias("id"), F.min_by("text", "id").alias("text"),
-             F.collect_list("id").alias("copy_ids"), F.count("*").alias("n_rows"))
-        .select(F.xxhash64("id").alias("doc_key"), "id", "text", "copy_ids",
-                F.size("copy_ids").alias("n_copies"), "n_rows")
+        .agg(
+            F.min("id").alias("id"),
+            F.min_by("text", "id").alias("text"),
+            F.collect_list("id").alias("copy_ids"),
+            F.count("*").alias("n_rows"),
+        )
+        .select(
+            F.xxhash64("id").alias("doc_key"),
+            "id",
+            "text",
+            "copy_ids",
+            F.size("copy_ids").alias("n_copies"),
+            "n_rows",
+        )
     )
 
 
@@ -133,8 +151,10 @@ def _count_inputs(unique_docs: DataFrame) -> int:
     """Input rows; refuses null ids, which collect_list would silently drop."""
     rows, with_id = unique_docs.agg(F.sum("n_rows"), F.sum("n_copies")).first()
     if (rows or 0) != (with_id or 0):
-        raise ValueError(f"deduplicate: {rows - with_id} input row(s) have a null id; "
-                         "every document needs an id")
+        raise ValueError(
+            f"deduplicate: {rows - with_id} input row(s) have a null id; "
+            "every document needs an id"
+        )
     return int(rows or 0)
 
 
@@ -148,9 +168,10 @@ def _band_rows_udf(config: DedupConfig) -> Callable:
             keys = band_keys(signatures_utf8(data, offsets, config), config).ravel()
             doc_keys = np.repeat(batch.column("doc_key").to_numpy(), config.bands)
             ranks = mix64(keys.view(np.uint64) ^ doc_keys.view(np.uint64)).view(np.int64)
-            yield pa.RecordBatch.from_arrays([pa.array(keys), pa.array(doc_keys),
-                                              pa.array(ranks)],
-                                             names=["band_key", "doc_key", "rank"])
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(keys), pa.array(doc_keys), pa.array(ranks)],
+                names=["band_key", "doc_key", "rank"],
+            )
 
     return band_rows
 
@@ -164,9 +185,13 @@ def _arrow_utf8(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndar
     offset_type = np.int64 if pa.types.is_large_string(column.type) else np.int32
     _, offsets_buffer, data_buffer = column.buffers()
     offsets = np.frombuffer(offsets_buffer, dtype=offset_type)[
-        column.offset : column.offset + len(column) + 1].astype(np.int64)
-    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else \
-        np.zeros(0, dtype=np.uint8)
+        column.offset : column.offset + len(column) + 1
+    ].astype(np.int64)
+    data = (
+        np.frombuffer(data_buffer, dtype=np.uint8)
+        if data_buffer is not None
+        else np.zeros(0, dtype=np.uint8)
+    )
     return data, offsets
 
 
@@ -178,12 +203,15 @@ def _candidate_edges(unique_docs: DataFrame, config: DedupConfig) -> DataFrame:
     member in some band; a fixed hub (the smallest doc) would link them only through itself.
     A window over the bucket, not groupBy + collect_list: 2x faster, no arrays."""
     rows = unique_docs.select("doc_key", "text").mapInArrow(
-        _band_rows_udf(config), "band_key LONG, doc_key LONG, rank LONG")
+        _band_rows_udf(config), "band_key LONG, doc_key LONG, rank LONG"
+    )
     hub = F.min(F.struct("rank", "doc_key")).over(Window.partitionBy("band_key"))["doc_key"]
-    return (rows.select("doc_key", hub.alias("hub"))
-            .where(F.col("doc_key") != F.col("hub"))  # singleton buckets: the doc is its own hub
-            .select(F.least("doc_key", "hub").alias("src"), F.greatest("doc_key", "hub").alias("dst"))
-            .distinct())
+    return (
+        rows.select("doc_key", hub.alias("hub"))
+        .where(F.col("doc_key") != F.col("hub"))  # singleton buckets: the doc is its own hub
+        .select(F.least("doc_key", "hub").alias("src"), F.greatest("doc_key", "hub").alias("dst"))
+        .distinct()
+    )
 
 
 def _verify_udf(config: DedupConfig) -> Callable:
@@ -191,19 +219,24 @@ def _verify_udf(config: DedupConfig) -> Callable:
 
     def verify(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            jaccard = jaccard_utf8(_arrow_utf8(batch.column("src_text")),
-                                   _arrow_utf8(batch.column("dst_text")), config.shingle_size)
+            jaccard = jaccard_utf8(
+                _arrow_utf8(batch.column("src_text")),
+                _arrow_utf8(batch.column("dst_text")),
+                config.shingle_size,
+            )
             similar = jaccard >= config.threshold
             yield pa.RecordBatch.from_arrays(
-                [pa.array(batch.column("src").to_numpy()[similar]),
-                 pa.array(batch.column("dst").to_numpy()[similar])],
-                names=["src", "dst"])
+                [
+                    pa.array(batch.column("src").to_numpy()[similar]),
+                    pa.array(batch.column("dst").to_numpy()[similar]),
+                ],
+                names=["src", "dst"],
+            )
 
     return verify
 
 
-def _verified_edges(edges: DataFrame, unique_docs: DataFrame, config: DedupConfig
-                    ) -> DataFrame:
+def _verified_edges(edges: DataFrame, unique_docs: DataFrame, config: DedupConfig) -> DataFrame:
     """The candidate edges whose two texts have exact Jaccard >= threshold."""
     texts = unique_docs.select("doc_key", "text")
     return (
@@ -221,14 +254,20 @@ def connected_components(edges: DataFrame, max_iterations: int = 64) -> DataFram
     the benchmark's 150k edges, where min-label propagation with pointer jumping took 16.
     Both steps keep connectivity and only ever link a node to a smaller one, so once the edges
     form stars (every node one parent, every parent a root) each star is a component."""
-    current = (edges.select(F.greatest("src", "dst").alias("node"),
-                            F.least("src", "dst").alias("parent"))
-               .where(F.col("node") != F.col("parent")).distinct().localCheckpoint())
+    current = (
+        edges.select(F.greatest("src", "dst").alias("node"), F.least("src", "dst").alias("parent"))
+        .where(F.col("node") != F.col("parent"))
+        .distinct()
+        .localCheckpoint()
+    )
     for round_ in range(max_iterations + 1):
         if _is_star_forest(current):
             LOG.info("connected components: converged after %d rounds", round_)
-            roots = current.select(F.col("parent").alias("node")).distinct() \
+            roots = (
+                current.select(F.col("parent").alias("node"))
+                .distinct()
                 .withColumn("component", F.col("node"))
+            )
             return current.select("node", F.col("parent").alias("component")).unionByName(roots)
         current = _small_star(_large_star(current)).localCheckpoint()
     raise RuntimeError(f"connected components did not converge in {max_iterations} rounds")
@@ -243,11 +282,15 @@ def _is_star_forest(edges: DataFrame) -> bool:
 
 def _large_star(edges: DataFrame) -> DataFrame:
     """Each node links every LARGER neighbour to the smallest node of its neighbourhood."""
-    both = edges.unionByName(edges.select(F.col("parent").alias("node"),
-                                          F.col("node").alias("parent")))
+    both = edges.unionByName(
+        edges.select(F.col("parent").alias("node"), F.col("node").alias("parent"))
+    )
     smallest = F.least(F.min("parent").over(Window.partitionBy("node")), F.col("node"))
-    return (both.withColumn("smallest", smallest).where(F.col("parent") > F.col("node"))
-            .select(F.col("parent").alias("node"), F.col("smallest").alias("parent")))
+    return (
+        both.withColumn("smallest", smallest)
+        .where(F.col("parent") > F.col("node"))
+        .select(F.col("parent").alias("node"), F.col("smallest").alias("parent"))
+    )
 
 
 def _small_star(edges: DataFrame) -> DataFrame:
@@ -290,32 +333,43 @@ def _decide_components(batch: pa.RecordBatch, config: DedupConfig) -> pa.RecordB
     shingled = shingle_utf8(data, offsets, config.shingle_size)
     signatures = signatures_utf8(data, offsets, config)
     components = batch.column("component").to_numpy()
-    bounds = np.concatenate([[0], np.flatnonzero(components[1:] != components[:-1]) + 1,
-                             [len(components)]])
+    bounds = np.concatenate(
+        [[0], np.flatnonzero(components[1:] != components[:-1]) + 1, [len(components)]]
+    )
     ids = np.asarray(batch.column("id").to_pylist(), dtype=object)
     cluster_ids = np.repeat(ids[bounds[:-1]], np.diff(bounds))  # sorted by id: first is smallest
     representative_ids = np.full(len(ids), None, dtype=object)
     jaccard = np.full(len(ids), np.nan)
-    for start, stop in zip(bounds[:-1], bounds[1:]):
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=False):
         rep, sim = greedy_in_cluster(shingled, signatures, start, stop, config)
         removed = np.flatnonzero(rep >= 0)
         representative_ids[start + removed] = ids[start + rep[removed]]
         jaccard[start:stop] = sim
     return pa.RecordBatch.from_arrays(
-        [pa.array(ids, pa.string()), pa.array(cluster_ids, pa.string()),
-         pa.array(representative_ids, pa.string()), pa.array(jaccard, from_pandas=True)],
-        names=["id", "cluster_id", "representative_id", "jaccard"])
+        [
+            pa.array(ids, pa.string()),
+            pa.array(cluster_ids, pa.string()),
+            pa.array(representative_ids, pa.string()),
+            pa.array(jaccard, from_pandas=True),
+        ],
+        names=["id", "cluster_id", "representative_id", "jaccard"],
+    )
 
 
-def _cluster_members(components: DataFrame, unique_docs: DataFrame, config: DedupConfig
-                     ) -> DataFrame:
+def _cluster_members(
+    components: DataFrame, unique_docs: DataFrame, config: DedupConfig
+) -> DataFrame:
     """Decision for every document in a component: kept (representative null) or removed."""
-    return (components.join(unique_docs.select("doc_key", "id", "text"),
-                            components["node"] == unique_docs["doc_key"])
-            .select("component", "id", "text")
-            .repartition("component")
-            .sortWithinPartitions("component", "id")
-            .mapInArrow(_representatives_udf(config), _MEMBER_SCHEMA))
+    return (
+        components.join(
+            unique_docs.select("doc_key", "id", "text"),
+            components["node"] == unique_docs["doc_key"],
+        )
+        .select("component", "id", "text")
+        .repartition("component")
+        .sortWithinPartitions("component", "id")
+        .mapInArrow(_representatives_udf(config), _MEMBER_SCHEMA)
+    )
 
 
 def _decisions(unique_docs: DataFrame, members: DataFrame) -> DataFrame:
@@ -323,52 +377,80 @@ def _decisions(unique_docs: DataFrame, members: DataFrame) -> DataFrame:
     id, cluster_id, cluster_size, representative_id, kind, jaccard, removed.
     An exact copy follows its text's survivor: same cluster, and the survivor's representative
     when the survivor itself was removed as a near duplicate."""
-    survivors = (unique_docs.select("id", "copy_ids", "n_copies")
-                 .join(members, "id", "left")
-                 .where(F.col("cluster_id").isNotNull() | (F.col("n_copies") > 1))
-                 .select("id", "copy_ids",
-                         F.coalesce("cluster_id", "id").alias("cluster_id"),
-                         "representative_id", "jaccard"))
+    survivors = (
+        unique_docs.select("id", "copy_ids", "n_copies")
+        .join(members, "id", "left")
+        .where(F.col("cluster_id").isNotNull() | (F.col("n_copies") > 1))
+        .select(
+            "id",
+            "copy_ids",
+            F.coalesce("cluster_id", "id").alias("cluster_id"),
+            "representative_id",
+            "jaccard",
+        )
+    )
     near = survivors.select(
-        "id", "cluster_id", "representative_id",
-        F.when(F.col("representative_id").isNotNull(), F.lit("near")).alias("kind"), "jaccard",
-        F.col("representative_id").isNotNull().alias("removed"))
-    copies = (survivors.select(F.explode("copy_ids").alias("copy_id"), "*")
-              .where(F.col("copy_id") != F.col("id"))
-              .select(F.col("copy_id").alias("id"), "cluster_id",
-                      F.coalesce("representative_id", "id").alias("representative_id"),
-                      F.lit("exact").alias("kind"),
-                      F.coalesce("jaccard", F.lit(1.0)).alias("jaccard"),
-                      F.lit(True).alias("removed")))
-    return (near.unionByName(copies)
-            .withColumn("cluster_size",
-                        F.count("*").over(Window.partitionBy("cluster_id")).cast("int")))
+        "id",
+        "cluster_id",
+        "representative_id",
+        F.when(F.col("representative_id").isNotNull(), F.lit("near")).alias("kind"),
+        "jaccard",
+        F.col("representative_id").isNotNull().alias("removed"),
+    )
+    copies = (
+        survivors.select(F.explode("copy_ids").alias("copy_id"), "*")
+        .where(F.col("copy_id") != F.col("id"))
+        .select(
+            F.col("copy_id").alias("id"),
+            "cluster_id",
+            F.coalesce("representative_id", "id").alias("representative_id"),
+            F.lit("exact").alias("kind"),
+            F.coalesce("jaccard", F.lit(1.0)).alias("jaccard"),
+            F.lit(True).alias("removed"),
+        )
+    )
+    return near.unionByName(copies).withColumn(
+        "cluster_size", F.count("*").over(Window.partitionBy("cluster_id")).cast("int")
+    )
 
 
 def _kept(df: DataFrame, decisions: DataFrame) -> DataFrame:
     """The input rows not removed, with their cluster (their own id and size 1 when unique).
     Cluster columns already in the input (an earlier dedup) are replaced."""
-    clusters = decisions.select(*[F.col(c).alias(f"_dedup_{c}")
-                                  for c in ("id", "cluster_id", "cluster_size", "removed")])
+    clusters = decisions.select(
+        *[F.col(c).alias(f"_dedup_{c}") for c in ("id", "cluster_id", "cluster_size", "removed")]
+    )
     columns = [c for c in df.columns if c not in ("cluster_id", "cluster_size")]
     own_id = df["id"].cast("string")
-    return (df.join(clusters, own_id == F.col("_dedup_id"), "left")
-            .where(F.col("_dedup_removed").isNull() | ~F.col("_dedup_removed"))
-            .select(*[df[c] for c in columns],
-                    F.coalesce("_dedup_cluster_id", own_id).alias("cluster_id"),
-                    F.coalesce("_dedup_cluster_size", F.lit(1)).alias("cluster_size")))
+    return (
+        df.join(clusters, own_id == F.col("_dedup_id"), "left")
+        .where(F.col("_dedup_removed").isNull() | ~F.col("_dedup_removed"))
+        .select(
+            *[df[c] for c in columns],
+            F.coalesce("_dedup_cluster_id", own_id).alias("cluster_id"),
+            F.coalesce("_dedup_cluster_size", F.lit(1)).alias("cluster_size"),
+        )
+    )
 
 
 def _duplicates(decisions: DataFrame) -> DataFrame:
     return decisions.where("removed").select(
-        "id", "cluster_id", "representative_id", "kind", "jaccard")
+        "id", "cluster_id", "representative_id", "kind", "jaccard"
+    )
 
 
 def _summarise(decisions: DataFrame, docs_in: int) -> dict:
-    sizes = decisions.groupBy("cluster_id").agg(F.count("*").alias("size")).groupBy("size") \
-        .count().collect()
-    removed = {row["kind"]: row["count"]
-               for row in decisions.where("removed").groupBy("kind").count().collect()}
+    sizes = (
+        decisions.groupBy("cluster_id")
+        .agg(F.count("*").alias("size"))
+        .groupBy("size")
+        .count()
+        .collect()
+    )
+    removed = {
+        row["kind"]: row["count"]
+        for row in decisions.where("removed").groupBy("kind").count().collect()
+    }
     histogram = {label: 0 for _, _, label in HISTOGRAM_BUCKETS}
     for row in sizes:
         for low, high, label in HISTOGRAM_BUCKETS:
@@ -392,7 +474,9 @@ from infra.lake import TableSpec, expect  # noqa: E402  (tables sit next to the 
 from pipelines.corpus.quality import CORPUS_CLEAN_SCHEMA  # noqa: E402
 
 CORPUS_DEDUP = TableSpec(
-    layer="silver", name="corpus_dedup", schema=f"{CORPUS_CLEAN_SCHEMA}, {CORPUS_DEDUP_SCHEMA_EXTRA}",
+    layer="silver",
+    name="corpus_dedup",
+    schema=f"{CORPUS_CLEAN_SCHEMA}, {CORPUS_DEDUP_SCHEMA_EXTRA}",
     key=("id",),
     expectations=(
         expect("column_values_to_not_be_null", column="cluster_id"),
@@ -401,7 +485,10 @@ CORPUS_DEDUP = TableSpec(
     description="One document per near-duplicate cluster (plus every unique document).",
 )
 CORPUS_DUPLICATES = TableSpec(
-    layer="silver", name="corpus_duplicates", schema=DUPLICATES_SCHEMA, key=("id",),
+    layer="silver",
+    name="corpus_duplicates",
+    schema=DUPLICATES_SCHEMA,
+    key=("id",),
     expectations=(
         expect("column_values_to_not_be_null", column="representative_id"),
         expect("column_values_to_be_in_set", column="kind", value_set=["exact", "near"]),
@@ -411,8 +498,9 @@ CORPUS_DUPLICATES = TableSpec(
 )
 
 
-def dedup_corpus_table(spark, clean: dict, config: DedupConfig, txn_id: str,
-                       progress=None) -> dict:
+def dedup_corpus_table(
+    spark, clean: dict, config: DedupConfig, txn_id: str, progress=None
+) -> dict:
     """Step: silver/corpus_clean (manifest) → silver/corpus_dedup + silver/corpus_duplicates."""
     from infra.faults import fault_point
     from infra.lake import read_table, write_table
@@ -422,11 +510,15 @@ def dedup_corpus_table(spark, clean: dict, config: DedupConfig, txn_id: str,
     result = deduplicate(read_table(spark, clean), config)
     progress(0.6, f"clusters found among {result.docs_in} distinct texts")
     try:
-        duplicates = write_table(spark, CORPUS_DUPLICATES, result.duplicates, txn_id=txn_id,
-                                 mode="overwrite")
+        duplicates = write_table(
+            spark, CORPUS_DUPLICATES, result.duplicates, txn_id=txn_id, mode="overwrite"
+        )
         manifest = write_table(spark, CORPUS_DEDUP, result.kept, txn_id=txn_id, mode="overwrite")
-        progress(1.0, f"silver/corpus_dedup: {manifest['rows']} kept, "
-                      f"{duplicates['rows']} duplicates removed")
+        progress(
+            1.0,
+            f"silver/corpus_dedup: {manifest['rows']} kept, "
+            f"{duplicates['rows']} duplicates removed",
+        )
         manifest["stats"] = result.stats()
     finally:
         result.unpersist()

@@ -1,5 +1,6 @@
 """The raw pretraining corpus: the documents of :mod:`pipelines.shared.documents` written to
 bronze/corpus_raw, read on Spark executors so it scales out."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,22 +18,35 @@ from pipelines.shared.documents import (
     selected_distributions,
 )
 
-CORPUS_RAW_SCHEMA = ("id STRING, source STRING, package STRING, licence STRING, text STRING, "
-                     "origin STRING, ingest_error STRING")
+CORPUS_RAW_SCHEMA = (
+    "id STRING, source STRING, package STRING, licence STRING, text STRING, "
+    "origin STRING, ingest_error STRING"
+)
 
 CORPUS_RAW = TableSpec(
-    layer="bronze", name="corpus_raw", schema=CORPUS_RAW_SCHEMA, key=("id",),
+    layer="bronze",
+    name="corpus_raw",
+    schema=CORPUS_RAW_SCHEMA,
+    key=("id",),
     expectations=(
-        expect("column_values_to_be_null", column="ingest_error"),  # unreadable/undecodable/bad field
+        expect(
+            "column_values_to_be_null", column="ingest_error"
+        ),  # unreadable/undecodable/bad field
         expect("column_values_to_not_be_null", column="text"),
-        expect("column_value_lengths_to_be_between", column="text", min_value=1,
-               max_value=MAX_DOC_CHARS),
-        expect("column_values_to_be_in_set", column="source",
-               value_set=["metadata", "licence", "docstring", "user"]),
+        expect(
+            "column_value_lengths_to_be_between",
+            column="text",
+            min_value=1,
+            max_value=MAX_DOC_CHARS,
+        ),
+        expect(
+            "column_values_to_be_in_set",
+            column="source",
+            value_set=["metadata", "licence", "docstring", "user"],
+        ),
     ),
     description="Documents as read: package documentation or the user's files.",
 )
-
 
 
 def build_corpus_raw(spark, config: CorpusConfig):
@@ -47,9 +61,11 @@ def build_corpus_raw(spark, config: CorpusConfig):
     stats = listing_stats(config, items)
     context = spark.sparkContext
     slices = max(1, min(len(items), config.partitions or 4 * context.defaultParallelism))
-    results = (context.parallelize(_interleave(items, slices), numSlices=slices)
-               .map(extract_with_status)
-               .persist(StorageLevel.MEMORY_AND_DISK))
+    results = (
+        context.parallelize(_interleave(items, slices), numSlices=slices)
+        .map(extract_with_status)
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
     stats["records"], stats["syntax_error_files"] = results.map(_counts).fold((0, 0), _add)
     rows = results.flatMap(_rows)
     return spark.createDataFrame(rows, schema=CORPUS_RAW_SCHEMA), stats
@@ -81,8 +97,9 @@ def source_fingerprint(config: CorpusConfig) -> str:
     if config.paths:
         for item in list_work_items(config):
             stat = os.stat(item.path)
-            digest.update(f"{item.path}\0{item.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n"
-                          .encode())
+            digest.update(
+                f"{item.path}\0{item.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode()
+            )
     else:
         for dist in selected_distributions(config):
             name = normalise_dist_name(dist.metadata["Name"])

@@ -3,11 +3,12 @@ with ``num_perm`` multiply-add-shift functions and reduced per document with
 ``np.minimum.reduceat`` (no per-shingle Python), LSH band keys, exact Jaccard, and the
 greedy choice of representatives inside a cluster. The Spark job (``pipelines.corpus.dedup``)
 runs these same functions, so tests and benchmarks exercise the real thing."""
+
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-import functools
 
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
@@ -61,7 +62,9 @@ class DedupConfig(BaseModel):
 _U64 = np.uint64
 _MIX_MUL1 = _U64(0xBF58476D1CE4E5B9)  # splitmix64 finaliser constants
 _MIX_MUL2 = _U64(0x94D049BB133111EB)
-_CHUNK_BYTES = 1 << 16  # text bytes per numpy pass: the hashing buffer stays in cache (2x vs 1 MiB)
+_CHUNK_BYTES = (
+    1 << 16
+)  # text bytes per numpy pass: the hashing buffer stays in cache (2x vs 1 MiB)
 
 
 @dataclass(frozen=True)
@@ -120,8 +123,9 @@ def _pack_short_docs(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) 
     return packed
 
 
-def _sort_by_doc_then_value(values: np.ndarray, docs: np.ndarray, n_docs: int,
-                            sides: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+def _sort_by_doc_then_value(
+    values: np.ndarray, docs: np.ndarray, n_docs: int, sides: np.ndarray | None = None
+) -> tuple[np.ndarray, ...]:
     """(values, docs[, sides]) ordered by doc, then value[, then side (0/1)]. One int64 sort of
     packed keys when everything fits in 63 bits (5-byte shingles: batches of millions of
     documents), else a lexsort."""
@@ -160,8 +164,11 @@ def _all_kgrams(data: np.ndarray, offsets: np.ndarray, k: int) -> tuple[np.ndarr
     out_starts = np.zeros(n_docs, dtype=np.int64)
     np.cumsum(counts[:-1], out=out_starts[1:])
     window = np.arange(int(counts.sum()), dtype=np.int64) + np.repeat(starts - out_starts, counts)
-    values = packed[np.minimum(window, max(len(packed) - 1, 0))] if len(packed) else \
-        np.zeros(len(window), dtype=_U64)
+    values = (
+        packed[np.minimum(window, max(len(packed) - 1, 0))]
+        if len(packed)
+        else np.zeros(len(window), dtype=_U64)
+    )
     if short.any():
         values[out_starts[short]] = _pack_short_docs(data, starts[short], lengths[short])
     return values, np.repeat(np.arange(n_docs, dtype=np.int64), counts)
@@ -169,8 +176,10 @@ def _all_kgrams(data: np.ndarray, offsets: np.ndarray, k: int) -> tuple[np.ndarr
 
 def shingle_utf8(data: np.ndarray, offsets: np.ndarray, k: int) -> ShingleBatch:
     """Unique byte k-gram shingles of each document in a UTF-8 buffer, in cache-sized chunks."""
-    chunks = [_unique_shingles(data, offsets[start : stop + 1], k)
-              for start, stop in _doc_chunks(offsets, _CHUNK_BYTES)]
+    chunks = [
+        _unique_shingles(data, offsets[start : stop + 1], k)
+        for start, stop in _doc_chunks(offsets, _CHUNK_BYTES)
+    ]
     if len(chunks) == 1:
         return chunks[0]
     sizes = [np.diff(c.offsets) for c in chunks]
@@ -190,8 +199,9 @@ def _unique_shingles(data: np.ndarray, offsets: np.ndarray, k: int) -> ShingleBa
     return ShingleBatch(values=values[first], offsets=sizes)
 
 
-def jaccard_utf8(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], k: int
-                 ) -> np.ndarray:
+def jaccard_utf8(
+    a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], k: int
+) -> np.ndarray:
     """Exact Jaccard of the k-gram sets of document i of buffer a and document i of buffer b
     ((data, offsets) pairs), for every i, in cache-sized chunks: a 10k-pair batch sorted at once
     runs 4x slower (cache misses)."""
@@ -199,13 +209,15 @@ def jaccard_utf8(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarr
     both = (offsets_a - offsets_a[0]) + (offsets_b - offsets_b[0])
     out = np.empty(len(offsets_a) - 1)
     for start, stop in _doc_chunks(both, 2 * _CHUNK_BYTES):
-        out[start:stop] = _jaccard_chunk((data_a, offsets_a[start : stop + 1]),
-                                         (data_b, offsets_b[start : stop + 1]), k)
+        out[start:stop] = _jaccard_chunk(
+            (data_a, offsets_a[start : stop + 1]), (data_b, offsets_b[start : stop + 1]), k
+        )
     return out
 
 
-def _jaccard_chunk(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], k: int
-                   ) -> np.ndarray:
+def _jaccard_chunk(
+    a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], k: int
+) -> np.ndarray:
     """jaccard_utf8 with ONE sort: all k-grams of both sides keyed by (i, value, side). In each
     run of equal (i, value) the first element is side 0 if a has the value, the last is side 1
     if b has it."""
@@ -214,7 +226,8 @@ def _jaccard_chunk(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.nda
     values_b, pairs_b = _all_kgrams(*b, k)
     sides = np.concatenate([np.zeros(len(values_a), np.int64), np.ones(len(values_b), np.int64)])
     values, pairs, sides = _sort_by_doc_then_value(
-        np.concatenate([values_a, values_b]), np.concatenate([pairs_a, pairs_b]), n, sides)
+        np.concatenate([values_a, values_b]), np.concatenate([pairs_a, pairs_b]), n, sides
+    )
     run_start = np.ones(len(values), dtype=bool)
     run_start[1:] = ~_repeats(values, pairs)
     run_end = np.ones(len(values), dtype=bool)
@@ -304,7 +317,8 @@ def band_keys(signatures: np.ndarray, config: DedupConfig) -> np.ndarray:
     n = len(signatures)
     rows = signatures.reshape(n, config.bands, config.rows).astype(np.uint64)
     band_ids = np.arange(config.bands, dtype=np.uint64) + _U64(config.seed & 0xFFFFFFFF) * _U64(
-        config.bands)
+        config.bands
+    )
     keys = np.broadcast_to(mix64(band_ids), (n, config.bands)).copy()
     for r in range(config.rows):
         keys = mix64(keys ^ rows[:, :, r])
@@ -324,8 +338,9 @@ def _jaccard_sorted(x: np.ndarray, y: np.ndarray) -> float:
     return intersection / (len(x) + len(y) - intersection)
 
 
-def choose_representatives(texts: Sequence[str], config: DedupConfig
-                           ) -> tuple[np.ndarray, np.ndarray]:
+def choose_representatives(
+    texts: Sequence[str], config: DedupConfig
+) -> tuple[np.ndarray, np.ndarray]:
     """Greedy selection inside one cluster whose members are in priority order (smallest id
     first). Returns, per member, the position of its representative (-1: kept) and the exact
     Jaccard to it (NaN: kept)."""
@@ -334,8 +349,9 @@ def choose_representatives(texts: Sequence[str], config: DedupConfig
     return greedy_in_cluster(batch, signatures_utf8(data, offsets, config), 0, len(texts), config)
 
 
-def greedy_in_cluster(batch: ShingleBatch, signatures: np.ndarray, start: int, stop: int,
-                       config: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
+def greedy_in_cluster(
+    batch: ShingleBatch, signatures: np.ndarray, start: int, stop: int, config: DedupConfig
+) -> tuple[np.ndarray, np.ndarray]:
     """choose_representatives for members start..stop-1 of precomputed shingles and signatures.
     A member is removed only when its exact Jaccard with an already KEPT member is >= threshold,
     so every removed document is similar to its representative (a chain A~B~C with J(A,C) below

@@ -4,6 +4,7 @@ Each source gets ``weight / sum(weights)`` of the budget. Within a source, docum
 in a seeded hash order until its share is filled; a source smaller than its share is repeated
 (up to ``max_repeats`` passes, each in a fresh order) so the mix keeps its proportions.
 """
+
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
@@ -11,9 +12,12 @@ from pydantic import BaseModel, Field
 from infra.lake import TableSpec, expect
 
 PRETRAIN_MIX = TableSpec(
-    layer="gold", name="pretrain_mix",
-    schema=("mix_id STRING, id STRING, source STRING, package STRING, licence STRING, "
-            "text STRING, n_bytes INT, repeat INT"),
+    layer="gold",
+    name="pretrain_mix",
+    schema=(
+        "mix_id STRING, id STRING, source STRING, package STRING, licence STRING, "
+        "text STRING, n_bytes INT, repeat INT"
+    ),
     key=("mix_id",),
     expectations=(
         expect("column_values_to_not_be_null", column="text"),
@@ -28,7 +32,8 @@ PRETRAIN_MIX = TableSpec(
 class MixConfig(BaseModel):
     weights: dict[str, float] = Field(
         default_factory=lambda: {"docstring": 0.6, "metadata": 0.3, "licence": 0.1, "user": 1.0},
-        description="relative share of the byte budget per source; sources not listed are left out")
+        description="relative share of the byte budget per source; sources not listed are out",
+    )
     byte_budget: int = Field(50_000_000, gt=0, description="UTF-8 bytes in the mix")
     max_repeats: int = Field(1, ge=1, description="passes over a source smaller than its share")
     seed: int = 1234  # the order within each source is a pure function of (seed, pass, id)
@@ -44,32 +49,59 @@ def build_mix(df, config: MixConfig):
     weights = {s: w for s, w in config.weights.items() if s in present and w > 0}
     total = sum(weights.values()) or 1.0
     targets = {s: int(config.byte_budget * w / total) for s, w in weights.items()}
-    target_col = F.create_map(*[x for s, t in targets.items() for x in (F.lit(s), F.lit(t))]) \
-        if targets else F.create_map().cast("map<string,bigint>")
+    target_col = (
+        F.create_map(*[x for s, t in targets.items() for x in (F.lit(s), F.lit(t))])
+        if targets
+        else F.create_map().cast("map<string,bigint>")
+    )
 
     passes = spark.range(config.max_repeats).select(F.col("id").cast("int").alias("repeat"))
-    order = Window.partitionBy("source").orderBy("repeat", "_order", "id") \
+    order = (
+        Window.partitionBy("source")
+        .orderBy("repeat", "_order", "id")
         .rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    candidates = (df.where(F.col("source").isin(list(targets)))
-                  .withColumn("n_bytes", F.octet_length("text"))
-                  .crossJoin(passes)
-                  .withColumn("_order", F.xxhash64(F.lit(config.seed), "repeat", "id"))
-                  .withColumn("_filled", F.sum("n_bytes").over(order) - F.col("n_bytes")))
-    mix = (candidates.where(F.col("_filled") < target_col[F.col("source")])
-           .select(F.concat_ws("@", "id", F.col("repeat").cast("string")).alias("mix_id"),
-                   "id", "source", "package", "licence", "text",
-                   F.col("n_bytes").cast("int"), "repeat"))
+    )
+    candidates = (
+        df.where(F.col("source").isin(list(targets)))
+        .withColumn("n_bytes", F.octet_length("text"))
+        .crossJoin(passes)
+        .withColumn("_order", F.xxhash64(F.lit(config.seed), "repeat", "id"))
+        .withColumn("_filled", F.sum("n_bytes").over(order) - F.col("n_bytes"))
+    )
+    mix = candidates.where(F.col("_filled") < target_col[F.col("source")]).select(
+        F.concat_ws("@", "id", F.col("repeat").cast("string")).alias("mix_id"),
+        "id",
+        "source",
+        "package",
+        "licence",
+        "text",
+        F.col("n_bytes").cast("int"),
+        "repeat",
+    )
     return mix, targets
 
 
 def mix_stats(mix, targets: dict[str, int]) -> dict:
     from pyspark.sql import functions as F
 
-    rows = (mix.groupBy("source")
-            .agg(F.count("*").alias("docs"), F.sum("n_bytes").alias("bytes"),
-                 F.max("repeat").alias("max_repeat")).collect())
-    return {r.source: {"docs": r.docs, "bytes": int(r.bytes), "target_bytes": targets[r.source],
-                       "passes": r.max_repeat + 1} for r in rows}
+    rows = (
+        mix.groupBy("source")
+        .agg(
+            F.count("*").alias("docs"),
+            F.sum("n_bytes").alias("bytes"),
+            F.max("repeat").alias("max_repeat"),
+        )
+        .collect()
+    )
+    return {
+        r.source: {
+            "docs": r.docs,
+            "bytes": int(r.bytes),
+            "target_bytes": targets[r.source],
+            "passes": r.max_repeat + 1,
+        }
+        for r in rows
+    }
 
 
 def mix_corpus(spark, corpus: dict, config: MixConfig, txn_id: str) -> dict:

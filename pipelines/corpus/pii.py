@@ -1,12 +1,12 @@
 """PII redaction for corpus text: e-mail addresses, IPv4/IPv6 addresses and API-key-like
 secrets become ``<EMAIL>``, ``<IP>``, ``<SECRET>``, counted per kind."""
+
 from __future__ import annotations
 
 import ipaddress
 import math
 import re
 from collections import Counter
-
 
 EMAIL_TOKEN, IP_TOKEN, SECRET_TOKEN = "<EMAIL>", "<IP>", "<SECRET>"
 
@@ -72,7 +72,7 @@ def _looks_random(token: str) -> bool:
     if max((len(run) for run in re.findall(r"[a-z]+", token)), default=0) >= 8:
         return False
     classes = [_char_class(c) for c in token]
-    switches = sum(a != b for a, b in zip(classes, classes[1:])) / (len(token) - 1)
+    switches = sum(a != b for a, b in zip(classes, classes[1:], strict=False)) / (len(token) - 1)
     if switches < _MIN_CLASS_SWITCH_RATE:
         return False
     counts = Counter(token)
@@ -137,7 +137,7 @@ def redact_pii(text: str) -> tuple[str, dict[str, int]]:
         nonlocal n_long
         key, value = match.group(1) or "", match.group(2)
         if not key and (split := _KEY_PREFIX.match(value)):  # a short value after "key="
-            key, value = split.group(), value[split.end():]
+            key, value = split.group(), value[split.end() :]
         if _looks_random(value):
             n_long += 1
             return key + SECRET_TOKEN

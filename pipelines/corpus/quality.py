@@ -20,6 +20,7 @@ in the project's virtualenv (read with ``ast``, one document per docstring: 96,9
 39.4 M characters): they keep 95.8 % of the characters (77 % of the docstrings; most rejected
 ones are one-line summaries under min_chars/min_words). See the comments on each field.
 """
+
 from __future__ import annotations
 
 import math
@@ -100,7 +101,7 @@ def normalise_text(text: str) -> str:
     for line in text.split("\n"):
         line = line.rstrip()
         indent = _INDENT.match(line).group()
-        lines.append(indent + _BLANK_RUN.sub(" ", line[len(indent):]))
+        lines.append(indent + _BLANK_RUN.sub(" ", line[len(indent) :]))
     text = _EXTRA_BLANK_LINES.sub("\n\n", "\n".join(lines))
     return textwrap.dedent(text).strip("\n")
 
@@ -119,31 +120,42 @@ class QualityConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     min_chars: int | None = Field(
-        48, ge=0)  # characters after cleaning; one-line "Return the x." docstrings teach little
+        48, ge=0
+    )  # characters after cleaning; one-line "Return the x." docstrings teach little
     # (drops 17 % of docstrings but 1.4 % of their characters)
     max_chars: int | None = Field(
-        100_000, ge=1)  # characters; longer is a data dump or a vendored file, not documentation
+        100_000, ge=1
+    )  # characters; longer is a data dump or a vendored file, not documentation
     min_words: int | None = Field(
-        8, ge=0)  # whitespace tokens; Gopher's 50 would drop most docstrings, which are short
+        8, ge=0
+    )  # whitespace tokens; Gopher's 50 would drop most docstrings, which are short
     # (8 drops a further 0.8 % of characters: lone headings, bare signatures)
     min_mean_word_length: float | None = Field(
-        2.5, ge=0)  # characters per token; Gopher 3 — doctest output has many 1-char tokens
+        2.5, ge=0
+    )  # characters per token; Gopher 3 — doctest output has many 1-char tokens
     max_mean_word_length: float | None = Field(
-        15.0, ge=0)  # characters per token; Gopher 10 — dotted names and URLs are long tokens
+        15.0, ge=0
+    )  # characters per token; Gopher 10 — dotted names and URLs are long tokens
     max_symbol_ratio: float | None = Field(
-        0.4, ge=0, le=1)  # share of chars neither alphanumeric nor whitespace (RST underlines,
+        0.4, ge=0, le=1
+    )  # share of chars neither alphanumeric nor whitespace (RST underlines,
     # doctest tables and code are symbol-heavy: 0.35 dropped 0.7 % of docstring chars, 0.4 0.2 %)
     min_alpha_word_fraction: float | None = Field(
-        0.5, ge=0, le=1)  # share of tokens with a letter; Gopher 0.8 — doctests print numbers
+        0.5, ge=0, le=1
+    )  # share of tokens with a letter; Gopher 0.8 — doctests print numbers
     max_bullet_line_fraction: float | None = Field(
-        0.9, ge=0, le=1)  # share of non-blank lines starting with a bullet; Gopher's value
+        0.9, ge=0, le=1
+    )  # share of non-blank lines starting with a bullet; Gopher's value
     max_ellipsis_line_fraction: float | None = Field(
-        0.3, ge=0, le=1)  # share of non-blank lines ending in "..."/"…" (truncation); Gopher's value
+        0.3, ge=0, le=1
+    )  # share of non-blank lines ending in "..."/"…" (truncation); Gopher's value
     max_repeated_line_fraction: float | None = Field(
-        0.4, ge=0, le=1)  # share of lines (with a letter) repeating an earlier line; Gopher 0.3 —
+        0.4, ge=0, le=1
+    )  # share of lines (with a letter) repeating an earlier line; Gopher 0.3 —
     # doctest output repeats lines ("True", "dtype: int64") by nature
     min_words_for_repetition: int = Field(
-        30, ge=0)  # words; below it the n-gram filters pass: on a 15-word docstring one repeated
+        30, ge=0
+    )  # words; below it the n-gram filters pass: on a 15-word docstring one repeated
     # phrase ("session context" twice) already covers 20 % of it — noise, not spam
     max_top_ngram_fraction: dict[int, float] = Field(
         default_factory=lambda: {2: 0.3, 3: 0.27, 4: 0.24}
@@ -218,13 +230,15 @@ def filter_mean_word_length(doc: _Doc, cfg: QualityConfig) -> str | None:
     if not doc.words:
         return None
     mean = sum(map(len, doc.words)) / len(doc.words)
-    return (_below("mean_word_length", mean, cfg.min_mean_word_length)
-            or _above("mean_word_length", mean, cfg.max_mean_word_length))
+    return _below("mean_word_length", mean, cfg.min_mean_word_length) or _above(
+        "mean_word_length", mean, cfg.max_mean_word_length
+    )
 
 
 def filter_symbol_ratio(doc: _Doc, cfg: QualityConfig) -> str | None:
-    return _above("symbol_ratio", len(_SYMBOL.findall(doc.text)) / len(doc.text),
-                  cfg.max_symbol_ratio)
+    return _above(
+        "symbol_ratio", len(_SYMBOL.findall(doc.text)) / len(doc.text), cfg.max_symbol_ratio
+    )
 
 
 def filter_alpha_words(doc: _Doc, cfg: QualityConfig) -> str | None:
@@ -241,13 +255,14 @@ def filter_bullet_lines(doc: _Doc, cfg: QualityConfig) -> str | None:
 
 def filter_ellipsis_lines(doc: _Doc, cfg: QualityConfig) -> str | None:
     # Doctest continuation lines ("... code", or a lone "...") are code, not truncated text.
-    ends = sum(1 for line in doc.lines
-               if _ELLIPSIS_END.search(line) and not line.startswith("..."))
+    ends = sum(
+        1 for line in doc.lines if _ELLIPSIS_END.search(line) and not line.startswith("...")
+    )
     return _above("ellipsis_line_fraction", ends / len(doc.lines), cfg.max_ellipsis_line_fraction)
 
 
 def filter_repeated_lines(doc: _Doc, cfg: QualityConfig) -> str | None:
-    # Only lines with a letter count: RST underlines ("-------") and doctest "..." repeat by design.
+    # Only lines with a letter count: RST underlines ("-----") and doctest "..." repeat by design.
     lines = [line for line in doc.lines if any(c.isalpha() for c in line)]
     if not lines:
         return None
@@ -256,7 +271,7 @@ def filter_repeated_lines(doc: _Doc, cfg: QualityConfig) -> str | None:
 
 
 def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
-    return list(zip(*(words[i:] for i in range(n))))
+    return list(zip(*(words[i:] for i in range(n)), strict=False))
 
 
 def filter_top_ngram(doc: _Doc, cfg: QualityConfig) -> str | None:
@@ -287,7 +302,7 @@ def filter_duplicate_ngram(doc: _Doc, cfg: QualityConfig) -> str | None:
         seen: set[tuple[str, ...]] = set()
         repeated_chars, i = 0, 0
         while i <= len(words) - n:
-            gram = tuple(words[i:i + n])
+            gram = tuple(words[i : i + n])
             if gram in seen:
                 repeated_chars += sum(map(len, gram))
                 i += n
@@ -319,7 +334,7 @@ FILTER_NAMES: tuple[str, ...] = ("empty", *(name for name, _ in FILTERS))
 
 
 def check_quality(text: str | None, config: QualityConfig) -> tuple[str | None, str | None]:
-    """(filter name, detail) of the first filter that rejects the CLEANED text, else (None, None)."""
+    """(filter name, detail) of the first filter rejecting the CLEANED text, else (None, None)."""
     if text is None:
         return "empty", "text is null"
     if not text.strip():
@@ -331,8 +346,9 @@ def check_quality(text: str | None, config: QualityConfig) -> tuple[str | None, 
     return None, None
 
 
-def clean_one(text: str | None, config: QualityConfig | None = None
-              ) -> tuple[str | None, dict[str, int], str | None, str | None]:
+def clean_one(
+    text: str | None, config: QualityConfig | None = None
+) -> tuple[str | None, dict[str, int], str | None, str | None]:
     """Normalise, redact and filter one document.
 
     Returns ``(text, pii_counts, rejected_by, detail)``: the cleaned text (None when the input
@@ -353,9 +369,10 @@ def clean_one(text: str | None, config: QualityConfig | None = None
 # ---------------------------------------------------------------------------------------------
 
 
-def _annotate_batches(config: QualityConfig) -> Callable[[Iterator["pd.DataFrame"]],
-                                                          Iterator["pd.DataFrame"]]:
-    def annotate(batches: Iterator["pd.DataFrame"]) -> Iterator["pd.DataFrame"]:
+def _annotate_batches(
+    config: QualityConfig,
+) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    def annotate(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import pandas as pd
 
         for batch in batches:
@@ -383,20 +400,24 @@ def _annotate_batches(config: QualityConfig) -> Callable[[Iterator["pd.DataFrame
     return annotate
 
 
-def annotate_corpus(df: "DataFrame", config: QualityConfig | None = None) -> "DataFrame":
+def annotate_corpus(df: DataFrame, config: QualityConfig | None = None) -> DataFrame:
     """Every input row with its cleaned text, PII counts and rejection (CORPUS_ANNOTATED_SCHEMA).
     Not cached: :func:`clean_corpus` persists it."""
     missing = [c for c in CORPUS_INPUT_COLUMNS if c not in df.columns]
     if missing:
-        raise ValueError(f"corpus DataFrame lacks column(s) {missing}; expected "
-                         f"{list(CORPUS_INPUT_COLUMNS)}, got {df.columns}")
+        raise ValueError(
+            f"corpus DataFrame lacks column(s) {missing}; expected "
+            f"{list(CORPUS_INPUT_COLUMNS)}, got {df.columns}"
+        )
     config = config or QualityConfig()
-    return (df.select(*CORPUS_INPUT_COLUMNS)
-              .mapInPandas(_annotate_batches(config), CORPUS_ANNOTATED_SCHEMA))
+    return df.select(*CORPUS_INPUT_COLUMNS).mapInPandas(
+        _annotate_batches(config), CORPUS_ANNOTATED_SCHEMA
+    )
 
 
-def clean_corpus(df: "DataFrame", config: QualityConfig | None = None
-                 ) -> tuple["DataFrame", "DataFrame"]:
+def clean_corpus(
+    df: DataFrame, config: QualityConfig | None = None
+) -> tuple[DataFrame, DataFrame]:
     """Clean and filter a corpus DataFrame (columns ``CORPUS_INPUT_COLUMNS``).
 
     Returns ``(kept, rejected)`` with schemas ``CORPUS_CLEAN_SCHEMA`` and
@@ -409,17 +430,31 @@ def clean_corpus(df: "DataFrame", config: QualityConfig | None = None
     from pyspark.sql import functions as F
 
     annotated = annotate_corpus(df, config).persist(StorageLevel.MEMORY_AND_DISK)
-    kept = (annotated.where(F.col("rejected_by").isNull())
-                     .select("id", "source", "package", "licence", "text", "origin",
-                             "n_chars", "pii_email", "pii_ip", "pii_secret"))
-    rejected = (annotated.where(F.col("rejected_by").isNotNull())
-                         .select("id", "source", "package", "origin",
-                                 F.col("rejected_by").alias("filter"),
-                                 F.col("reject_detail").alias("detail"), "n_chars"))
+    kept = annotated.where(F.col("rejected_by").isNull()).select(
+        "id",
+        "source",
+        "package",
+        "licence",
+        "text",
+        "origin",
+        "n_chars",
+        "pii_email",
+        "pii_ip",
+        "pii_secret",
+    )
+    rejected = annotated.where(F.col("rejected_by").isNotNull()).select(
+        "id",
+        "source",
+        "package",
+        "origin",
+        F.col("rejected_by").alias("filter"),
+        F.col("reject_detail").alias("detail"),
+        "n_chars",
+    )
     return kept, rejected
 
 
-def quality_stats(clean_df: "DataFrame", rejected_df: "DataFrame") -> dict:
+def quality_stats(clean_df: DataFrame, rejected_df: DataFrame) -> dict:
     """Plain-Python summary of one :func:`clean_corpus` run, from two small aggregations.
 
     Keys: rows_in/rows_kept/rows_rejected, chars_kept/chars_rejected, kept_char_fraction,
@@ -429,20 +464,29 @@ def quality_stats(clean_df: "DataFrame", rejected_df: "DataFrame") -> dict:
     """
     from pyspark.sql import functions as F
 
-    kept_rows = (clean_df.groupBy("source")
-                 .agg(F.count(F.lit(1)).alias("rows"), F.sum("n_chars").alias("chars"),
-                      F.sum("pii_email").alias("email"), F.sum("pii_ip").alias("ip"),
-                      F.sum("pii_secret").alias("secret"))
-                 .collect())
-    rejected_rows = (rejected_df.groupBy("source", "filter")
-                     .agg(F.count(F.lit(1)).alias("rows"), F.sum("n_chars").alias("chars"))
-                     .collect())
+    kept_rows = (
+        clean_df.groupBy("source")
+        .agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.sum("n_chars").alias("chars"),
+            F.sum("pii_email").alias("email"),
+            F.sum("pii_ip").alias("ip"),
+            F.sum("pii_secret").alias("secret"),
+        )
+        .collect()
+    )
+    rejected_rows = (
+        rejected_df.groupBy("source", "filter")
+        .agg(F.count(F.lit(1)).alias("rows"), F.sum("n_chars").alias("chars"))
+        .collect()
+    )
 
     by_source: dict[str, dict[str, int]] = {}
 
     def source_entry(source: str | None) -> dict[str, int]:
-        return by_source.setdefault(str(source), {"rows_kept": 0, "rows_rejected": 0,
-                                                  "chars_kept": 0, "chars_rejected": 0})
+        return by_source.setdefault(
+            str(source), {"rows_kept": 0, "rows_rejected": 0, "chars_kept": 0, "chars_rejected": 0}
+        )
 
     pii = {"email": 0, "ip": 0, "secret": 0}
     for row in kept_rows:
@@ -458,7 +502,9 @@ def quality_stats(clean_df: "DataFrame", rejected_df: "DataFrame") -> dict:
         entry["rows_rejected"] += row["rows"]
         entry["chars_rejected"] += int(row["chars"] or 0)
         by_filter[row["filter"]] = by_filter.get(row["filter"], 0) + row["rows"]
-        chars_by_filter[row["filter"]] = chars_by_filter.get(row["filter"], 0) + int(row["chars"] or 0)
+        chars_by_filter[row["filter"]] = chars_by_filter.get(row["filter"], 0) + int(
+            row["chars"] or 0
+        )
 
     rows_kept = sum(e["rows_kept"] for e in by_source.values())
     rows_rejected = sum(e["rows_rejected"] for e in by_source.values())
@@ -483,7 +529,10 @@ def quality_stats(clean_df: "DataFrame", rejected_df: "DataFrame") -> dict:
 from infra.lake import TableSpec, expect  # noqa: E402  (tables sit next to the schemas above)
 
 CORPUS_CLEAN = TableSpec(
-    layer="silver", name="corpus_clean", schema=CORPUS_CLEAN_SCHEMA, key=("id",),
+    layer="silver",
+    name="corpus_clean",
+    schema=CORPUS_CLEAN_SCHEMA,
+    key=("id",),
     expectations=(
         expect("column_values_to_not_be_null", column="text"),
         expect("column_value_lengths_to_be_between", column="text", min_value=1),
@@ -494,15 +543,20 @@ CORPUS_CLEAN = TableSpec(
     description="Normalised, PII-redacted documents that passed every quality filter.",
 )
 CORPUS_REJECTED = TableSpec(
-    layer="silver", name="corpus_rejected", schema=CORPUS_REJECTED_SCHEMA, key=("id",),
-    expectations=(expect("column_values_to_be_in_set", column="filter",
-                         value_set=list(FILTER_NAMES)),),
+    layer="silver",
+    name="corpus_rejected",
+    schema=CORPUS_REJECTED_SCHEMA,
+    key=("id",),
+    expectations=(
+        expect("column_values_to_be_in_set", column="filter", value_set=list(FILTER_NAMES)),
+    ),
     description="Documents a quality filter rejected, with the filter and its measurement.",
 )
 
 
-def clean_corpus_table(spark, raw: dict, config: QualityConfig, txn_id: str,
-                       progress=None) -> dict:
+def clean_corpus_table(
+    spark, raw: dict, config: QualityConfig, txn_id: str, progress=None
+) -> dict:
     """Step: bronze/corpus_raw (manifest) → silver/corpus_clean + silver/corpus_rejected."""
     from infra.lake import read_table, write_table
 

@@ -19,6 +19,7 @@ text, nor be able to learn it from a text's position, so:
 Row numbers in errors are spreadsheet rows: the header is row 1, the first item row 2, and a
 cell with line breaks still counts as one row.
 """
+
 from __future__ import annotations
 
 import csv
@@ -49,12 +50,15 @@ INSTRUCTIONS = (
     "better), <b>R</b> (right is better) or <b>T</b> (tie) in the <code>vote</code> column of "
     "the item's row; a comment is optional. Sides are drawn at random for every item, so the "
     "same system is not always on the same side. Do not edit <code>item_id</code>, and save "
-    "the file as CSV (UTF-8).")
-CSS = ("body{font-family:sans-serif;margin:2em;max-width:120em}"
-       "section{border-top:2px solid #444;margin-top:2em}"
-       ".pair{display:grid;grid-template-columns:1fr 1fr;gap:1em}"
-       "pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f6f6f6;"
-       "border:1px solid #ddd;padding:.8em}")
+    "the file as CSV (UTF-8)."
+)
+CSS = (
+    "body{font-family:sans-serif;margin:2em;max-width:120em}"
+    "section{border-top:2px solid #444;margin-top:2em}"
+    ".pair{display:grid;grid-template-columns:1fr 1fr;gap:1em}"
+    "pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f6f6f6;"
+    "border:1px solid #ddd;padding:.8em}"
+)
 
 
 class RatingSheetError(ValueError):
@@ -62,15 +66,23 @@ class RatingSheetError(ValueError):
 
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
-        super().__init__(f"{len(self.problems)} problem(s) in the rating sheets:\n"
-                         + "\n".join(f"  - {p}" for p in self.problems))
+        super().__init__(
+            f"{len(self.problems)} problem(s) in the rating sheets:\n"
+            + "\n".join(f"  - {p}" for p in self.problems)
+        )
 
 
 # ---------------------------------------------------------------------------- the sheet
 
 
-def make_rating_sheet(items: list[dict], model_a: str, model_b: str, out_dir: Path | str,
-                      seed: int, title: str = DEFAULT_TITLE) -> dict:
+def make_rating_sheet(
+    items: list[dict],
+    model_a: str,
+    model_b: str,
+    out_dir: Path | str,
+    seed: int,
+    title: str = DEFAULT_TITLE,
+) -> dict:
     """Write ``sheet.csv``, ``sheet.html`` (for raters) and ``key.json`` (kept from them).
 
     Items are ``{"item_id", "input", "output_a", "output_b"}``; returns the paths and counts,
@@ -81,30 +93,50 @@ def make_rating_sheet(items: list[dict], model_a: str, model_b: str, out_dir: Pa
     _check_model_names(model_a, model_b, title)
     a_left = _balanced_sides(len(rows), seed)
     sheet, key_items = [], {}
-    for row, left_is_a in zip(rows, a_left):
+    for row, left_is_a in zip(rows, a_left, strict=False):
         left, right = (model_a, model_b) if left_is_a else (model_b, model_a)
         out = {model_a: row["output_a"], model_b: row["output_b"]}
-        sheet.append({"item_id": row["item_id"], "input": row["input"], "left": out[left],
-                      "right": out[right], "vote": "", "comment": ""})
+        sheet.append(
+            {
+                "item_id": row["item_id"],
+                "input": row["input"],
+                "left": out[left],
+                "right": out[right],
+                "vote": "",
+                "comment": "",
+            }
+        )
         key_items[row["item_id"]] = {"left": left, "right": right}
     csv_bytes = _sheet_csv(sheet)
     html_bytes = _sheet_html(sheet, title).encode("utf-8")
-    key = {"model_a": model_a, "model_b": model_b, "seed": seed,
-           "sheet_sha256": hashlib.sha256(csv_bytes).hexdigest(),
-           "html_sha256": hashlib.sha256(html_bytes).hexdigest(), "items": key_items}
+    key = {
+        "model_a": model_a,
+        "model_b": model_b,
+        "seed": seed,
+        "sheet_sha256": hashlib.sha256(csv_bytes).hexdigest(),
+        "html_sha256": hashlib.sha256(html_bytes).hexdigest(),
+        "items": key_items,
+    }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # The key first: a sheet on disk without its key could be filled in but never unblinded.
-    write_bytes_atomic(out_dir / "key.json",
-                       json.dumps(key, indent=2, ensure_ascii=False).encode())
+    write_bytes_atomic(
+        out_dir / "key.json", json.dumps(key, indent=2, ensure_ascii=False).encode()
+    )
     write_bytes_atomic(out_dir / "sheet.csv", csv_bytes)
     write_bytes_atomic(out_dir / "sheet.html", html_bytes)
     names = (model_a.lower(), model_b.lower())
     hints = [r["item_id"] for r in rows if any(n in v.lower() for n in names for v in r.values())]
-    return {"sheet_csv": str(out_dir / "sheet.csv"), "sheet_html": str(out_dir / "sheet.html"),
-            "key": str(out_dir / "key.json"), "items": len(rows), "a_left": sum(a_left),
-            "b_left": len(rows) - sum(a_left), "sheet_sha256": key["sheet_sha256"],
-            "identity_hints": hints}
+    return {
+        "sheet_csv": str(out_dir / "sheet.csv"),
+        "sheet_html": str(out_dir / "sheet.html"),
+        "key": str(out_dir / "key.json"),
+        "items": len(rows),
+        "a_left": sum(a_left),
+        "b_left": len(rows) - sum(a_left),
+        "sheet_sha256": key["sheet_sha256"],
+        "identity_hints": hints,
+    }
 
 
 def _validated_items(items: list[dict]) -> list[dict]:
@@ -130,8 +162,9 @@ def _validated_items(items: list[dict]) -> list[dict]:
 
 def _check_model_names(model_a: str, model_b: str, title: str) -> None:
     if not model_a or not model_b or model_a == model_b or TIE in (model_a, model_b):
-        raise ValueError(f"need two distinct model names other than {TIE!r}, "
-                         f"got {model_a!r} and {model_b!r}")
+        raise ValueError(
+            f"need two distinct model names other than {TIE!r}, got {model_a!r} and {model_b!r}"
+        )
     if model_a.lower() in title.lower() or model_b.lower() in title.lower():
         raise ValueError(f"the title {title!r} names a model, which would unblind the raters")
 
@@ -158,15 +191,18 @@ def _sheet_csv(rows: list[dict]) -> bytes:
 
 def _sheet_html(rows: list[dict], title: str) -> str:
     esc = html.escape  # quote=True: escapes <, >, &, " and ' in text and attributes alike
-    parts = ['<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
-             f"<title>{esc(title)}</title><style>{CSS}</style></head><body>",
-             f"<h1>{esc(title)}</h1><p>{INSTRUCTIONS}</p>"]
+    parts = [
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{esc(title)}</h1><p>{INSTRUCTIONS}</p>",
+    ]
     for i, row in enumerate(rows, start=1):
         parts.append(
             f'<section id="item-{i}"><h2>Item {i} of {len(rows)}: <code>{esc(row["item_id"])}'
             f"</code> (sheet.csv row {i + 1})</h2><h3>Input</h3><pre>{esc(row['input'])}</pre>"
             f'<div class="pair"><div><h3>Left</h3><pre>{esc(row["left"])}</pre></div>'
-            f'<div><h3>Right</h3><pre>{esc(row["right"])}</pre></div></div></section>')
+            f"<div><h3>Right</h3><pre>{esc(row['right'])}</pre></div></div></section>"
+        )
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
@@ -174,8 +210,11 @@ def _sheet_html(rows: list[dict], title: str) -> str:
 # ---------------------------------------------------------------------------- reading votes
 
 
-def read_ratings(sheet_paths: dict[str, Path | str] | list[Path | str], key_path: Path | str,
-                 allow_missing: bool = False) -> pd.DataFrame:
+def read_ratings(
+    sheet_paths: dict[str, Path | str] | list[Path | str],
+    key_path: Path | str,
+    allow_missing: bool = False,
+) -> pd.DataFrame:
     """Filled sheets -> one row per vote: rater, item_id, vote (L/R/T), winner, comment.
 
     Raters are the dict's keys, or the files' stems for a list. Raises ``RatingSheetError``
@@ -198,11 +237,16 @@ def _load_key(path: Path) -> dict:
         models = {key["model_a"], key["model_b"]}
         bad = [i for i, s in key["items"].items() if {s["left"], s["right"]} != models]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise RatingSheetError([f"{path}: not a rating key written by make_rating_sheet "
-                                f"({type(exc).__name__}: {exc})"]) from exc
+        raise RatingSheetError(
+            [
+                f"{path}: not a rating key written by make_rating_sheet "
+                f"({type(exc).__name__}: {exc})"
+            ]
+        ) from exc
     if bad:
-        raise RatingSheetError([f"{path}: items {bad[:MAX_IDS_LISTED]} do not map left/right "
-                                f"to the key's two models"])
+        raise RatingSheetError(
+            [f"{path}: items {bad[:MAX_IDS_LISTED]} do not map left/right to the key's two models"]
+        )
     return key
 
 
@@ -213,15 +257,20 @@ def _named_sheets(sheet_paths) -> dict[str, Path]:
         paths = [Path(p) for p in sheet_paths]
         named = {p.stem: p for p in paths}
         if len(named) < len(paths):
-            raise RatingSheetError([f"two sheets share a file stem among {[str(p) for p in paths]};"
-                                    " pass {rater: path} to name the raters"])
+            raise RatingSheetError(
+                [
+                    f"two sheets share a file stem among {[str(p) for p in paths]};"
+                    " pass {rater: path} to name the raters"
+                ]
+            )
     if not named:
         raise RatingSheetError(["no rating sheets given"])
     return named
 
 
-def _read_sheet(rater: str, path: Path, key: dict, allow_missing: bool,
-                problems: list[str]) -> list[dict]:
+def _read_sheet(
+    rater: str, path: Path, key: dict, allow_missing: bool, problems: list[str]
+) -> list[dict]:
     """One rater's votes; appends this file's problems (with rows) to ``problems``."""
     rows = _csv_rows(path, problems)
     if rows is None:
@@ -239,23 +288,36 @@ def _read_sheet(rater: str, path: Path, key: dict, allow_missing: bool,
             if not allow_missing:
                 problems.append(f"{where}: missing vote for item {item_id!r} (expected L, R or T)")
         elif raw.lower() not in VOTES:
-            problems.append(f"{where}: invalid vote {raw!r} for item {item_id!r} "
-                            "(expected L, R or T; left, right or tie also accepted)")
+            problems.append(
+                f"{where}: invalid vote {raw!r} for item {item_id!r} "
+                "(expected L, R or T; left, right or tie also accepted)"
+            )
         else:
             vote = VOTES[raw.lower()]
             winner = {"L": items[item_id]["left"], "R": items[item_id]["right"]}.get(vote, TIE)
-            votes.append({"rater": rater, "item_id": item_id, "vote": vote, "winner": winner,
-                          "comment": row["comment"].strip()})
+            votes.append(
+                {
+                    "rater": rater,
+                    "item_id": item_id,
+                    "vote": vote,
+                    "winner": winner,
+                    "comment": row["comment"].strip(),
+                }
+            )
     for item_id, lines in seen.items():
         if len(lines) > 1:
-            problems.append(f"{path} rows {', '.join(map(str, lines))}: item {item_id!r} is "
-                            f"rated {len(lines)} times by the same rater")
+            problems.append(
+                f"{path} rows {', '.join(map(str, lines))}: item {item_id!r} is "
+                f"rated {len(lines)} times by the same rater"
+            )
     missing = [i for i in items if i not in seen]
     if missing and not allow_missing:
         more = ", ..." if len(missing) > MAX_IDS_LISTED else ""
-        problems.append(f"{path}: {len(missing)} of {len(items)} items of the key have no row: "
-                        f"{', '.join(missing[:MAX_IDS_LISTED])}{more} "
-                        "(pass allow_missing=True to accept a partial sheet)")
+        problems.append(
+            f"{path}: {len(missing)} of {len(items)} items of the key have no row: "
+            f"{', '.join(missing[:MAX_IDS_LISTED])}{more} "
+            "(pass allow_missing=True to accept a partial sheet)"
+        )
     return votes
 
 
@@ -271,14 +333,17 @@ def _csv_rows(path: Path, problems: list[str]) -> list[tuple[int, dict]] | None:
         problems.append(f"{path}: cannot be read as CSV ({exc})")
         return None
     if not records:
-        problems.append(f"{path}: empty file, expected a header row with "
-                        f"{', '.join(REQUIRED_COLUMNS)}")
+        problems.append(
+            f"{path}: empty file, expected a header row with {', '.join(REQUIRED_COLUMNS)}"
+        )
         return None
     header = [h.strip().lower() for h in records[0]]
     absent = [c for c in REQUIRED_COLUMNS if c not in header]
     if absent:
-        problems.append(f"{path}: missing required column(s) {', '.join(absent)}; columns "
-                        f"found: {', '.join(repr(h) for h in records[0]) or 'none'}")
+        problems.append(
+            f"{path}: missing required column(s) {', '.join(absent)}; columns "
+            f"found: {', '.join(repr(h) for h in records[0]) or 'none'}"
+        )
         return None
     where = {c: header.index(c) for c in (*REQUIRED_COLUMNS, "comment") if c in header}
 
@@ -286,9 +351,11 @@ def _csv_rows(path: Path, problems: list[str]) -> list[tuple[int, dict]] | None:
         i = where.get(column, len(record))
         return record[i] if i < len(record) else ""
 
-    return [(n, {c: cell(r, c) for c in ("item_id", "vote", "comment")})
-            for n, r in enumerate(records[1:], start=2)
-            if any(v.strip() for v in r)]  # spreadsheets pad the end with empty rows
+    return [
+        (n, {c: cell(r, c) for c in ("item_id", "vote", "comment")})
+        for n, r in enumerate(records[1:], start=2)
+        if any(v.strip() for v in r)
+    ]  # spreadsheets pad the end with empty rows
 
 
 # ---------------------------------------------------------------------------- statistics
@@ -368,17 +435,24 @@ def summarise(ratings: pd.DataFrame, model_a: str, model_b: str) -> dict:
     a, b, t = (int((won == m).sum()) for m in (model_a, model_b, TIE))
     n = len(ratings)
     decisive = ratings[won != TIE]
-    left = proportion(int((decisive["vote"] == "L").sum()), len(decisive)) \
-        if "vote" in ratings else None
+    left = (
+        proportion(int((decisive["vote"] == "L").sum()), len(decisive))
+        if "vote" in ratings
+        else None
+    )
     raters = sorted(ratings["rater"].unique().tolist())
     return {
-        "model_a": model_a, "model_b": model_b, "votes": n, "raters": raters,
+        "model_a": model_a,
+        "model_b": model_b,
+        "votes": n,
+        "raters": raters,
         "items": int(ratings["item_id"].nunique()),
-        "a_win_rate": proportion(a, n), "b_win_rate": proportion(b, n),
-        "tie_rate": proportion(t, n), "a_share_of_decisive": proportion(a, a + b),
+        "a_win_rate": proportion(a, n),
+        "b_win_rate": proportion(b, n),
+        "tie_rate": proportion(t, n),
+        "a_share_of_decisive": proportion(a, a + b),
         "left_share_of_decisive": left,  # position bias check: 0.5 if sides do not matter
-        "per_rater": {r: _tally(ratings[ratings["rater"] == r], model_a, model_b)
-                      for r in raters},
+        "per_rater": {r: _tally(ratings[ratings["rater"] == r], model_a, model_b) for r in raters},
         "agreement": _agreement(ratings, [model_a, model_b, TIE]),
     }
 
@@ -397,9 +471,15 @@ def _check_ratings(ratings: pd.DataFrame, model_a: str, model_b: str) -> None:
 def _tally(votes: pd.DataFrame, model_a: str, model_b: str) -> dict:
     n = len(votes)
     a, b, t = ((votes["winner"] == m).sum() for m in (model_a, model_b, TIE))
-    return {"votes": n, "a_wins": int(a), "b_wins": int(b), "ties": int(t),
-            "a_win_rate": a / n if n else None, "b_win_rate": b / n if n else None,
-            "tie_rate": t / n if n else None}
+    return {
+        "votes": n,
+        "a_wins": int(a),
+        "b_wins": int(b),
+        "ties": int(t),
+        "a_win_rate": a / n if n else None,
+        "b_win_rate": b / n if n else None,
+        "tie_rate": t / n if n else None,
+    }
 
 
 def _agreement(ratings: pd.DataFrame, categories: list[str]) -> dict:
@@ -409,15 +489,28 @@ def _agreement(ratings: pd.DataFrame, categories: list[str]) -> dict:
     for r1, r2 in itertools.combinations(sorted(table.columns), 2):
         both = table[[r1, r2]].dropna()
         kappa = cohen_kappa(both[r1], both[r2])
-        cohen.append({"raters": [r1, r2], "items": len(both), "kappa": kappa,
-                      "note": None if kappa is not None else _why_undefined(both)})
+        cohen.append(
+            {
+                "raters": [r1, r2],
+                "items": len(both),
+                "kappa": kappa,
+                "note": None if kappa is not None else _why_undefined(both),
+            }
+        )
     complete = table.dropna()
     counts = np.stack([(complete == c).sum(axis=1).to_numpy() for c in categories], axis=1)
     kappa = fleiss_kappa(counts) if table.shape[1] >= 2 else None
-    note = "needs at least 2 raters" if table.shape[1] < 2 else \
-        None if kappa is not None else _why_undefined(complete)
-    return {"cohen": cohen, "fleiss": {"kappa": kappa, "items": len(complete),
-                                       "raters": table.shape[1], "note": note}}
+    note = (
+        "needs at least 2 raters"
+        if table.shape[1] < 2
+        else None
+        if kappa is not None
+        else _why_undefined(complete)
+    )
+    return {
+        "cohen": cohen,
+        "fleiss": {"kappa": kappa, "items": len(complete), "raters": table.shape[1], "note": note},
+    }
 
 
 def _why_undefined(votes: pd.DataFrame) -> str:
@@ -427,8 +520,13 @@ def _why_undefined(votes: pd.DataFrame) -> str:
     return f"undefined: every vote is {only[0]!r}, so chance agreement is already 1"
 
 
-def score_sheets(sheets: list[Path | str], key: Path | str, model_a: str, model_b: str,
-                 allow_missing: bool = False) -> dict:
+def score_sheets(
+    sheets: list[Path | str],
+    key: Path | str,
+    model_a: str,
+    model_b: str,
+    allow_missing: bool = False,
+) -> dict:
     """The filled sheets read through the key and summarised (see ``summarise``)."""
     ratings = read_ratings([Path(s) for s in sheets], key, allow_missing=allow_missing)
     return summarise(ratings, model_a, model_b)

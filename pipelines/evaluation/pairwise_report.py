@@ -1,6 +1,7 @@
 """The pairwise summary as a report: markdown for a Prefect artifact (outcome rates with their
 intervals, per-rater tallies, agreement), and that markdown plus the JSON summary on disk.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,30 +13,57 @@ from infra.files import write_bytes_atomic
 def report_markdown(summary: dict) -> str:
     """The summary as markdown (for a Prefect artifact)."""
     a, b = summary["model_a"], summary["model_b"]
-    lines = [f"## Pairwise evaluation: {_md(a)} vs {_md(b)}", "",
-             f"{summary['votes']} votes from {len(summary['raters'])} raters on "
-             f"{summary['items']} items; double-blind, sides drawn at random per item.", "",
-             "| outcome | votes | rate | 95 % CI (Wilson) |", "|---|---:|---:|---|"]
-    for label, field in ((f"{a} wins", "a_win_rate"), (f"{b} wins", "b_win_rate"),
-                         ("tie", "tie_rate"), (f"{a} among decisive votes", "a_share_of_decisive"),
-                         ("left side among decisive votes", "left_share_of_decisive")):
+    lines = [
+        f"## Pairwise evaluation: {_md(a)} vs {_md(b)}",
+        "",
+        f"{summary['votes']} votes from {len(summary['raters'])} raters on "
+        f"{summary['items']} items; double-blind, sides drawn at random per item.",
+        "",
+        "| outcome | votes | rate | 95 % CI (Wilson) |",
+        "|---|---:|---:|---|",
+    ]
+    for label, field in (
+        (f"{a} wins", "a_win_rate"),
+        (f"{b} wins", "b_win_rate"),
+        ("tie", "tie_rate"),
+        (f"{a} among decisive votes", "a_share_of_decisive"),
+        ("left side among decisive votes", "left_share_of_decisive"),
+    ):
         p = summary.get(field)
         if p is not None:
             ci = f"{_pct(p['ci95'][0])} to {_pct(p['ci95'][1])}" if p["ci95"] else "n/a"
             lines.append(f"| {_md(label)} | {p['count']}/{p['n']} | {_pct(p['rate'])} | {ci} |")
-    lines += ["", "### Raters", "", f"| rater | votes | {_md(a)} | {_md(b)} | tie |",
-              "|---|---:|---:|---:|---:|"]
-    lines += [f"| {_md(r)} | {t['votes']} | {t['a_wins']} | {t['b_wins']} | {t['ties']} |"
-              for r, t in summary["per_rater"].items()]
+    lines += [
+        "",
+        "### Raters",
+        "",
+        f"| rater | votes | {_md(a)} | {_md(b)} | tie |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {_md(r)} | {t['votes']} | {t['a_wins']} | {t['b_wins']} | {t['ties']} |"
+        for r, t in summary["per_rater"].items()
+    ]
     fleiss = summary["agreement"]["fleiss"]
-    lines += ["", "### Agreement (by model, not by side)", "",
-              f"Fleiss' kappa: {_kappa(fleiss)} over {fleiss['items']} items rated by all "
-              f"{fleiss['raters']} raters.", "", "| raters | items | Cohen's kappa |",
-              "|---|---:|---|"]
-    lines += [f"| {_md(' / '.join(c['raters']))} | {c['items']} | {_kappa(c)} |"
-              for c in summary["agreement"]["cohen"]]
-    lines += ["", "Intervals treat votes as independent; votes on one item are correlated, "
-              "so the true uncertainty is somewhat wider."]
+    lines += [
+        "",
+        "### Agreement (by model, not by side)",
+        "",
+        f"Fleiss' kappa: {_kappa(fleiss)} over {fleiss['items']} items rated by all "
+        f"{fleiss['raters']} raters.",
+        "",
+        "| raters | items | Cohen's kappa |",
+        "|---|---:|---|",
+    ]
+    lines += [
+        f"| {_md(' / '.join(c['raters']))} | {c['items']} | {_kappa(c)} |"
+        for c in summary["agreement"]["cohen"]
+    ]
+    lines += [
+        "",
+        "Intervals treat votes as independent; votes on one item are correlated, "
+        "so the true uncertainty is somewhat wider.",
+    ]
     return "\n".join(lines) + "\n"
 
 

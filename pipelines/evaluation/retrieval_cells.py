@@ -2,6 +2,7 @@
 config, one evaluated (or cache-read) cell's result, and the summary of a grid — the best cell
 by a metric, each cell's headline numbers, and the scores per eval set of a combined one.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -54,10 +55,14 @@ class GridConfig(BaseModel):
         return grid_cells(self.chunk_sizes, self.retrievers)
 
 
-def grid_cells(chunk_sizes: Iterable[int] = CHUNK_SIZES,
-               retrievers: Iterable[str] = RETRIEVERS) -> list[GridCell]:
-    return [GridCell(size, retriever) for size in dict.fromkeys(chunk_sizes)
-            for retriever in dict.fromkeys(retrievers)]
+def grid_cells(
+    chunk_sizes: Iterable[int] = CHUNK_SIZES, retrievers: Iterable[str] = RETRIEVERS
+) -> list[GridCell]:
+    return [
+        GridCell(size, retriever)
+        for size in dict.fromkeys(chunk_sizes)
+        for retriever in dict.fromkeys(retrievers)
+    ]
 
 
 @dataclass
@@ -74,10 +79,17 @@ class CellResult:
     eval_set: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"cell": self.cell._asdict(), "name": self.cell.name, "key": self.key,
-                "table_version": self.table_version, "metrics": self.metrics,
-                "per_question": self.per_question, "run_id": self.run_id,
-                "cached": self.cached, "eval_set": self.eval_set}
+        return {
+            "cell": self.cell._asdict(),
+            "name": self.cell.name,
+            "key": self.key,
+            "table_version": self.table_version,
+            "metrics": self.metrics,
+            "per_question": self.per_question,
+            "run_id": self.run_id,
+            "cached": self.cached,
+            "eval_set": self.eval_set,
+        }
 
 
 def best_cell(results: Sequence[CellResult], metric: str | None = None) -> CellResult:
@@ -85,8 +97,7 @@ def best_cell(results: Sequence[CellResult], metric: str | None = None) -> CellR
     None = nDCG at the largest k computed."""
     metric = resolve_metric(results, metric)
     if metric not in results[0].metrics:
-        raise ValueError(f"metric {metric!r} not computed (have "
-                         f"{', '.join(results[0].metrics)})")
+        raise ValueError(f"metric {metric!r} not computed (have {', '.join(results[0].metrics)})")
     return max(results, key=lambda r: r.metrics[metric])
 
 
@@ -100,21 +111,34 @@ def grid_summary(results: Sequence[CellResult], metric: str | None = None) -> di
     """A small JSON-able manifest: the best cell and each cell's headline numbers."""
     metric = resolve_metric(results, metric)
     best = best_cell(results, metric)
-    return {"metric": metric, "best": {"cell": best.cell.name, metric: best.metrics[metric]},
-            "eval_set": best.eval_set,
-            "cells": [{"cell": r.cell.name, "cached": r.cached, "run_id": r.run_id,
-                       "table_version": r.table_version,
-                       **{m: r.metrics[m] for m in headline_metrics(r.metrics, metric)}}
-                      for r in results],
-            "by_eval_set": {part: {"questions": count,
-                                   "best": {"cell": max(cells, key=cells.get),
-                                            metric: max(cells.values())},
-                                   "cells": cells}
-                            for part, (count, cells) in part_scores(results, metric).items()}}
+    return {
+        "metric": metric,
+        "best": {"cell": best.cell.name, metric: best.metrics[metric]},
+        "eval_set": best.eval_set,
+        "cells": [
+            {
+                "cell": r.cell.name,
+                "cached": r.cached,
+                "run_id": r.run_id,
+                "table_version": r.table_version,
+                **{m: r.metrics[m] for m in headline_metrics(r.metrics, metric)},
+            }
+            for r in results
+        ],
+        "by_eval_set": {
+            part: {
+                "questions": count,
+                "best": {"cell": max(cells, key=cells.get), metric: max(cells.values())},
+                "cells": cells,
+            }
+            for part, (count, cells) in part_scores(results, metric).items()
+        },
+    }
 
 
-def part_scores(results: Sequence[CellResult], metric: str
-                ) -> dict[str, tuple[int, dict[str, float]]]:
+def part_scores(
+    results: Sequence[CellResult], metric: str
+) -> dict[str, tuple[int, dict[str, float]]]:
     """{eval set: (questions, {cell: mean metric})} for each set a combined eval set was
     made of — template questions and hand-written ones can favour different cells. The means
     are over the per-question scores MLflow gave, as the cells' own means are."""
@@ -124,16 +148,14 @@ def part_scores(results: Sequence[CellResult], metric: str
         for row in r.per_question:
             by_part.setdefault(row.get("eval_set", ""), []).append(row[metric])
         for part, values in by_part.items():
-            parts.setdefault(part, (len(values), {}))[1][r.cell.name] = (
-                sum(values) / len(values))
+            parts.setdefault(part, (len(values), {}))[1][r.cell.name] = sum(values) / len(values)
     return parts
 
 
 def headline_metrics(metrics: Mapping[str, float], metric: str) -> list[str]:
     ks = sorted({int(name.rsplit("_", 1)[1]) for name in metrics})
     top = ks[-1]
-    wanted = [f"precision_at_{ks[0]}", "recall_at_5", f"recall_at_{top}", f"ndcg_at_{top}",
-              metric]
+    wanted = [f"precision_at_{ks[0]}", "recall_at_5", f"recall_at_{top}", f"ndcg_at_{top}", metric]
     return list(dict.fromkeys(m for m in wanted if m in metrics))
 
 

@@ -4,6 +4,7 @@ a rerun reads back every cell whose inputs did not change and asks the retriever
 others. The grid takes ``retrieve_for_cell(cell)`` from the caller (the RAG stage opens the
 indexes); cells are written atomically, so a crash never leaves half a cell.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,23 +33,40 @@ def code_version() -> str:
     return digest.hexdigest()[:16]
 
 
-def cell_key(cell: GridCell, table_version: str, eval_set: EvalSet, ks: Iterable[int],
-             extra: Mapping | None = None) -> str:
+def cell_key(
+    cell: GridCell,
+    table_version: str,
+    eval_set: EvalSet,
+    ks: Iterable[int],
+    extra: Mapping | None = None,
+) -> str:
     """Cache key of one cell: its config, the table version it reads, the eval set's content
     hash, the ks, this code's version, and anything else the caller says matters (e.g. the
     embedder, the retriever code's hash)."""
-    payload = {"cell": cell._asdict(), "table": str(table_version),
-               "eval_set": eval_set.content_hash, "ks": list(check_ks(ks)),
-               "code": code_version(), "extra": dict(extra or {})}
+    payload = {
+        "cell": cell._asdict(),
+        "table": str(table_version),
+        "eval_set": eval_set.content_hash,
+        "ks": list(check_ks(ks)),
+        "code": code_version(),
+        "extra": dict(extra or {}),
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def evaluate_grid(cells: Iterable[GridCell], retrieve_for_cell: Callable[[GridCell], Callable],
-                  eval_set: EvalSet, cache_dir: Path | str, *,
-                  table_version: Callable[[GridCell], object] | Mapping,
-                  ks: Iterable[int] = KS, run=None, out_dir: Path | str | None = None,
-                  key_extra: Mapping | None = None, metric: str | None = None
-                  ) -> list[CellResult]:
+def evaluate_grid(
+    cells: Iterable[GridCell],
+    retrieve_for_cell: Callable[[GridCell], Callable],
+    eval_set: EvalSet,
+    cache_dir: Path | str,
+    *,
+    table_version: Callable[[GridCell], object] | Mapping,
+    ks: Iterable[int] = KS,
+    run=None,
+    out_dir: Path | str | None = None,
+    key_extra: Mapping | None = None,
+    metric: str | None = None,
+) -> list[CellResult]:
     """Evaluate every cell, reading back the cells whose key is already in ``cache_dir``.
 
     ``retrieve_for_cell(cell)`` gives the cell's ``retrieve(question, k)``; it is only called
@@ -73,9 +91,18 @@ def evaluate_grid(cells: Iterable[GridCell], retrieve_for_cell: Callable[[GridCe
             results.append(_cell_result(stored, cached=True))
             continue
         evaluated = retrieval_metrics.evaluate_retriever(
-            retrieve_for_cell(cell), eval_set, ks, run, run_name=cell.name,
-            params={"chunk_size": cell.chunk_size, "retriever": cell.retriever,
-                    "table_version": version, "cache_key": key})
+            retrieve_for_cell(cell),
+            eval_set,
+            ks,
+            run,
+            run_name=cell.name,
+            params={
+                "chunk_size": cell.chunk_size,
+                "retriever": cell.retriever,
+                "table_version": version,
+                "cache_key": key,
+            },
+        )
         record = {"key": key, "cell": cell._asdict(), "table_version": version, **evaluated}
         write_json_atomic(path, record, sort_keys=False)  # as MLflow gave it
         results.append(_cell_result(record, cached=False))
@@ -91,8 +118,10 @@ def _check_cells(cells: list[GridCell]) -> None:
         raise ValueError("the grid has no cells")
     for cell in cells:
         if cell.retriever not in RETRIEVERS:
-            raise ValueError(f"grid cell {cell}: unknown retriever {cell.retriever!r} "
-                             f"(expected one of {', '.join(RETRIEVERS)})")
+            raise ValueError(
+                f"grid cell {cell}: unknown retriever {cell.retriever!r} "
+                f"(expected one of {', '.join(RETRIEVERS)})"
+            )
         if not isinstance(cell.chunk_size, int) or cell.chunk_size < 1:
             raise ValueError(f"grid cell {cell}: chunk_size must be a positive token count")
     duplicates = [c.name for c, n in Counter(cells).items() if n > 1]
@@ -106,8 +135,9 @@ def _table_version(table_version, cell: GridCell):
     for lookup in (cell, cell.chunk_size):
         if lookup in table_version:
             return table_version[lookup]
-    raise KeyError(f"no table version for grid cell {cell.name} (give one per cell or per "
-                   f"chunk size)")
+    raise KeyError(
+        f"no table version for grid cell {cell.name} (give one per cell or per chunk size)"
+    )
 
 
 def _read_cached(path: Path, key: str) -> dict | None:
@@ -119,6 +149,13 @@ def _read_cached(path: Path, key: str) -> dict | None:
 
 
 def _cell_result(record: dict, cached: bool) -> CellResult:
-    return CellResult(GridCell(**record["cell"]), record["key"], record["table_version"],
-                      record["metrics"], record["per_question"], record.get("run_id"), cached,
-                      record.get("eval_set", {}))
+    return CellResult(
+        GridCell(**record["cell"]),
+        record["key"],
+        record["table_version"],
+        record["metrics"],
+        record["per_question"],
+        record.get("run_id"),
+        cached,
+        record.get("eval_set", {}),
+    )

@@ -3,6 +3,7 @@ asked every question, the ranked ids deduplicated and scored with MLflow's preci
 and nDCG at each k (infra/retriever_eval.py), never with formulas of our own; per-question
 scores and means come back JSON-able, so a grid cell can be cached as is.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
@@ -24,8 +25,9 @@ def dedup_source_ids(source_ids: Iterable, k: int | None = None) -> list[str]:
 def _source_id(item) -> str:
     source_id = item if isinstance(item, str) else getattr(item, "source_id", None)
     if not isinstance(source_id, str):
-        raise TypeError(f"retriever returned {item!r}: expected a source id string or a hit "
-                        f"with a source_id")
+        raise TypeError(
+            f"retriever returned {item!r}: expected a source id string or a hit with a source_id"
+        )
     return source_id
 
 
@@ -36,9 +38,16 @@ def check_ks(ks: Iterable[int]) -> tuple[int, ...]:
     return values
 
 
-def evaluate_retriever(retrieve: Callable[[str, int], Sequence], eval_set: EvalSet,
-                       ks: Iterable[int] = KS, run=None, *, run_name: str = "retriever",
-                       experiment: str = EXPERIMENT, params: dict | None = None) -> dict:
+def evaluate_retriever(
+    retrieve: Callable[[str, int], Sequence],
+    eval_set: EvalSet,
+    ks: Iterable[int] = KS,
+    run=None,
+    *,
+    run_name: str = "retriever",
+    experiment: str = EXPERIMENT,
+    params: dict | None = None,
+) -> dict:
     """Ask ``retrieve(question, max(ks))`` every question, then score the ranked source ids
     with MLflow's retriever evaluation in an MLflow run of its own: a child of ``run`` (an
     infra.tracking.Run or a run id) when given, else a top-level run in ``experiment``.
@@ -59,22 +68,40 @@ def evaluate_retriever(retrieve: Callable[[str, int], Sequence], eval_set: EvalS
         try:
             retrieved.append(dedup_source_ids(retrieve(q.question, depth), depth))
         except Exception as exc:
-            raise RuntimeError(f"retriever failed on question {index} of {eval_set.name!r} "
-                               f"({q.question!r}): {exc}") from exc
+            raise RuntimeError(
+                f"retriever failed on question {index} of {eval_set.name!r} "
+                f"({q.question!r}): {exc}"
+            ) from exc
     expected = [list(q.expected_source_ids) for q in eval_set]
     run_params = {"eval_set": eval_set.describe(), "ks": list(ks), **(params or {})}
     scores, means, run_id = mlflow_retriever_scores(
-        [q.question for q in eval_set], expected, retrieved, ks, run, run_name, experiment,
-        run_params)
+        [q.question for q in eval_set],
+        expected,
+        retrieved,
+        ks,
+        run,
+        run_name,
+        experiment,
+        run_params,
+    )
     per_question = []
     for i, q in enumerate(eval_set):
-        row = {"question": q.question, "eval_set": q.part or eval_set.name,
-               "expected": expected[i], "retrieved": retrieved[i],
-               "hit_rank": hit_rank(expected[i], retrieved[i])}
+        row = {
+            "question": q.question,
+            "eval_set": q.part or eval_set.name,
+            "expected": expected[i],
+            "retrieved": retrieved[i],
+            "hit_rank": hit_rank(expected[i], retrieved[i]),
+        }
         row.update({name: values[i] for name, values in scores.items()})
         per_question.append(row)
-    return {"metrics": means, "per_question": per_question, "run_id": run_id,
-            "eval_set": eval_set.describe(), "ks": list(ks)}
+    return {
+        "metrics": means,
+        "per_question": per_question,
+        "run_id": run_id,
+        "eval_set": eval_set.describe(),
+        "ks": list(ks),
+    }
 
 
 def hit_rank(expected: Sequence[str], retrieved: Sequence[str]) -> int | None:

@@ -2,6 +2,7 @@
 chart of each metric against k per cell (PNG), the markdown report (a Prefect artifact), and
 the grid logged to its parent MLflow run.
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,14 +27,19 @@ CHART_PNG = "grid_metrics.png"
 MARKDOWN_FILE = "grid.md"
 
 
-def write_grid_reports(results: Sequence[CellResult], out_dir: Path | str,
-                       metric: str | None = None) -> dict[str, str]:
+def write_grid_reports(
+    results: Sequence[CellResult], out_dir: Path | str, metric: str | None = None
+) -> dict[str, str]:
     """The per-question table (CSV), metrics per cell and k (CSV), a chart of each metric
     against k per cell (PNG) and the markdown report, in ``out_dir``: {kind: path}."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"per_question_csv": out / PER_QUESTION_CSV, "metrics_csv": out / METRICS_CSV,
-             "chart_png": out / CHART_PNG, "markdown": out / MARKDOWN_FILE}
+    paths = {
+        "per_question_csv": out / PER_QUESTION_CSV,
+        "metrics_csv": out / METRICS_CSV,
+        "chart_png": out / CHART_PNG,
+        "markdown": out / MARKDOWN_FILE,
+    }
     _write_per_question_csv(results, paths["per_question_csv"])
     _write_metrics_csv(results, paths["metrics_csv"])
     plot_grid(results, paths["chart_png"])
@@ -45,16 +51,34 @@ def _write_per_question_csv(results: Sequence[CellResult], path: Path) -> None:
     score_columns = metric_names(ks_of(results[0])) if results else []
     with open(path, "w", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(["cell", "chunk_size", "retriever", "eval_set", "question",
-                         "expected", "retrieved", "hit_rank", *score_columns])
+        writer.writerow(
+            [
+                "cell",
+                "chunk_size",
+                "retriever",
+                "eval_set",
+                "question",
+                "expected",
+                "retrieved",
+                "hit_rank",
+                *score_columns,
+            ]
+        )
         for r in results:
             for row in r.per_question:
-                writer.writerow([r.cell.name, r.cell.chunk_size, r.cell.retriever,
-                                 row.get("eval_set", ""), row["question"],
-                                 ";".join(row["expected"]),
-                                 ";".join(row["retrieved"]),
-                                 "" if row["hit_rank"] is None else row["hit_rank"],
-                                 *(row.get(c, "") for c in score_columns)])
+                writer.writerow(
+                    [
+                        r.cell.name,
+                        r.cell.chunk_size,
+                        r.cell.retriever,
+                        row.get("eval_set", ""),
+                        row["question"],
+                        ";".join(row["expected"]),
+                        ";".join(row["retrieved"]),
+                        "" if row["hit_rank"] is None else row["hit_rank"],
+                        *(row.get(c, "") for c in score_columns),
+                    ]
+                )
 
 
 def _write_metrics_csv(results: Sequence[CellResult], path: Path) -> None:
@@ -63,9 +87,17 @@ def _write_metrics_csv(results: Sequence[CellResult], path: Path) -> None:
         writer.writerow(["cell", "chunk_size", "retriever", "k", *METRICS, "cached", "run_id"])
         for r in results:
             for k in ks_of(r):
-                writer.writerow([r.cell.name, r.cell.chunk_size, r.cell.retriever, k,
-                                 *(r.metrics[f"{m}_at_{k}"] for m in METRICS), r.cached,
-                                 r.run_id or ""])
+                writer.writerow(
+                    [
+                        r.cell.name,
+                        r.cell.chunk_size,
+                        r.cell.retriever,
+                        k,
+                        *(r.metrics[f"{m}_at_{k}"] for m in METRICS),
+                        r.cached,
+                        r.run_id or "",
+                    ]
+                )
 
 
 def plot_grid(results: Sequence[CellResult], path: Path | str) -> Path:
@@ -80,13 +112,18 @@ def plot_grid(results: Sequence[CellResult], path: Path | str) -> Path:
     sizes = sorted({r.cell.chunk_size for r in results})
     styles = ["-", "--", ":", "-."]
     colours = {"vector": "tab:blue", "fts": "tab:orange", "hybrid": "tab:green"}
-    for axis, family in zip(axes, METRICS):
+    for axis, family in zip(axes, METRICS, strict=False):
         for r in results:
             ks = ks_of(r)
-            axis.plot(ks, [r.metrics[f"{family}_at_{k}"] for k in ks], marker="o",
-                      markersize=3, color=colours.get(r.cell.retriever),
-                      linestyle=styles[sizes.index(r.cell.chunk_size) % len(styles)],
-                      label=r.cell.name)
+            axis.plot(
+                ks,
+                [r.metrics[f"{family}_at_{k}"] for k in ks],
+                marker="o",
+                markersize=3,
+                color=colours.get(r.cell.retriever),
+                linestyle=styles[sizes.index(r.cell.chunk_size) % len(styles)],
+                label=r.cell.name,
+            )
         axis.set_title(f"{'nDCG' if family == 'ndcg' else family}@k")
         axis.set_xlabel("k")
         axis.set_ylim(0, 1)
@@ -95,8 +132,9 @@ def plot_grid(results: Sequence[CellResult], path: Path | str) -> Path:
     axes[-1].legend(fontsize="small", loc="best")
     if results and results[0].eval_set:
         info = results[0].eval_set
-        figure.suptitle(f"Retriever grid on {info.get('name')} ({info.get('questions')} "
-                        f"questions)")
+        figure.suptitle(
+            f"Retriever grid on {info.get('name')} ({info.get('questions')} questions)"
+        )
     figure.savefig(path, dpi=110)
     return Path(path)
 
@@ -108,25 +146,46 @@ def grid_markdown(results: Sequence[CellResult], metric: str | None = None) -> s
     best = best_cell(results, metric)
     columns = headline_metrics(best.metrics, metric)
     info = best.eval_set
-    lines = [f"# Retriever evaluation: {info.get('name', 'eval set')}", "",
-             f"{info.get('questions', len(best.per_question))} questions (eval set hash "
-             f"`{str(info.get('hash', ''))[:12]}`). Best cell by {metric}: "
-             f"**{best.cell.name}** = {best.metrics[metric]:.3f}.", ""]
-    lines += md_table(["cell", "chunk size", "retriever", *columns, "cached"],
-                      [[f"**{r.cell.name}**" if r is best else r.cell.name, r.cell.chunk_size,
-                        r.cell.retriever, *(f"{r.metrics[c]:.3f}" for c in columns),
-                        "yes" if r.cached else "no"] for r in results],
-                      "lrl" + "r" * len(columns) + "l")
+    lines = [
+        f"# Retriever evaluation: {info.get('name', 'eval set')}",
+        "",
+        f"{info.get('questions', len(best.per_question))} questions (eval set hash "
+        f"`{str(info.get('hash', ''))[:12]}`). Best cell by {metric}: "
+        f"**{best.cell.name}** = {best.metrics[metric]:.3f}.",
+        "",
+    ]
+    lines += md_table(
+        ["cell", "chunk size", "retriever", *columns, "cached"],
+        [
+            [
+                f"**{r.cell.name}**" if r is best else r.cell.name,
+                r.cell.chunk_size,
+                r.cell.retriever,
+                *(f"{r.metrics[c]:.3f}" for c in columns),
+                "yes" if r.cached else "no",
+            ]
+            for r in results
+        ],
+        "lrl" + "r" * len(columns) + "l",
+    )
     lines += _part_lines(results, metric)
     top = max(ks_of(best))
     lines += ["", f"## Per question, {best.cell.name}", ""]
-    lines += md_table(["question", "expected", "top retrieved", "hit rank", f"recall@{top}",
-                       f"ndcg@{top}"],
-                      [[row["question"], ", ".join(row["expected"]),
-                        ", ".join(row["retrieved"][:3]),
-                        "miss" if row["hit_rank"] is None else str(row["hit_rank"]),
-                        f"{row[f'recall_at_{top}']:.2f}", f"{row[f'ndcg_at_{top}']:.2f}"]
-                       for row in best.per_question[:MARKDOWN_ROWS]], "lllrrr")
+    lines += md_table(
+        ["question", "expected", "top retrieved", "hit rank", f"recall@{top}", f"ndcg@{top}"],
+        [
+            [
+                row["question"],
+                ", ".join(row["expected"]),
+                ", ".join(row["retrieved"][:3]),
+                "miss" if row["hit_rank"] is None else str(row["hit_rank"]),
+                f"{row[f'recall_at_{top}']:.2f}",
+                f"{row[f'ndcg_at_{top}']:.2f}",
+            ]
+            for row in best.per_question[:MARKDOWN_ROWS]
+        ],
+        "lllrrr",
+    )
     hidden = len(best.per_question) - MARKDOWN_ROWS
     if hidden > 0:
         lines += ["", f"... {hidden} more questions in {PER_QUESTION_CSV}."]
@@ -147,13 +206,22 @@ def _part_lines(results: Sequence[CellResult], metric: str) -> list[str]:
             value = f"{cells[r.cell.name]:.3f}"
             values.append(f"**{value}**" if r.cell.name == max(cells, key=cells.get) else value)
         rows.append([r.cell.name, *values])
-    return ["", f"## {metric} by eval set", "",
-            *md_table(["cell", *(f"{n} ({parts[n][0]})" for n in names)], rows,
-                      "l" + "r" * len(names))]
+    return [
+        "",
+        f"## {metric} by eval set",
+        "",
+        *md_table(
+            ["cell", *(f"{n} ({parts[n][0]})" for n in names)], rows, "l" + "r" * len(names)
+        ),
+    ]
 
 
-def log_grid(results: Sequence[CellResult], run, out_dir: Path | str | None = None,
-             metric: str | None = None) -> None:
+def log_grid(
+    results: Sequence[CellResult],
+    run,
+    out_dir: Path | str | None = None,
+    metric: str | None = None,
+) -> None:
     """Log the grid to the parent run: each cell's metric families at step k (MLflow charts
     them against k), the best cell, and the reports in ``out_dir`` as artifacts."""
     from infra import tracking
@@ -162,8 +230,10 @@ def log_grid(results: Sequence[CellResult], run, out_dir: Path | str | None = No
     handle = run if hasattr(run, "log_metrics") else tracking.Run(str(run))
     for r in results:
         for k in ks_of(r):
-            handle.log_metrics({f"{r.cell.name}.{family}": r.metrics[f"{family}_at_{k}"]
-                                for family in METRICS}, step=k)
+            handle.log_metrics(
+                {f"{r.cell.name}.{family}": r.metrics[f"{family}_at_{k}"] for family in METRICS},
+                step=k,
+            )
     best = best_cell(results, metric)
     handle.log_metrics({f"best.{metric}": best.metrics[metric]})
     handle.set_tags({"best_cell": best.cell.name, "eval_set_hash": best.eval_set.get("hash", "")})

@@ -4,6 +4,7 @@ about the mlflow, prefect and pyspark APIs (``data/rag_questions.jsonl``, some w
 answers), from JSON lines files like it, or from user CSVs with columns ``question`` and
 ``expected_source_ids`` (ids separated by ``;`` or ``|``); every bad row names its file and row.
 """
+
 from __future__ import annotations
 
 import csv
@@ -75,6 +76,7 @@ def hand_written_questions() -> EvalSet:
     """The repository's hand-written questions about the mlflow, prefect and pyspark APIs."""
     return load_question_file(QUESTIONS_FILE, name="hand-written")
 
+
 def hand_written_targets() -> list[str]:
     """Every expected id of the hand-written questions, in file order: the documents a capped
     demo corpus keeps so that its index can answer them."""
@@ -88,12 +90,14 @@ def load_eval_set(path: Path | str, known_ids: Iterable[str] | None = None) -> E
         return load_question_file(path, known_ids=known_ids)
     if suffix == ".csv":
         return load_csv(path, known_ids=known_ids)
-    raise EvalSetError(f"eval set {path}: unsupported file type {suffix or '(none)'!r} "
-                       f"(expected .csv or .jsonl)")
+    raise EvalSetError(
+        f"eval set {path}: unsupported file type {suffix or '(none)'!r} (expected .csv or .jsonl)"
+    )
 
 
-def load_question_file(path: Path | str, name: str | None = None,
-                       known_ids: Iterable[str] | None = None) -> EvalSet:
+def load_question_file(
+    path: Path | str, name: str | None = None, known_ids: Iterable[str] | None = None
+) -> EvalSet:
     """JSON lines: ``{"question": str, "expected_source_ids": [str, ...], "note": str?}``."""
     path = Path(path)
     text = _read_eval_file(path)
@@ -114,24 +118,29 @@ def load_question_file(path: Path | str, name: str | None = None,
         note = obj.get("note", "")
         if not isinstance(note, str):
             raise EvalSetError(f"{where}: 'note' must be a string")
-        questions.append(_question(obj.get("question"), ids, where, f"{path.name}:{line_no}",
-                                   note))
+        questions.append(
+            _question(obj.get("question"), ids, where, f"{path.name}:{line_no}", note)
+        )
     return _finish(name or path.stem, questions, path, known_ids)
 
 
-def load_csv(path: Path | str, name: str | None = None,
-             known_ids: Iterable[str] | None = None) -> EvalSet:
+def load_csv(
+    path: Path | str, name: str | None = None, known_ids: Iterable[str] | None = None
+) -> EvalSet:
     """A user CSV with a header: ``question``, ``expected_source_ids`` (ids separated by ';'
     or '|'); other columns are ignored except an optional ``note``. Row numbers in errors
     count data rows from 1 (the header is not a row); the line is given too."""
     path = Path(path)
     reader = csv.DictReader(_read_eval_file(path).splitlines())
-    missing = [c for c in ("question", "expected_source_ids")
-               if c not in (reader.fieldnames or [])]
+    missing = [
+        c for c in ("question", "expected_source_ids") if c not in (reader.fieldnames or [])
+    ]
     if missing:
-        raise EvalSetError(f"eval set {path}: missing column(s) {', '.join(missing)} (header "
-                           f"{reader.fieldnames or 'empty'}; expected question, "
-                           f"expected_source_ids)")
+        raise EvalSetError(
+            f"eval set {path}: missing column(s) {', '.join(missing)} (header "
+            f"{reader.fieldnames or 'empty'}; expected question, "
+            f"expected_source_ids)"
+        )
     questions = []
     for row_no, row in enumerate(reader, start=1):
         where = f"eval set {path} row {row_no} (line {reader.line_num})"
@@ -139,8 +148,11 @@ def load_csv(path: Path | str, name: str | None = None,
             raise EvalSetError(f"{where}: more fields than the header has columns")
         cell = row["expected_source_ids"]
         ids = [] if cell is None else [i.strip() for i in ID_SEPARATORS.split(cell) if i.strip()]
-        questions.append(_question(row["question"], ids, where, f"{path.name} row {row_no}",
-                                   row.get("note") or ""))
+        questions.append(
+            _question(
+                row["question"], ids, where, f"{path.name} row {row_no}", row.get("note") or ""
+            )
+        )
     return _finish(name or path.stem, questions, path, known_ids)
 
 
@@ -162,18 +174,22 @@ def _question(question, ids: list[str], where: str, origin: str, note: str) -> E
     return EvalQuestion(" ".join(question.split()), unique, note, origin)
 
 
-def _finish(name: str, questions: list[EvalQuestion], path: Path,
-            known_ids: Iterable[str] | None) -> EvalSet:
+def _finish(
+    name: str, questions: list[EvalQuestion], path: Path, known_ids: Iterable[str] | None
+) -> EvalSet:
     if not questions:
         raise EvalSetError(f"eval set {path} has no questions")
     eval_set = EvalSet(name, tuple(questions))
     if known_ids is not None:
         problems = unknown_ids(eval_set, known_ids)
         if problems:
-            listed = "; ".join(f"{origin}: {', '.join(ids)}" for origin, ids in
-                               list(problems.items())[:10])
-            raise EvalSetError(f"eval set {path}: {len(problems)} question(s) expect ids not "
-                               f"in the corpus: {listed}")
+            listed = "; ".join(
+                f"{origin}: {', '.join(ids)}" for origin, ids in list(problems.items())[:10]
+            )
+            raise EvalSetError(
+                f"eval set {path}: {len(problems)} question(s) expect ids not "
+                f"in the corpus: {listed}"
+            )
     return eval_set
 
 

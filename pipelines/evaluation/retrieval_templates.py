@@ -4,6 +4,7 @@ identifier taken out, into a question ("How do I ...?", "Which function ...?"), 
 cannot find the answer by matching the name; the same seed gives the same set in any input
 order. :func:`eval_set_for` combines them with the hand-written questions and user files.
 """
+
 from __future__ import annotations
 
 import random
@@ -33,16 +34,23 @@ GENERIC_SUMMARY = re.compile(
     r"implement |see (help|the|also|:)|alias (for|of)|an? alias|same as|deprecated|"
     r"this (method|function|class|module) is deprecated|do not use|todo|internal|"
     r"for internal use|override|placeholder|not implemented|dummy|helper (function|class)|"
-    r"usage:|example|examples|note:|warning:|returns?:|args:|parameters)", re.I)
+    r"usage:|example|examples|note:|warning:|returns?:|args:|parameters)",
+    re.I,
+)
 # Words that carry no content: not counted when judging how much of a summary survived.
 STOPWORDS = frozenset(
     "the a an and or of to in on for with by from as at is are be this that these those it its "
     "if not no into via when which who whose will can may should must has have was were been "
-    "any all each some other than then also only such their there".split())
+    "any all each some other than then also only such their there".split()
+)
 _WORD_PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
 _TOKEN = re.compile(r"\w+")
-_ABBREVIATIONS = {"e.g.": "eg\u2024", "i.e.": "ie\u2024", "etc.": "etc\u2024",
-                  "vs.": "vs\u2024"}  # U+2024 (one-dot leader) keeps them out of sentence ends
+_ABBREVIATIONS = {
+    "e.g.": "eg\u2024",
+    "i.e.": "ie\u2024",
+    "etc.": "etc\u2024",
+    "vs.": "vs\u2024",
+}  # U+2024 (one-dot leader) keeps them out of sentence ends
 
 
 class TemplateConfig(BaseModel):
@@ -54,9 +62,13 @@ class TemplateConfig(BaseModel):
     max_summary_words: int = Field(MAX_SUMMARY_WORDS, ge=2)
 
 
-def template_questions(documents: Iterable, n: int | None = DEFAULT_TEMPLATE_QUESTIONS,
-                       seed: int = 0, name: str | None = None,
-                       config: TemplateConfig | None = None) -> EvalSet:
+def template_questions(
+    documents: Iterable,
+    n: int | None = DEFAULT_TEMPLATE_QUESTIONS,
+    seed: int = 0,
+    name: str | None = None,
+    config: TemplateConfig | None = None,
+) -> EvalSet:
     """Questions generated from docstring documents (``py:`` source ids), one per sampled
     document, whose answer is that document. ``documents`` are RAG documents (pipelines.rag) or any
     objects with ``source_id``/``text`` (``origin`` optional), or corpus records (dicts with
@@ -70,12 +82,17 @@ def template_questions(documents: Iterable, n: int | None = DEFAULT_TEMPLATE_QUE
     config = config or TemplateConfig(n=n, seed=seed)
     candidates = _template_candidates(documents, config)
     if not candidates:
-        raise EvalSetError("no document qualifies for a template question: template questions "
-                           "need `py:` docstring documents with a specific summary line of at "
-                           f"least {config.min_summary_words} words")
+        raise EvalSetError(
+            "no document qualifies for a template question: template questions "
+            "need `py:` docstring documents with a specific summary line of at "
+            f"least {config.min_summary_words} words"
+        )
     rng = random.Random(config.seed)
-    chosen = candidates if config.n is None or config.n >= len(candidates) else \
-        rng.sample(candidates, config.n)
+    chosen = (
+        candidates
+        if config.n is None or config.n >= len(candidates)
+        else rng.sample(candidates, config.n)
+    )
     questions = sorted(chosen, key=lambda q: q.expected_source_ids[0])
     return EvalSet(name or f"template-seed{config.seed}", tuple(questions))
 
@@ -102,15 +119,20 @@ def _template_candidates(documents: Iterable, config: TemplateConfig) -> list[Ev
     # Summaries that differed only in their hidden words ("Wrapper around Run ..." and
     # "Wrapper around LoggedModel ...") read the same once those are gone: ambiguous too.
     collisions = Counter(_normalised(stripped) for _, stripped in drafts.values())
-    return [EvalQuestion(question, (source_id,), "", f"template:seed{config.seed}")
-            for source_id, (question, stripped) in drafts.items()
-            if collisions[_normalised(stripped)] == 1]
+    return [
+        EvalQuestion(question, (source_id,), "", f"template:seed{config.seed}")
+        for source_id, (question, stripped) in drafts.items()
+        if collisions[_normalised(stripped)] == 1
+    ]
 
 
 def _doc_fields(doc) -> tuple[str, str, str]:
     if isinstance(doc, Mapping):
-        return (doc.get("source_id") or doc.get("id") or "", doc.get("text") or "",
-                doc.get("origin") or "")
+        return (
+            doc.get("source_id") or doc.get("id") or "",
+            doc.get("text") or "",
+            doc.get("origin") or "",
+        )
     return doc.source_id, doc.text, getattr(doc, "origin", "") or ""
 
 
@@ -134,9 +156,15 @@ def summary_line(docstring: str, max_words: int = MAX_SUMMARY_WORDS) -> str:
 def _plain(text: str) -> str:
     """reST/markdown markup to words: roles keep their target's display name, links their
     text; literals lose their quotes; URLs go."""
-    text = re.sub(r":[\w:.-]+:`~?([^`<]*?)\s*(?:<[^>]*>)?`",
-                  lambda m: m.group(1).rsplit(".", 1)[-1] if "." in m.group(1) and
-                  " " not in m.group(1) else m.group(1), text)
+    text = re.sub(
+        r":[\w:.-]+:`~?([^`<]*?)\s*(?:<[^>]*>)?`",
+        lambda m: (
+            m.group(1).rsplit(".", 1)[-1]
+            if "." in m.group(1) and " " not in m.group(1)
+            else m.group(1)
+        ),
+        text,
+    )
     text = re.sub(r"`([^`<]+?)\s*<[^>]+>`_+", r"\1", text)  # `text <url>`_
     text = re.sub(r"https?://\S+", "", text)
     text = re.sub(r"`+([^`]*)`+_?", r"\1", text)  # ``literal``, `ref`_, `code`
@@ -163,12 +191,12 @@ def target_identifiers(source_id: str, origin: str = "") -> tuple[list[str], str
     parts = dotted.split(".")
     module = _module_from_origin(origin)
     if module and (dotted == module or dotted.startswith(module + ".")):
-        qualname = dotted[len(module) + 1:].split(".") if dotted != module else []
+        qualname = dotted[len(module) + 1 :].split(".") if dotted != module else []
         hidden = [module.rsplit(".", 1)[-1], *qualname]
     else:
         classes = [i for i, p in enumerate(parts) if p[:1].isupper()]
         start = classes[0] - 1 if classes and classes[0] > 0 else len(parts) - 2
-        hidden = parts[max(start, 0):]
+        hidden = parts[max(start, 0) :]
         qualname = hidden[1:] if len(hidden) > 1 else hidden
     if not qualname:
         kind = "module"
@@ -210,14 +238,18 @@ def _reveals_token(token: str, hidden: set[str]) -> bool:
         return True
     if len(lowered) >= 4 and any(h.startswith(lowered) for h in hidden):
         return True  # "partition" gives away ``partitionedBy``
-    return any(p.lower() in hidden for piece in token.split("_")
-               for p in _WORD_PART.findall(piece))
+    return any(
+        p.lower() in hidden for piece in token.split("_") for p in _WORD_PART.findall(piece)
+    )
 
 
 def _strip_hidden(summary: str, hidden: set[str]) -> str:
     """The summary without the words that reveal a hidden identifier, punctuation tidied."""
-    kept = [word for word in summary.split()
-            if not any(_reveals_token(t, hidden) for t in _TOKEN.findall(word))]
+    kept = [
+        word
+        for word in summary.split()
+        if not any(_reveals_token(t, hidden) for t in _TOKEN.findall(word))
+    ]
     text = " ".join(kept)
     text = re.sub(r"\(\s*[,;]?\s*\)", "", text)  # "()" left by a removed call
     text = re.sub(r"\s+([,;:)]|\.(?=\s|$))", r"\1", text)  # "word ," -> "word,"
@@ -227,8 +259,7 @@ def _strip_hidden(summary: str, hidden: set[str]) -> str:
     return " ".join(text.split()).strip(" ,;:-")
 
 
-def _question_for(source_id: str, summary: str, origin: str, seed: int
-                  ) -> tuple[str, str] | None:
+def _question_for(source_id: str, summary: str, origin: str, seed: int) -> tuple[str, str] | None:
     """(question, the summary it was made from with hidden words removed), or None."""
     identifiers, kind = target_identifiers(source_id, origin)
     hidden = hidden_words(identifiers)
@@ -239,16 +270,20 @@ def _question_for(source_id: str, summary: str, origin: str, seed: int
     first_kept = bool(stripped) and summary.split()[0] == stripped.split()[0]
     rng = random.Random(f"{seed}:{source_id}")  # per document: stable when the corpus changes
     for template in _templates(summary, kind, first_kept, rng):
-        question = " ".join(template.format(s=_lower_first(stripped), kind=kind,
-                                            S=stripped).split())
+        question = " ".join(
+            template.format(s=_lower_first(stripped), kind=kind, S=stripped).split()
+        )
         if not reveals(question, hidden):
             return question, stripped
     return None
 
 
 def _content_words(summary: str) -> int:
-    return sum(1 for t in _TOKEN.findall(summary)
-               if len(t) >= 3 and t.isalpha() and t.lower() not in STOPWORDS)
+    return sum(
+        1
+        for t in _TOKEN.findall(summary)
+        if len(t) >= 3 and t.isalpha() and t.lower() not in STOPWORDS
+    )
 
 
 def _templates(summary: str, kind: str, first_kept: bool, rng: random.Random) -> list[str]:
@@ -263,15 +298,19 @@ def _templates(summary: str, kind: str, first_kept: bool, rng: random.Random) ->
     elif first_kept and kind in ("function", "method") and _base_verb(first) in _VERBS:
         fitting = ["Which {kind} {s}?", "What API {s}?"]
     rng.shuffle(fitting)
-    fallback = ["Which {kind} is described as: {S}?", "Where is this documented: {S}?",
-                "What API matches this description: {S}?"]
+    fallback = [
+        "Which {kind} is described as: {S}?",
+        "Where is this documented: {S}?",
+        "What API matches this description: {S}?",
+    ]
     rng.shuffle(fallback)
     return fitting + fallback
 
 
 # Imperative verbs docstring summaries open with ("Return ...", "Create ..."): only these get
 # the "How do I ...?" / "Which function returns ...?" templates; other openings are described.
-_VERBS = frozenset("""
+_VERBS = frozenset(
+    """
 add aggregate append apply assert build cache calculate call cancel cast check clear close
 collect combine compare compute concatenate configure construct convert copy count create
 decode define delete deploy describe deserialize disable display download drop dump emit
@@ -282,7 +321,8 @@ query raise read record register reload remove rename render repartition replace
 restore resume retrieve retry return round run sample save schedule score search select send
 serialize serve set show sort split start stop store submit sync take test trace track train
 transform translate trigger truncate unpersist update upload validate visualize wait wrap write
-""".split())
+""".split()
+)
 
 
 def _base_verb(word: str) -> str:
@@ -321,13 +361,16 @@ def eval_set_for(documents: Sequence, questions: EvalQuestionsConfig) -> EvalSet
     sets = []
     if questions.hand_written:
         hand = hand_written_questions()
-        kept = tuple(q._replace(expected_source_ids=tuple(i for i in q.expected_source_ids
-                                                          if i in known))
-                     for q in hand if known.intersection(q.expected_source_ids))
+        kept = tuple(
+            q._replace(expected_source_ids=tuple(i for i in q.expected_source_ids if i in known))
+            for q in hand
+            if known.intersection(q.expected_source_ids)
+        )
         sets.append(EvalSet(f"hand-written ({len(kept)} of {len(hand)})", kept))
     if questions.template:
-        sets.append(template_questions(documents, n=questions.template,
-                                       seed=questions.template_seed))
+        sets.append(
+            template_questions(documents, n=questions.template, seed=questions.template_seed)
+        )
     sets += [load_eval_set(path) for path in questions.files]
     if not sets:
         raise EvalSetError("questions: no eval set (hand_written off, template 0, no files)")

@@ -7,6 +7,7 @@ and ROUGE-L against the teacher's response. The copy-the-column-names baseline s
 same items, so a model must beat restating names, not just produce the layout. Every one of
 these metrics is higher-is-better, which is the champion rule a registered model is held to.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,13 @@ def read_items(path: Path | str, limit: int | None = None) -> list[dict]:
         if line.strip():
             record = json.loads(line)
             reference = tabledoc_format.response_part(record["response"])
-            items.append({"prompt": record["prompt"], "response": reference,
-                          "columns": tabledoc_format.response_columns(reference)})
+            items.append(
+                {
+                    "prompt": record["prompt"],
+                    "response": reference,
+                    "columns": tabledoc_format.response_columns(reference),
+                }
+            )
         if limit is not None and len(items) >= limit:
             break
     return items
@@ -41,20 +47,27 @@ def score(outputs: list[str], items: list[dict]) -> dict:
         raise ValueError(f"{len(outputs)} outputs for {len(items)} items")
     answers = [tabledoc_format.response_part(o) for o in outputs]
     return {
-        "format_validity": fmean(tabledoc_format.format_valid(a, i["columns"])
-                                 for a, i in zip(answers, items)),
-        "column_coverage": fmean(tabledoc_format.column_coverage(a, i["columns"])
-                                 for a, i in zip(answers, items)),
-        "rouge_l": fmean(rouge_l(a, i["response"]) for a, i in zip(answers, items)),
+        "format_validity": fmean(
+            tabledoc_format.format_valid(a, i["columns"])
+            for a, i in zip(answers, items, strict=False)
+        ),
+        "column_coverage": fmean(
+            tabledoc_format.column_coverage(a, i["columns"])
+            for a, i in zip(answers, items, strict=False)
+        ),
+        "rouge_l": fmean(rouge_l(a, i["response"]) for a, i in zip(answers, items, strict=False)),
         "items": len(items),
     }
 
 
 def copy_baseline_outputs(items: list[dict]) -> list[str]:
     """The baseline's response per item: each column's name, restated."""
-    return [tabledoc_format.render_response("Table documentation.", [(c, c.replace("_", " "))
-                                                           for c in i["columns"]])
-            for i in items]
+    return [
+        tabledoc_format.render_response(
+            "Table documentation.", [(c, c.replace("_", " ")) for c in i["columns"]]
+        )
+        for i in items
+    ]
 
 
 def copy_baseline_scores(test_file: Path | str, limit: int) -> dict:
@@ -69,8 +82,13 @@ def champion_rule(metric: str) -> PromotionRule:
     return one_metric(metric, "higher")
 
 
-def generate(model_dir: Path | str, items: list[dict], max_new_tokens: int,
-             tokens_per_batch: int = 8192, structured: bool = False) -> list[str]:
+def generate(
+    model_dir: Path | str,
+    items: list[dict],
+    max_new_tokens: int,
+    tokens_per_batch: int = 8192,
+    structured: bool = False,
+) -> list[str]:
     """Greedy generations of the model for each item's prompt, cut at the end marker; or,
     ``structured``, the response template of the item's CREATE TABLE filled field by field."""
     from infra.llm import (
@@ -83,27 +101,42 @@ def generate(model_dir: Path | str, items: list[dict], max_new_tokens: int,
     llm = TransformersLLM(model_dir, tokens_per_batch=tokens_per_batch)
     prompts = [i["prompt"] for i in items]
     if not structured:
-        params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0,
-                                  stop=[END_MARKER])
+        params = GenerationParams(
+            max_new_tokens=max_new_tokens, temperature=0.0, stop=[END_MARKER]
+        )
         return llm.generate(prompts, params)
-    templates = [tabledoc_format.response_template(tabledoc_format.ddl_columns(p))
-                 for p in prompts]
+    templates = [
+        tabledoc_format.response_template(tabledoc_format.ddl_columns(p)) for p in prompts
+    ]
     filled = generate_templates(llm, prompts, templates, GenerationParams(temperature=0.0))
-    return [render_fields(t, values) for t, values in zip(templates, filled)]
+    return [render_fields(t, values) for t, values in zip(templates, filled, strict=False)]
 
 
-def evaluate_model(model_dir: Path | str, items: list[dict], max_new_tokens: int,
-                   tokens_per_batch: int = 8192, structured: bool = False) -> dict:
+def evaluate_model(
+    model_dir: Path | str,
+    items: list[dict],
+    max_new_tokens: int,
+    tokens_per_batch: int = 8192,
+    structured: bool = False,
+) -> dict:
     """Scores plus the fixed prompts' generations (for the run's artifacts);
     ``tokens_per_batch`` bounds padded tokens per forward pass (raise it on a GPU)."""
     outputs = generate(model_dir, items, max_new_tokens, tokens_per_batch, structured)
-    samples = [{"prompt": i["prompt"], "reference": i["response"], "generated": o}
-               for i, o in zip(items[:FIXED_PROMPTS], outputs)]
+    samples = [
+        {"prompt": i["prompt"], "reference": i["response"], "generated": o}
+        for i, o in zip(items[:FIXED_PROMPTS], outputs, strict=False)
+    ]
     return {**score(outputs, items), "samples": samples}
 
 
-def evaluate_held_out(model_dir: Path | str, test_file: Path | str, limit: int,
-                      max_new_tokens: int, structured: bool = False) -> dict:
+def evaluate_held_out(
+    model_dir: Path | str,
+    test_file: Path | str,
+    limit: int,
+    max_new_tokens: int,
+    structured: bool = False,
+) -> dict:
     """``evaluate_model`` on the first ``limit`` items of a held-out pairs file."""
-    return evaluate_model(model_dir, read_items(test_file, limit), max_new_tokens,
-                          structured=structured)
+    return evaluate_model(
+        model_dir, read_items(test_file, limit), max_new_tokens, structured=structured
+    )

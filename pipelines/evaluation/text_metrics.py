@@ -5,6 +5,7 @@ candidate and a reference: precision = LCS / candidate length, recall = LCS / re
 length, F1 their harmonic mean. Tokens are lower-cased runs of letters/digits, so punctuation
 and layout do not count. The LCS is the classic O(n*m) dynamic programme, one row at a time.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,8 +26,9 @@ def lcs_length(a: list[str], b: list[str]) -> int:
     for token in a:
         current = [0]
         for j, other in enumerate(b, 1):
-            current.append(previous[j - 1] + 1 if token == other
-                           else max(previous[j], current[j - 1]))
+            current.append(
+                previous[j - 1] + 1 if token == other else max(previous[j], current[j - 1])
+            )
         previous = current
     return previous[-1]
 
@@ -46,4 +48,8 @@ def rouge_l(candidate: str, reference: str) -> float:
 def mean_rouge_l(candidates: list[str], references: list[str]) -> float:
     if len(candidates) != len(references):
         raise ValueError(f"{len(candidates)} candidates but {len(references)} references")
-    return fmean(rouge_l(c, r) for c, r in zip(candidates, references)) if candidates else 0.0
+    return (
+        fmean(rouge_l(c, r) for c, r in zip(candidates, references, strict=False))
+        if candidates
+        else 0.0
+    )

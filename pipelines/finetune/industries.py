@@ -4,6 +4,7 @@ what its customers, items and sites are called there, and a table-name prefix fr
 pipelines/finetune/data/naics_2022.csv is the U.S. Census Bureau's "2-6 digit_2022_Codes.xlsx"
 (public domain), reduced to code,title for all 2,125 codes; it is read lazily, once.
 """
+
 from __future__ import annotations
 
 import csv
@@ -15,8 +16,15 @@ from pathlib import Path
 NAICS_FILE = Path(__file__).resolve().parent / "data" / "naics_2022.csv"
 
 # NAICS sectors that span several 2-digit codes: a family is keyed by the sector, not the digits
-_SECTOR_OF_DIGITS = {"31": "31-33", "32": "31-33", "33": "31-33", "44": "44-45", "45": "44-45",
-                     "48": "48-49", "49": "48-49"}
+_SECTOR_OF_DIGITS = {
+    "31": "31-33",
+    "32": "31-33",
+    "33": "31-33",
+    "44": "44-45",
+    "45": "44-45",
+    "48": "48-49",
+    "49": "48-49",
+}
 
 
 @dataclass(frozen=True)
@@ -42,8 +50,9 @@ def industries_by_sector() -> dict[str, tuple[Industry, ...]]:
     by_sector: dict[str, list[Industry]] = {}
     for code, title in naics_titles().items():
         if len(code) == 6 and code.isdigit():
-            by_sector.setdefault(sector_of(code), []).append(Industry(code, title,
-                                                                      sector_of(code)))
+            by_sector.setdefault(sector_of(code), []).append(
+                Industry(code, title, sector_of(code))
+            )
     return {s: tuple(v) for s, v in sorted(by_sector.items())}
 
 
@@ -58,8 +67,12 @@ _VOCAB = {
     "31-33": {"item": "part", "site": "plant", "claim": "warranty claim"},
     "42": {"customer": "reseller", "site": "warehouse"},
     "44-45": {"site": "store", "claim": "return claim"},
-    "48-49": {"customer": "shipper", "item": "service_level", "site": "terminal",
-              "claim": "freight claim"},
+    "48-49": {
+        "customer": "shipper",
+        "item": "service_level",
+        "site": "terminal",
+        "claim": "freight claim",
+    },
     "51": {"customer": "subscriber", "item": "plan", "site": "data_center"},
     "52": {"customer": "client", "item": "account_type", "site": "branch"},
     "522": {"customer": "borrower", "item": "loan_product"},
@@ -78,8 +91,12 @@ _VOCAB = {
     "72": {"customer": "guest", "item": "menu_item", "site": "restaurant"},
     "721": {"item": "room_type", "site": "property"},
     "81": {"customer": "client", "item": "service", "site": "shop"},
-    "92": {"customer": "resident", "item": "permit_type", "site": "office",
-           "claim": "benefit claim"},
+    "92": {
+        "customer": "resident",
+        "item": "permit_type",
+        "site": "office",
+        "claim": "benefit claim",
+    },
 }
 
 
@@ -90,22 +107,40 @@ def plural(word: str) -> str:
 
 
 def vocabulary(industry: Industry) -> dict[str, str]:
-    words = {**_VOCAB_DEFAULT, **_VOCAB.get(industry.sector, {}),
-             **_VOCAB.get(industry.code[:3], {})}
+    words = {
+        **_VOCAB_DEFAULT,
+        **_VOCAB.get(industry.sector, {}),
+        **_VOCAB.get(industry.code[:3], {}),
+    }
     words.update({f"{k}s": plural(v) for k, v in list(words.items())})
     return words
 
 
 # Title words that say nothing about the domain ("Other", "Manufacturing") or only qualify the
 # next word ("Crude Petroleum"): skipped or joined so the prefix reads like a real schema's.
-_TITLE_STOPWORDS = frozenset("""and of the for in on except other all miscellaneous general new
+_TITLE_STOPWORDS = frozenset(
+    """and of the for in on except other all miscellaneous general new
     used related support activities services service industries industry establishments
     operations manufacturing farming stores retailers offices merchant wholesalers wholesale
     product products dealers specialty specialized commercial contractors combination similar
-    mills mill providers agencies including primary direct administration""".split())
+    mills mill providers agencies including primary direct administration""".split()
+)
 _QUALIFIER_ENDINGS = ("ed", "ic", "al", "ary", "ous", "ive", "ial")
-_QUALIFIERS = frozenset({"dry", "crude", "home", "motor", "basic", "commuter", "fresh", "frozen",
-                         "performing", "child", "family"})
+_QUALIFIERS = frozenset(
+    {
+        "dry",
+        "crude",
+        "home",
+        "motor",
+        "basic",
+        "commuter",
+        "fresh",
+        "frozen",
+        "performing",
+        "child",
+        "family",
+    }
+)
 
 
 def industry_prefix(title: str) -> str:

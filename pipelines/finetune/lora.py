@@ -19,6 +19,7 @@ export -> CLI.
   started by ``pipelines.training.launch`` exactly like pretraining: same checkpoints,
   auto-resume and timeout.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,26 +73,38 @@ CHAMPION_RULE = one_metric("eval_loss", "lower", same=("pairs",))
 def champion_metrics(tags: dict) -> dict:
     """The gate's view of a registered task model, from its registry tags (all strings)."""
     loss = tags.get("eval_loss")
-    return {"pairs": tags.get("pairs"),
-            "eval_loss": None if loss in (None, "None") else float(loss)}
+    return {
+        "pairs": tags.get("pairs"),
+        "eval_loss": None if loss in (None, "None") else float(loss),
+    }
 
 
 # --- target modules -------------------------------------------------------------------------
 
+
 def task_model_training(max_len: int) -> FinetuneConfig:
     """A stage's default task-model training: r16 all-linear LoRA, 200 steps at 2e-3 (what
     the sweep's best cells use), ``max_len`` tokens per example (the stage's prompts)."""
-    return FinetuneConfig(lora=LoraSettings(r=16, alpha=32, targets="all-linear"),
-                          max_len=max_len, max_steps=200, lr=2e-3, warmup_steps=10,
-                          checkpoint_every=100, eval_every=100)
+    return FinetuneConfig(
+        lora=LoraSettings(r=16, alpha=32, targets="all-linear"),
+        max_len=max_len,
+        max_steps=200,
+        lr=2e-3,
+        warmup_steps=10,
+        checkpoint_every=100,
+        eval_every=100,
+    )
 
 
 def linear_modules(model) -> dict[str, tuple[int, int]]:
     """Every ``nn.Linear`` by full name -> (in_features, out_features)."""
     import torch
 
-    return {name: (module.in_features, module.out_features)
-            for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    return {
+        name: (module.in_features, module.out_features)
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    }
 
 
 def resolve_targets(model, targets: str | list[str]) -> list[str]:
@@ -102,23 +115,31 @@ def resolve_targets(model, targets: str | list[str]) -> list[str]:
     if targets == "all-linear":
         chosen = [leaf for leaf in leaves if leaf not in OUTPUT_LAYERS]
     else:
-        chosen = list(TARGET_PRESETS.get(targets, targets)) if isinstance(targets, str) \
+        chosen = (
+            list(TARGET_PRESETS.get(targets, targets))
+            if isinstance(targets, str)
             else list(targets)
+        )
     missing = [t for t in chosen if t not in leaves]
     if missing or not chosen:
-        raise ValueError(f"the model has no linear module named {', '.join(missing) or '(none)'}"
-                         f"; its linear modules are: {', '.join(leaves)}")
+        raise ValueError(
+            f"the model has no linear module named {', '.join(missing) or '(none)'}"
+            f"; its linear modules are: {', '.join(leaves)}"
+        )
     return chosen
 
 
 def lora_parameter_count(model, targets: list[str], r: int) -> int:
     """sum of r * (in + out) over the linear modules whose leaf name is targeted."""
-    return sum(r * (fan_in + fan_out) for name, (fan_in, fan_out) in linear_modules(model).items()
-               if name.rsplit(".", 1)[-1] in targets and name.rsplit(".", 1)[-1]
-               not in OUTPUT_LAYERS)
+    return sum(
+        r * (fan_in + fan_out)
+        for name, (fan_in, fan_out) in linear_modules(model).items()
+        if name.rsplit(".", 1)[-1] in targets and name.rsplit(".", 1)[-1] not in OUTPUT_LAYERS
+    )
 
 
 # --- examples -------------------------------------------------------------------------------
+
 
 def encode_example(tokenizer, prompt: str, response: str, max_len: int) -> tuple[list, list]:
     """Token ids of prompt + response + EOS, and labels that score only the response + EOS.
@@ -128,8 +149,8 @@ def encode_example(tokenizer, prompt: str, response: str, max_len: int) -> tuple
     """
     prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
     response_ids = tokenizer.encode(response, add_special_tokens=False)
-    response_ids = response_ids[:max_len - 1] + [tokenizer.eos_token_id]
-    prompt_ids = prompt_ids[max(0, len(prompt_ids) - (max_len - len(response_ids))):]
+    response_ids = response_ids[: max_len - 1] + [tokenizer.eos_token_id]
+    prompt_ids = prompt_ids[max(0, len(prompt_ids) - (max_len - len(response_ids))) :]
     ids = prompt_ids + response_ids
     return ids, [IGNORE] * len(prompt_ids) + response_ids
 
@@ -140,15 +161,18 @@ class Examples:
     def __init__(self, pairs: list[tuple[str, str]], tokenizer, max_len: int):
         if not pairs:
             raise ValueError("no examples to fine-tune on")
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
+        pad = (
+            tokenizer.pad_token_id
+            if tokenizer.pad_token_id is not None
             else tokenizer.eos_token_id
+        )
         encoded = [encode_example(tokenizer, p, r, max_len) for p, r in pairs]
         width = max(len(ids) for ids, _ in encoded)
         self.input_ids = np.full((len(encoded), width), pad, dtype=np.int64)
         self.labels = np.full((len(encoded), width), IGNORE, dtype=np.int64)
         for row, (ids, labels) in enumerate(encoded):
-            self.input_ids[row, :len(ids)] = ids
-            self.labels[row, :len(labels)] = labels
+            self.input_ids[row, : len(ids)] = ids
+            self.labels[row, : len(labels)] = labels
         self.lengths = np.array([len(ids) for ids, _ in encoded])
 
     def __len__(self) -> int:
@@ -168,6 +192,7 @@ class Examples:
 
 # --- the model ------------------------------------------------------------------------------
 
+
 def load_base(base_dir: Path | str, base_bits: int):
     """The base causal LM from a local HF dir, in the precision the config asks for."""
     import torch
@@ -176,14 +201,19 @@ def load_base(base_dir: Path | str, base_bits: int):
     kwargs: dict = {"local_files_only": True}
     if base_bits == 4:
         if not torch.cuda.is_available():
-            raise RuntimeError("base_bits=4 (QLoRA) needs CUDA: bitsandbytes' 4-bit kernels "
-                               "run on NVIDIA GPUs. Use base_bits 16 or 32 on this machine, or "
-                               "run the flow on a GPU worker")
+            raise RuntimeError(
+                "base_bits=4 (QLoRA) needs CUDA: bitsandbytes' 4-bit kernels "
+                "run on NVIDIA GPUs. Use base_bits 16 or 32 on this machine, or "
+                "run the flow on a GPU worker"
+            )
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16)
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
     else:
         kwargs["dtype"] = torch.bfloat16 if base_bits == 16 else torch.float32
     return AutoModelForCausalLM.from_pretrained(str(base_dir), **kwargs)
@@ -206,8 +236,15 @@ def apply_lora(model, settings: LoraSettings, base_bits: int = 32):
         embeddings = model.get_input_embeddings()
         name = next(n for n, m in model.named_modules() if m is embeddings)
         extra = {"modules_to_save": [name.rsplit(".", 1)[-1]], "ensure_weight_tying": True}
-    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                        target_modules=targets, bias="none", task_type="CAUSAL_LM", **extra)
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+        **extra,
+    )
     return get_peft_model(model, config)
 
 
@@ -217,8 +254,9 @@ def trainable_parameters(model) -> tuple[int, int]:
     return int(trainable), int(sum(p.numel() for p in model.parameters()))
 
 
-def merge_and_export(peft_model, tokenizer_dir: Path | str, out_dir: Path | str,
-                     trained_len: int | None = None) -> Path:
+def merge_and_export(
+    peft_model, tokenizer_dir: Path | str, out_dir: Path | str, trained_len: int | None = None
+) -> Path:
     """Fold the adapters into the base weights (W + B A * alpha/r) and save a plain HF dir.
     ``trained_len``: the sequence length it was tuned at; when longer than the base's
     positions, the merged config says so (rotary positions have no weights), so servers
@@ -227,8 +265,12 @@ def merge_and_export(peft_model, tokenizer_dir: Path | str, out_dir: Path | str,
 
     merged = peft_model.merge_and_unload()
     positions = getattr(merged.config, "max_position_embeddings", None)
-    if trained_len and positions and trained_len > positions and \
-            getattr(merged.config, "rope_parameters", None):
+    if (
+        trained_len
+        and positions
+        and trained_len > positions
+        and getattr(merged.config, "rope_parameters", None)
+    ):
         merged.config.max_position_embeddings = trained_len
     return export_model(merged, tokenizer_dir, out_dir)
 
@@ -246,9 +288,16 @@ def save_adapter(peft_model, out_dir: Path | str, base: str) -> Path:
 
 # --- training (one rank; pipelines.training.launch starts it) --------------------------
 
-def train(config: FinetuneConfig, base_dir: Path | str, train_file: Path | str,
-          out_dir: Path | str, eval_file: Path | str | None = None, log=None,
-          base_ref: str | None = None) -> dict:
+
+def train(
+    config: FinetuneConfig,
+    base_dir: Path | str,
+    train_file: Path | str,
+    out_dir: Path | str,
+    eval_file: Path | str | None = None,
+    log=None,
+    base_ref: str | None = None,
+) -> dict:
     """Fine-tune adapters on the pairs in ``train_file`` (jsonl) in this process as one rank,
     resuming from ``out_dir``'s last complete checkpoint; exports ``<out>/adapter`` (with a
     pointer to ``base_ref``) and the merged ``<out>/model``. Returns the run's summary."""
@@ -258,31 +307,43 @@ def train(config: FinetuneConfig, base_dir: Path | str, train_file: Path | str,
     with rank_context(config) as (rank, _world):
         tokenizer = load_hf_tokenizer(base_dir)
         train_data = Examples(read_pairs(train_file), tokenizer, config.max_len)
-        eval_data = Examples(read_pairs(eval_file), tokenizer, config.max_len) if eval_file \
-            else None
+        eval_data = (
+            Examples(read_pairs(eval_file), tokenizer, config.max_len) if eval_file else None
+        )
         model = apply_lora(load_base(base_dir, config.base_bits), config.lora, config.base_bits)
         trainable, total = trainable_parameters(model)
 
         def export(engine, _ema) -> dict:
             if rank != 0:
                 return {}
-            adapter = save_adapter(engine.module, out_dir / "adapter",
-                                   base_ref or str(base_dir))
-            merged = merge_and_export(engine.module, base_dir, out_dir / "model",
-                                      trained_len=config.max_len)
+            adapter = save_adapter(engine.module, out_dir / "adapter", base_ref or str(base_dir))
+            merged = merge_and_export(
+                engine.module, base_dir, out_dir / "model", trained_len=config.max_len
+            )
             return {"adapter_dir": str(adapter), "model_dir": str(merged)}
 
-        return run_training(config, model, train_data, out_dir, eval_data=eval_data,
-                            export=export, log=log,
-                            facts={"trainable_parameters": trainable,
-                                   "total_parameters": total,
-                                   "train_examples": len(train_data),
-                                   "eval_examples": len(eval_data) if eval_data else 0})
+        return run_training(
+            config,
+            model,
+            train_data,
+            out_dir,
+            eval_data=eval_data,
+            export=export,
+            log=log,
+            facts={
+                "trainable_parameters": trainable,
+                "total_parameters": total,
+                "train_examples": len(train_data),
+                "eval_examples": len(eval_data) if eval_data else 0,
+            },
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.finetune.lora",
-                                     description="Fine-tune (or resume) one DeepSpeed rank.")
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.finetune.lora",
+        description="Fine-tune (or resume) one DeepSpeed rank.",
+    )
     parser.add_argument("--config", required=True, help="JSON file of FinetuneConfig fields")
     parser.add_argument("--base", required=True, help="base model: a local HF dir")
     parser.add_argument("--train", required=True, help="jsonl of {prompt, response}")
@@ -294,8 +355,15 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.training.rank import rank_main
 
     def run(config):
-        return train(config, args.base, args.train, args.out, eval_file=args.eval,
-                     log=lambda r: log_.info(json.dumps(r)), base_ref=args.base_ref)
+        return train(
+            config,
+            args.base,
+            args.train,
+            args.out,
+            eval_file=args.eval,
+            log=lambda r: log_.info(json.dumps(r)),
+            base_ref=args.base_ref,
+        )
 
     return rank_main(FinetuneConfig, args.config, args.workspace, run)
 

@@ -3,6 +3,7 @@ object per line. ``write_pair_files`` makes the train and test files from an exa
 split column, the table's version pinned) or from an instruction data set on disk (held out
 by a hash of the instruction), named by a digest of their source.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,8 +24,9 @@ def read_pairs(path: Path | str) -> list[tuple[str, str]]:
                 record = json.loads(line)
                 pairs.append((str(record["prompt"]), str(record["response"])))
             except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f"{path} line {number}: not a JSON object with prompt and "
-                                 f"response ({err})") from None
+                raise ValueError(
+                    f"{path} line {number}: not a JSON object with prompt and response ({err})"
+                ) from None
     return pairs
 
 
@@ -39,12 +41,14 @@ def write_pairs(pairs: list[tuple[str, str]], path: Path | str) -> Path:
 
 def digest(payload) -> str:
     """16 hex digits naming a JSON-able payload: pairs dirs, run dirs, cache keys."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()) \
-        .hexdigest()[:16]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[
+        :16
+    ]
 
 
-def write_pair_files(dataset: dict | str, test_fraction: float, out_root: Path | str,
-                 spark=None) -> dict:
+def write_pair_files(
+    dataset: dict | str, test_fraction: float, out_root: Path | str, spark=None
+) -> dict:
     """Write ``<out_root>/<digest>/{train,test}.jsonl`` from a table manifest with
     instruction, response and split columns (read through ``spark``), or from an instruction
     data set file/dir; returns the files, their sizes, the source and a content key."""
@@ -56,18 +60,26 @@ def write_pair_files(dataset: dict | str, test_fraction: float, out_root: Path |
     out = Path(out_root) / digest([source, test_fraction])
     write_pairs(train, out / "train.jsonl")
     write_pairs(test, out / "test.jsonl")
-    return {"train": str(out / "train.jsonl"), "test": str(out / "test.jsonl"),
-            "train_examples": len(train), "test_examples": len(test), "source": source,
-            "key": digest([source, test_fraction, len(train), len(test)])}
+    return {
+        "train": str(out / "train.jsonl"),
+        "test": str(out / "test.jsonl"),
+        "train_examples": len(train),
+        "test_examples": len(test),
+        "source": source,
+        "key": digest([source, test_fraction, len(train), len(test)]),
+    }
 
 
 def pairs_from_table(spark, manifest: dict):
     """(train, test, source) from the pinned table version, in example_id order."""
     from infra.lake import read_table
 
-    rows = (read_table(spark, manifest).select("example_id", "instruction", "response",
-                                                "split")
-            .orderBy("example_id").collect())
+    rows = (
+        read_table(spark, manifest)
+        .select("example_id", "instruction", "response", "split")
+        .orderBy("example_id")
+        .collect()
+    )
     split = {"train": [], "test": []}
     for row in rows:
         split[row.split].append(training_pair(row.instruction, row.response))
@@ -81,8 +93,11 @@ def pairs_from_dataset(path: str, test_fraction: float):
     examples = load_instruction_dataset(path)
     split = {"train": [], "test": []}
     for example in examples:
-        bucket = int(hashlib.blake2b(example["instruction"].encode(), digest_size=8)
-                     .hexdigest(), 16) / 2**64
+        bucket = (
+            int(hashlib.blake2b(example["instruction"].encode(), digest_size=8).hexdigest(), 16)
+            / 2**64
+        )
         split["test" if bucket < test_fraction else "train"].append(
-            training_pair(example["instruction"], example["response"]))
+            training_pair(example["instruction"], example["response"])
+        )
     return split["train"], split["test"]

@@ -2,6 +2,7 @@
 base precision, 4-bit cells listed as skipped without CUDA), each cell's name and run dir,
 the best cell, and the summary rows and markdown.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -39,20 +40,26 @@ class SweepConfig(BaseModel):
 
 
 def cell_name(config: FinetuneConfig) -> str:
-    targets = config.lora.targets if isinstance(config.lora.targets, str) \
+    targets = (
+        config.lora.targets
+        if isinstance(config.lora.targets, str)
         else "+".join(config.lora.targets)
+    )
     return f"r{config.lora.r}-{targets}-{config.base_bits}bit"
 
 
 def run_dir(root: Path, config: FinetuneConfig, pairs: dict, base: str, ranks: int) -> Path:
     """A pure function of what the run's trajectory depends on (config, data, base, ranks)."""
-    payload = {"config": config.model_dump(mode="json"), "pairs": pairs["key"], "base": base,
-               "ranks": ranks}
+    payload = {
+        "config": config.model_dump(mode="json"),
+        "pairs": pairs["key"],
+        "base": base,
+        "ranks": ranks,
+    }
     return Path(root) / f"r{config.lora.r}-{digest(payload)}"
 
 
-def grid(config: SweepConfig, cuda: bool | None = None) -> tuple[list[FinetuneConfig],
-                                                                   list[dict]]:
+def grid(config: SweepConfig, cuda: bool | None = None) -> tuple[list[FinetuneConfig], list[dict]]:
     """(cells to train, cells skipped with why), in grid order, capped at max_cells.
     ``cuda``: whether 4-bit cells can run (None: probe this machine)."""
     if cuda is None:
@@ -77,34 +84,46 @@ def best_cell(quality: list[dict], metric: str) -> int:
 
 def sweep_row(trained: dict, quality: dict) -> dict:
     targets = trained["lora"]["targets"]
-    return {"cell": trained["cell"], "r": trained["lora"]["r"],
-            "target_modules": targets if isinstance(targets, str) else ",".join(targets),
-            "base_weight_bits": trained["base_bits"],
-            "format_validity": round(quality["format_validity"], 4),
-            "column_coverage": round(quality["column_coverage"], 4),
-            "rouge_l": round(quality["rouge_l"], 4),
-            "parameters_updated": trained["trainable_parameters"],
-            "share_updated": round(trained["trainable_parameters"]
-                                   / trained["total_parameters"], 5),
-            "eval_loss": trained.get("val_loss"), "wall_s": round(trained["wall_s"], 1)}
+    return {
+        "cell": trained["cell"],
+        "r": trained["lora"]["r"],
+        "target_modules": targets if isinstance(targets, str) else ",".join(targets),
+        "base_weight_bits": trained["base_bits"],
+        "format_validity": round(quality["format_validity"], 4),
+        "column_coverage": round(quality["column_coverage"], 4),
+        "rouge_l": round(quality["rouge_l"], 4),
+        "parameters_updated": trained["trainable_parameters"],
+        "share_updated": round(trained["trainable_parameters"] / trained["total_parameters"], 5),
+        "eval_loss": trained.get("val_loss"),
+        "wall_s": round(trained["wall_s"], 1),
+    }
 
 
 def summary_rows(trained: list[dict], quality: list[dict], best: int) -> list[dict]:
-    return [sweep_row(t, q) | {"best": i == best} for i, (t, q) in
-            enumerate(zip(trained, quality))]
+    return [
+        sweep_row(t, q) | {"best": i == best}
+        for i, (t, q) in enumerate(zip(trained, quality, strict=False))
+    ]
 
 
-def report_markdown(rows: list[dict], reference: dict, skipped: list[dict], metric: str,
-                    best_name: str) -> str:
+def report_markdown(
+    rows: list[dict], reference: dict, skipped: list[dict], metric: str, best_name: str
+) -> str:
     """The summary table, the reference models (base, copy-the-column-names) below the
     cells, then the skipped cells."""
+
     def scores(name: str, q: dict) -> tuple:
-        return (name, f"{q['format_validity']:.3f}", f"{q['column_coverage']:.3f}",
-                f"{q['rouge_l']:.3f}")
+        return (
+            name,
+            f"{q['format_validity']:.3f}",
+            f"{q['column_coverage']:.3f}",
+            f"{q['rouge_l']:.3f}",
+        )
 
     lines = ["# finetune-sweep", "", f"Best cell by {metric}: **{best_name}**", ""]
-    lines += md_table(("model", "format validity", "column coverage", "ROUGE-L"),
-                      [scores(r["cell"], r) for r in rows]
-                      + [scores(name, q) for name, q in reference.items()])
+    lines += md_table(
+        ("model", "format validity", "column coverage", "ROUGE-L"),
+        [scores(r["cell"], r) for r in rows] + [scores(name, q) for name, q in reference.items()],
+    )
     lines += [f"- skipped {s['cell']}: {s['why']}" for s in skipped]
     return "\n".join(lines) + "\n"

@@ -3,6 +3,7 @@ pool, rendered as a CREATE TABLE statement in one of a few house styles. Table `
 only on ``(seed, i)``, so the same seed gives byte-identical output and a smaller ``n`` is a
 prefix. Also the family split that holds out whole (archetype, NAICS sector) families.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -81,37 +82,57 @@ def generate_table(index: int, seed: int) -> SynthTable:
     prose = {k: v.replace("_", " ") for k, v in words.items()}  # "menu item" in sentences
     prefix = industry_prefix(industry.title) if rng.random() < PREFIX_RATE else ""
     prefix = f"{prefix}_" if prefix else ""
-    columns = tuple(_draw_column(spec, rng, words, prefix)
-                    for spec in map(parse_column_spec, archetype.columns)
-                    if fits(industry, spec.sectors) and (
-                        spec.pk or spec.required or rng.random() < OPTIONAL_RATE))
+    columns = tuple(
+        _draw_column(spec, rng, words, prefix)
+        for spec in map(parse_column_spec, archetype.columns)
+        if fits(industry, spec.sectors)
+        and (spec.pk or spec.required or rng.random() < OPTIONAL_RATE)
+    )
     table_name = prefix + archetype.table.format(**words)
     header = rng.random() < HEADER_RATE
-    ddl = render_ddl(table_name, columns, rng,
-                     f"{industry.title} (NAICS {industry.code})" if header else None)
-    return SynthTable(index, industry.code, industry.title, industry.sector, archetype.name,
-                      archetype.entity.format(**prose), archetype.purpose.format(**prose),
-                      table_name, columns, ddl, header)
+    ddl = render_ddl(
+        table_name, columns, rng, f"{industry.title} (NAICS {industry.code})" if header else None
+    )
+    return SynthTable(
+        index,
+        industry.code,
+        industry.title,
+        industry.sector,
+        archetype.name,
+        archetype.entity.format(**prose),
+        archetype.purpose.format(**prose),
+        table_name,
+        columns,
+        ddl,
+        header,
+    )
 
 
-def _draw_column(spec: ColumnSpec, rng: random.Random, words: dict[str, str],
-                 prefix: str) -> Column:
+def _draw_column(
+    spec: ColumnSpec, rng: random.Random, words: dict[str, str], prefix: str
+) -> Column:
     sql_type = rng.choice(spec.types)
     references = None
     if spec.fk:
         target = ARCHETYPE_BY_NAME[spec.fk]
         target_pk = next(parse_column_spec(c) for c in target.columns if "pk" in c.split())
         references = (prefix + target.table.format(**words), target_pk.name.format(**words))
-    comment = (spec.note.format(**words) if spec.note and rng.random() < DDL_COMMENT_RATE
-               else None)
+    comment = spec.note.format(**words) if spec.note and rng.random() < DDL_COMMENT_RATE else None
     values = spec.values if spec.values and rng.random() < CHECK_RATE else ()
-    return Column(spec.name.format(**words), sql_type,
-                  nullable=spec.nullable and not spec.pk, primary_key=spec.pk,
-                  references=references, comment=comment, allowed_values=values)
+    return Column(
+        spec.name.format(**words),
+        sql_type,
+        nullable=spec.nullable and not spec.pk,
+        primary_key=spec.pk,
+        references=references,
+        comment=comment,
+        allowed_values=values,
+    )
 
 
-def render_ddl(table_name: str, columns: Sequence[Column], rng: random.Random,
-               header: str | None = None) -> str:
+def render_ddl(
+    table_name: str, columns: Sequence[Column], rng: random.Random, header: str | None = None
+) -> str:
     """CREATE TABLE in one of a few common house styles (inline or table-level constraints)."""
     keys = [c.name for c in columns if c.primary_key]
     inline_pk = len(keys) == 1 and rng.random() < 0.5
@@ -136,9 +157,12 @@ def render_ddl(table_name: str, columns: Sequence[Column], rng: random.Random,
         named = f"CONSTRAINT pk_{table_name} " if rng.random() < 0.5 else ""
         lines.append(f"{named}PRIMARY KEY ({', '.join(keys)})")
     if not inline_fk:
-        lines += [f"CONSTRAINT fk_{table_name}_{c.name} FOREIGN KEY ({c.name}) "
-                  f"REFERENCES {c.references[0]} ({c.references[1]})"
-                  for c in columns if c.references]
+        lines += [
+            f"CONSTRAINT fk_{table_name}_{c.name} FOREIGN KEY ({c.name}) "
+            f"REFERENCES {c.references[0]} ({c.references[1]})"
+            for c in columns
+            if c.references
+        ]
     create = "CREATE TABLE IF NOT EXISTS" if rng.random() < 0.3 else "CREATE TABLE"
     body = ",\n".join(indent + line for line in lines)
     top = f"-- Industry: {header}\n" if header else ""
@@ -151,8 +175,9 @@ def _sql_str(value: str) -> str:
 
 def copy_column_names_baseline(table: SynthTable) -> str:
     """The floor a model must beat: restate each column's name as its comment."""
-    return render_response(f"Table {table.table_name}.",
-                           [(c.name, c.name.replace("_", " ")) for c in table.columns])
+    return render_response(
+        f"Table {table.table_name}.", [(c.name, c.name.replace("_", " ")) for c in table.columns]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,8 +185,9 @@ def copy_column_names_baseline(table: SynthTable) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def split_by_family(tables: Sequence[SynthTable], test_fraction: float,
-                    seed: int = 0) -> tuple[list[SynthTable], list[SynthTable]]:
+def split_by_family(
+    tables: Sequence[SynthTable], test_fraction: float, seed: int = 0
+) -> tuple[list[SynthTable], list[SynthTable]]:
     """(train, test): whole families go to test, in a seeded hash order, until test holds
     about ``test_fraction`` of the tables. Independent of the tables' order."""
     sizes = Counter(t.family for t in tables)

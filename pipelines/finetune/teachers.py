@@ -3,6 +3,7 @@ templates over column semantics: keys, dates, amounts, status codes, units, …)
 (any object with ``generate(prompts, params)``; columns its reply misses are filled by the
 rule teacher and counted). Targets only use what the DDL shows, so a model can learn them.
 """
+
 from __future__ import annotations
 
 import re
@@ -27,8 +28,9 @@ class TableDoc:
     fallback_description: bool = False
 
     def response(self, table: SynthTable) -> str:
-        return render_response(self.description,
-                               [(name, self.comments[name]) for name in table.column_names])
+        return render_response(
+            self.description, [(name, self.comments[name]) for name in table.column_names]
+        )
 
 
 class Teacher(Protocol):
@@ -37,14 +39,32 @@ class Teacher(Protocol):
     def document(self, tables: Sequence[SynthTable]) -> list[TableDoc]: ...
 
 
-_ABBREVIATIONS = {"qty": "quantity", "amt": "amount", "pct": "percent", "num": "number",
-                  "ref": "reference", "spo2": "blood oxygen saturation", "cdl": "CDL"}
+_ABBREVIATIONS = {
+    "qty": "quantity",
+    "amt": "amount",
+    "pct": "percent",
+    "num": "number",
+    "ref": "reference",
+    "spo2": "blood oxygen saturation",
+    "cdl": "CDL",
+}
 # Longest first: "_mm_s" must win over "_s"; "_kwh" over "_kw"
-_UNITS = {"_mm_s": "millimetres per second", "_km_h": "kilometres per hour",
-          "_kwh": "kilowatt-hours", "_kw": "kilowatts", "_kpa": "kilopascals",
-          "_kg": "kilograms", "_pct": "percent", "_bpm": "beats per minute",
-          "_m2": "square metres", "_c": "degrees Celsius", "_v": "volts", "_days": "days",
-          "_minutes": "minutes", "_hours": "hours"}
+_UNITS = {
+    "_mm_s": "millimetres per second",
+    "_km_h": "kilometres per hour",
+    "_kwh": "kilowatt-hours",
+    "_kw": "kilowatts",
+    "_kpa": "kilopascals",
+    "_kg": "kilograms",
+    "_pct": "percent",
+    "_bpm": "beats per minute",
+    "_m2": "square metres",
+    "_c": "degrees Celsius",
+    "_v": "volts",
+    "_days": "days",
+    "_minutes": "minutes",
+    "_hours": "hours",
+}
 _TIME_UNITS = frozenset({"_days", "_minutes", "_hours"})
 _MONEY_WORDS = frozenset("amount price cost total fee balance limit salary rate paid".split())
 _GLOSSARY = {
@@ -94,23 +114,40 @@ class RuleTeacher:
         return [self.document_table(t) for t in tables]
 
     def document_table(self, table: SynthTable) -> TableDoc:
-        return TableDoc(self.describe_table(table),
-                        {c.name: self.describe_column(c, table) for c in table.columns})
+        return TableDoc(
+            self.describe_table(table),
+            {c.name: self.describe_column(c, table) for c in table.columns},
+        )
 
     def describe_table(self, table: SynthTable) -> str:
-        where = (f" in the {table.industry_title} industry (NAICS {table.industry_code})"
-                 if table.industry_in_ddl else "")
+        where = (
+            f" in the {table.industry_title} industry (NAICS {table.industry_code})"
+            if table.industry_in_ddl
+            else ""
+        )
         sentences = [f"The {table.table_name} table holds {table.purpose}{where}."]
         targets = list(dict.fromkeys(c.references[0] for c in table.columns if c.references))
         if targets:
             sentences.append(f"It links to {_and(targets)} through foreign keys.")
-        tracked = [label for label, present in (
-            ("a status", any(c.name == "status" or c.name.endswith("_status")
-                             for c in table.columns)),
-            ("monetary amounts", any(self._is_money(c) for c in table.columns)),
-            ("measurements with their units", any(self._unit(c.name) and self._unit(c.name)[0]
-                                                  not in _TIME_UNITS for c in table.columns)),
-            ("timestamps", any(c.sql_type == "TIMESTAMP" for c in table.columns))) if present]
+        tracked = [
+            label
+            for label, present in (
+                (
+                    "a status",
+                    any(c.name == "status" or c.name.endswith("_status") for c in table.columns),
+                ),
+                ("monetary amounts", any(self._is_money(c) for c in table.columns)),
+                (
+                    "measurements with their units",
+                    any(
+                        self._unit(c.name) and self._unit(c.name)[0] not in _TIME_UNITS
+                        for c in table.columns
+                    ),
+                ),
+                ("timestamps", any(c.sql_type == "TIMESTAMP" for c in table.columns)),
+            )
+            if present
+        ]
         if tracked:
             sentences.append(f"Each {table.entity} carries {_and(tracked)}.")
         return " ".join(sentences)
@@ -129,8 +166,10 @@ class RuleTeacher:
         key_part = f"Part of the primary key ({', '.join(keys)}). " if c.primary_key else ""
         if c.references:
             ref_table, ref_column = c.references
-            return (f"{key_part}Foreign key to {ref_table}.{ref_column}: the "
-                    f"{humanise(c.name.removesuffix('_id'))} of this {entity}.")
+            return (
+                f"{key_part}Foreign key to {ref_table}.{ref_column}: the "
+                f"{humanise(c.name.removesuffix('_id'))} of this {entity}."
+            )
         if c.comment:
             return f"{key_part}{_cap(c.comment.rstrip('.'))}."
         if c.allowed_values:
@@ -147,17 +186,25 @@ class RuleTeacher:
             return f"Flag: {words} (true or false)."
         if unit := self._unit(c.name):
             suffix, label = unit
-            return f"{_cap(humanise(c.name[:-len(suffix)]))}, in {label}."
+            return f"{_cap(humanise(c.name[: -len(suffix)]))}, in {label}."
         if self._is_money(c):
-            currency = (", in the currency given by currency_code"
-                        if "currency_code" in table.column_names else "")
-            return (f"{_cap(words)}: a monetary value with {_decimal_scale(c.sql_type)} "
-                    f"decimal places{currency}.")
+            currency = (
+                ", in the currency given by currency_code"
+                if "currency_code" in table.column_names
+                else ""
+            )
+            return (
+                f"{_cap(words)}: a monetary value with {_decimal_scale(c.sql_type)} "
+                f"decimal places{currency}."
+            )
         if c.sql_type == "TIMESTAMP":
             if c.name.endswith("_at"):
                 event = humanise(c.name[:-3])
-                return (f"When the {entity} was {event} (date and time)."
-                        if event.split()[-1].endswith("ed") else f"Date and time of {event}.")
+                return (
+                    f"When the {entity} was {event} (date and time)."
+                    if event.split()[-1].endswith("ed")
+                    else f"Date and time of {event}."
+                )
             return f"{_cap(words)}, as a date and time."
         if c.sql_type == "DATE":
             if c.name.endswith("_on"):
@@ -174,8 +221,11 @@ class RuleTeacher:
         if c.name.endswith("_name"):
             return f"Name of the {humanise(c.name[:-5])}."
         if c.name.endswith("_number"):
-            return (f"{_cap(words)}: the reference people use for the {entity}."
-                    if words.split()[0] in entity else f"{_cap(words)} of the {entity}.")
+            return (
+                f"{_cap(words)}: the reference people use for the {entity}."
+                if words.split()[0] in entity
+                else f"{_cap(words)} of the {entity}."
+            )
         if c.name.startswith(("quantity", "qty")) or c.name.endswith(("_count", "_point")):
             return f"{_cap(words)} for the {entity}, as a quantity."
         return f"{_cap(words)} of the {entity}."
@@ -191,8 +241,9 @@ class RuleTeacher:
 
     @staticmethod
     def _is_money(c: Column) -> bool:
-        return (_decimal_scale(c.sql_type) is not None
-                and bool(_MONEY_WORDS & set(c.name.split("_"))))
+        return _decimal_scale(c.sql_type) is not None and bool(
+            _MONEY_WORDS & set(c.name.split("_"))
+        )
 
 
 def _and(items: Sequence[str]) -> str:
@@ -206,8 +257,13 @@ class LLMTeacher:
 
     name = "llm"
 
-    def __init__(self, llm: Any, params: Any = None, batch_size: int = 16,
-                 fallback: RuleTeacher | None = None) -> None:
+    def __init__(
+        self,
+        llm: Any,
+        params: Any = None,
+        batch_size: int = 16,
+        fallback: RuleTeacher | None = None,
+    ) -> None:
         self.llm = llm
         self.params = params  # None: greedy GenerationParams, built on first use
         self.batch_size = batch_size  # prompts per generate() call
@@ -217,19 +273,24 @@ class LLMTeacher:
 
     def prompt(self, table: SynthTable) -> str:
         names = ", ".join(table.column_names)
-        return (f"{tabledoc_instruction(table.ddl)}\n\nReply in exactly this format and nothing "
-                f"else:\nDescription: <one to three sentences>\n- <column name>: <comment>\n"
-                f"with one line for each of these columns, in this order: {names}\n")
+        return (
+            f"{tabledoc_instruction(table.ddl)}\n\nReply in exactly this format and nothing "
+            f"else:\nDescription: <one to three sentences>\n- <column name>: <comment>\n"
+            f"with one line for each of these columns, in this order: {names}\n"
+        )
 
     def document(self, tables: Sequence[SynthTable]) -> list[TableDoc]:
         docs: list[TableDoc] = []
         for start in range(0, len(tables), self.batch_size):
-            batch = tables[start:start + self.batch_size]
+            batch = tables[start : start + self.batch_size]
             replies = self.llm.generate([self.prompt(t) for t in batch], self._params())
             if len(replies) != len(batch):
-                raise RuntimeError(f"teacher LLM returned {len(replies)} replies for "
-                                   f"{len(batch)} prompts")
-            docs += [self.from_reply(reply, table) for reply, table in zip(replies, batch)]
+                raise RuntimeError(
+                    f"teacher LLM returned {len(replies)} replies for {len(batch)} prompts"
+                )
+            docs += [
+                self.from_reply(reply, table) for reply, table in zip(replies, batch, strict=False)
+            ]
         return docs
 
     def from_reply(self, reply: str, table: SynthTable) -> TableDoc:
@@ -243,8 +304,12 @@ class LLMTeacher:
             description = self.fallback.describe_table(table)
         self.fallback_columns += len(missing)
         self.fallback_descriptions += no_description
-        return TableDoc(description, {n: found[n] for n in table.column_names},
-                        fallback_columns=len(missing), fallback_description=no_description)
+        return TableDoc(
+            description,
+            {n: found[n] for n in table.column_names},
+            fallback_columns=len(missing),
+            fallback_description=no_description,
+        )
 
     def _params(self) -> Any:
         if self.params is None:

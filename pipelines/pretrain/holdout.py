@@ -1,6 +1,7 @@
 """The validation holdout, chosen BY DOCUMENT id from a hash of (seed, id): every repeat of a
 document lands on the same side, the split does not depend on table order, and the tokenizer
 never sees a validation document."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,5 +1,6 @@
 """What pretraining reads when no mix manifest is handed to it: the mix table's current
 version in the lake, checked to exist and to hold rows before anything heavy starts."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,9 +17,12 @@ def current_mix(spark, lake: Path) -> dict:
     try:
         ref = table_ref(spark, path)
     except Exception as err:
-        raise FileNotFoundError(f"no Delta table at {path}: run the prepare-corpus flow first "
-                                f"({err.__class__.__name__})") from None
+        raise FileNotFoundError(
+            f"no Delta table at {path}: run the prepare-corpus flow first "
+            f"({err.__class__.__name__})"
+        ) from None
     if spark.read.format("delta").load(str(path)).limit(1).count() == 0:
-        raise ValueError(f"the mix table {path} (version {ref['version']}) is empty: nothing "
-                         "to pretrain on")
+        raise ValueError(
+            f"the mix table {path} (version {ref['version']}) is empty: nothing to pretrain on"
+        )
     return ref

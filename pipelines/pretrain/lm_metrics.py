@@ -11,6 +11,7 @@ models with different tokenizers on the same text.
   by ln 2 and the texts' UTF-8 bytes. Per byte, not per token, so a model with a coarser
   tokenizer gains nothing: this is the number the registry's champion gate compares.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,12 +50,17 @@ def unigram_baseline(shards_dir: Path | str) -> dict:
     predicted = val.batch(range(len(val)))[:, 1:]  # the model never predicts a row's first token
     loss = float(-log_p[predicted].mean())
     split = val.index["splits"]["validation"]
-    return {"unigram_val_loss": loss,
-            "unigram_val_bpb": loss * split["tokens"] / split["text_bytes"] / math.log(2)}
+    return {
+        "unigram_val_loss": loss,
+        "unigram_val_bpb": loss * split["tokens"] / split["text_bytes"] / math.log(2),
+    }
 
 
-def validation_texts(shards_dir: Path | str, tokenizer_dir: Path | str | None = None,
-                     max_bytes: int = DEFAULT_MAX_BYTES) -> list[str]:
+def validation_texts(
+    shards_dir: Path | str,
+    tokenizer_dir: Path | str | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> list[str]:
     """The validation split's documents, decoded; cut at ``max_bytes`` of text.
 
     The split's first and last pieces may be parts of documents (packing cut them); they are
@@ -82,8 +88,9 @@ def validation_texts(shards_dir: Path | str, tokenizer_dir: Path | str | None = 
     return texts
 
 
-def bits_per_byte(model_dir: Path | str, texts: list[str], window: int = 256,
-                  batch_size: int = 8) -> float:
+def bits_per_byte(
+    model_dir: Path | str, texts: list[str], window: int = 256, batch_size: int = 8
+) -> float:
     """Bits per UTF-8 byte of ``texts`` under the HF model in ``model_dir`` (its own tokenizer).
 
     The texts are tokenized, joined with EOS after each, and scored in windows of ``window``
@@ -103,14 +110,19 @@ def bits_per_byte(model_dir: Path | str, texts: list[str], window: int = 256,
     if not total_bytes:
         raise ValueError("bits_per_byte needs non-empty texts")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True,
-                                                 dtype=torch.float32).to(device).eval()
+    model = (
+        AutoModelForCausalLM.from_pretrained(
+            str(model_dir), local_files_only=True, dtype=torch.float32
+        )
+        .to(device)
+        .eval()
+    )
     step = window - 1
-    windows = [[eos] + ids[i:i + step] for i in range(0, len(ids), step)]
+    windows = [[eos] + ids[i : i + step] for i in range(0, len(ids), step)]
     nats = 0.0
     with torch.no_grad():
         for i in range(0, len(windows), batch_size):
-            nats += _window_nats(model, windows[i:i + batch_size], eos, device)
+            nats += _window_nats(model, windows[i : i + batch_size], eos, device)
     return nats / math.log(2) / total_bytes
 
 
@@ -123,8 +135,8 @@ def _window_nats(model, windows: list[list[int]], pad: int, device) -> float:
     ids = torch.full((len(windows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(windows), width), dtype=torch.long)
     for row, w in enumerate(windows):
-        ids[row, :len(w)] = torch.tensor(w)
-        mask[row, :len(w)] = 1
+        ids[row, : len(w)] = torch.tensor(w)
+        mask[row, : len(w)] = 1
     ids, mask = ids.to(device), mask.to(device)
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
     targets = ids[:, 1:]

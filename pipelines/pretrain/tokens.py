@@ -15,6 +15,7 @@
    that looks complete, and a second call with the same inputs finds it and does no work.
 5. ``TokenShards``: memory-mapped reader of one split, indexed by global sequence number.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,12 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from infra.faults import fault_point
+from infra.files import fsync_dir, write_json_atomic
 from pipelines.pretrain.holdout import is_validation
 from pipelines.pretrain.tokenizer import save_tokenizer, tokenizer_hash
 from pipelines.training.hf import load_tokenizer
-from infra.files import fsync_dir, write_json_atomic
-
-from infra.faults import fault_point
 
 INDEX_FILE = "index.json"
 TOKENIZER_DIR = "tokenizer"  # inside a shard dir: the tokenizer the shards were built with
@@ -46,6 +46,7 @@ TOKENS_SCHEMA = "id STRING, repeat INT, text_bytes LONG, tokens BINARY"
 
 
 # --- packing --------------------------------------------------------------------------------
+
 
 def shard_dtype(vocab_size: int) -> np.dtype:
     """uint16 when every id fits (vocab < 65536), else uint32: half the disk and page cache."""
@@ -81,7 +82,7 @@ class SequencePacker:
             return np.empty((0, self.seq_len), dtype=self.dtype)
         flat = np.concatenate(self._pending)
         n = len(flat) // self.seq_len
-        rest = flat[n * self.seq_len:]
+        rest = flat[n * self.seq_len :]
         self._pending, self._pending_tokens = [rest], len(rest)
         self.sequences += n
         return flat[: n * self.seq_len].reshape(n, self.seq_len)
@@ -104,17 +105,30 @@ def pack_documents(token_lists: Iterable, seq_len: int, eos_id: int) -> np.ndarr
 
 # --- shards on disk -------------------------------------------------------------------------
 
-def shard_cache_key(table: dict, tokenizer_digest: str, seq_len: int, val_fraction: float,
-                    seed: int, shard_sequences: int = DEFAULT_SHARD_SEQUENCES) -> str:
+
+def shard_cache_key(
+    table: dict,
+    tokenizer_digest: str,
+    seq_len: int,
+    val_fraction: float,
+    seed: int,
+    shard_sequences: int = DEFAULT_SHARD_SEQUENCES,
+) -> str:
     """The shard dir's name: a hash of everything its contents depend on.
 
     The table enters as its Delta (table id, version), not its path: moving the lake does not
     invalidate shards, rewriting the table does.
     """
-    payload = {"format": SHARD_FORMAT, "table_id": table["table_id"],
-               "version": int(table["version"]), "tokenizer": tokenizer_digest,
-               "seq_len": int(seq_len), "val_fraction": float(val_fraction), "seed": int(seed),
-               "shard_sequences": int(shard_sequences)}
+    payload = {
+        "format": SHARD_FORMAT,
+        "table_id": table["table_id"],
+        "version": int(table["version"]),
+        "tokenizer": tokenizer_digest,
+        "seq_len": int(seq_len),
+        "val_fraction": float(val_fraction),
+        "seed": int(seed),
+        "shard_sequences": int(shard_sequences),
+    }
     blob = json.dumps(payload, sort_keys=True).encode()
     return "tokens-" + hashlib.sha256(blob).hexdigest()[:24]
 
@@ -123,9 +137,16 @@ def is_complete(directory: Path) -> bool:
     return (Path(directory) / COMPLETE_MARKER).is_file()
 
 
-def build_token_shards(spark, mix_manifest: dict, tokenizer_dir: Path | str, out_root: Path,
-                       seq_len: int, val_fraction: float, seed: int,
-                       shard_sequences: int = DEFAULT_SHARD_SEQUENCES) -> dict:
+def build_token_shards(
+    spark,
+    mix_manifest: dict,
+    tokenizer_dir: Path | str,
+    out_root: Path,
+    seq_len: int,
+    val_fraction: float,
+    seed: int,
+    shard_sequences: int = DEFAULT_SHARD_SEQUENCES,
+) -> dict:
     """Step: the mix table at the manifest's version -> token shards; returns a JSON summary.
 
     The summary is ``index.json`` without the shard list, plus ``dir`` and ``reused`` (True
@@ -136,13 +157,27 @@ def build_token_shards(spark, mix_manifest: dict, tokenizer_dir: Path | str, out
     tokenizer = load_tokenizer(tokenizer_dir)
     table = {k: mix_manifest[k] for k in ("table", "table_id", "version")}
     return write_token_shards(
-        lambda: _tokenized_documents(read_table(spark, mix_manifest), tokenizer), tokenizer,
-        table, out_root, seq_len, val_fraction, seed, shard_sequences)
+        lambda: _tokenized_documents(read_table(spark, mix_manifest), tokenizer),
+        tokenizer,
+        table,
+        out_root,
+        seq_len,
+        val_fraction,
+        seed,
+        shard_sequences,
+    )
 
 
-def write_token_shards(documents: Callable[[], Iterable], tokenizer, table: dict,
-                       out_root: Path | str, seq_len: int, val_fraction: float, seed: int,
-                       shard_sequences: int = DEFAULT_SHARD_SEQUENCES) -> dict:
+def write_token_shards(
+    documents: Callable[[], Iterable],
+    tokenizer,
+    table: dict,
+    out_root: Path | str,
+    seq_len: int,
+    val_fraction: float,
+    seed: int,
+    shard_sequences: int = DEFAULT_SHARD_SEQUENCES,
+) -> dict:
     """Tokenized documents -> a complete shard dir under ``out_root``, keyed by ``table``
     ({table, table_id, version}) and the settings; returns its summary (see
     ``build_token_shards``). ``documents()`` yields (id, repeat, UTF-8 bytes, token ids) in
@@ -164,15 +199,30 @@ def write_token_shards(documents: Callable[[], Iterable], tokenizer, table: dict
     tmp = out_root / f".{key}.tmp-{uuid.uuid4().hex[:12]}"  # unique: concurrent builds never mix
     tmp.mkdir()
     try:
-        splits = _write_shards(documents(), tmp, table, seq_len, val_fraction, seed,
-                               shard_sequences, eos_id=tokenizer.eos_token_id,
-                               dtype=shard_dtype(len(tokenizer)))
+        splits = _write_shards(
+            documents(),
+            tmp,
+            table,
+            seq_len,
+            val_fraction,
+            seed,
+            shard_sequences,
+            eos_id=tokenizer.eos_token_id,
+            dtype=shard_dtype(len(tokenizer)),
+        )
         index = {
-            "format": SHARD_FORMAT, "cache_key": key, "seq_len": seq_len,
-            "dtype": shard_dtype(len(tokenizer)).name, "vocab_size": len(tokenizer),
-            "eos_token_id": tokenizer.eos_token_id, "tokenizer_hash": digest,
-            "table": table, "seed": seed, "val_fraction": val_fraction,
-            "shard_sequences": shard_sequences, "document_order": list(DOCUMENT_ORDER),
+            "format": SHARD_FORMAT,
+            "cache_key": key,
+            "seq_len": seq_len,
+            "dtype": shard_dtype(len(tokenizer)).name,
+            "vocab_size": len(tokenizer),
+            "eos_token_id": tokenizer.eos_token_id,
+            "tokenizer_hash": digest,
+            "table": table,
+            "seed": seed,
+            "val_fraction": val_fraction,
+            "shard_sequences": shard_sequences,
+            "document_order": list(DOCUMENT_ORDER),
             "splits": splits,
         }
         save_tokenizer(tokenizer, tmp / TOKENIZER_DIR)  # the dir carries what decodes it
@@ -191,16 +241,17 @@ def write_token_shards(documents: Callable[[], Iterable], tokenizer, table: dict
     return _summary(out_dir, reused=False)
 
 
-def tokenize_in_process(records: Iterable[tuple[str, str]], tokenizer,
-                        batch: int = 1024) -> Iterator[tuple[str, int, int, np.ndarray]]:
+def tokenize_in_process(
+    records: Iterable[tuple[str, str]], tokenizer, batch: int = 1024
+) -> Iterator[tuple[str, int, int, np.ndarray]]:
     """(id, text) pairs -> ``write_token_shards`` documents, without Spark: sorted by id (one
     pass, repeat 0), tokenized in batches by the Rust tokenizer's threads."""
     ordered = sorted(records, key=lambda r: r[0])
     backend = tokenizer.backend_tokenizer
     for start in range(0, len(ordered), batch):
-        chunk = ordered[start:start + batch]
+        chunk = ordered[start : start + batch]
         encodings = backend.encode_batch_fast([t for _, t in chunk], add_special_tokens=False)
-        for (doc_id, text), encoding in zip(chunk, encodings):
+        for (doc_id, text), encoding in zip(chunk, encodings, strict=False):
             yield doc_id, 0, len(text.encode()), np.asarray(encoding.ids, dtype=np.uint32)
 
 
@@ -214,10 +265,11 @@ def _tokenized_documents(df, tokenizer) -> Iterator[tuple[str, int, int, np.ndar
     independent of Spark's partitioning; (repeat, id) rather than (id, repeat) keeps the
     passes over a repeated document apart, so no sequence holds two copies of one document.
     """
-    rows = (df.select("id", "repeat", "text")
-            .mapInArrow(_tokenize_partition(tokenizer.backend_tokenizer.to_str()),
-                        TOKENS_SCHEMA)
-            .orderBy(*DOCUMENT_ORDER))
+    rows = (
+        df.select("id", "repeat", "text")
+        .mapInArrow(_tokenize_partition(tokenizer.backend_tokenizer.to_str()), TOKENS_SCHEMA)
+        .orderBy(*DOCUMENT_ORDER)
+    )
     for row in rows.toLocalIterator(prefetchPartitions=True):
         yield row.id, row.repeat, row.text_bytes, np.frombuffer(row.tokens, dtype=np.uint32)
 
@@ -234,13 +286,16 @@ def _tokenize_partition(tokenizer_json: str) -> Callable:
         for batch in batches:
             texts = batch.column("text")
             encodings = tokenizer.encode_batch_fast(
-                [t or "" for t in texts.to_pylist()], add_special_tokens=False)
-            tokens = pa.array([np.asarray(e.ids, dtype=np.uint32).tobytes() for e in encodings],
-                              type=pa.binary())
+                [t or "" for t in texts.to_pylist()], add_special_tokens=False
+            )
+            tokens = pa.array(
+                [np.asarray(e.ids, dtype=np.uint32).tobytes() for e in encodings], type=pa.binary()
+            )
             text_bytes = pc.fill_null(pc.binary_length(texts), 0).cast(pa.int64())
             yield pa.RecordBatch.from_arrays(
                 [batch.column("id"), batch.column("repeat"), text_bytes, tokens],
-                names=["id", "repeat", "text_bytes", "tokens"])
+                names=["id", "repeat", "text_bytes", "tokens"],
+            )
 
     return tokenize
 
@@ -267,7 +322,7 @@ class _SplitWriter:
         while self._buffered >= self.shard_sequences:
             rows = np.concatenate(self._buffer)
             self._write(rows[: self.shard_sequences])
-            rest = rows[self.shard_sequences:]
+            rest = rows[self.shard_sequences :]
             self._buffer, self._buffered = [rest], len(rest)
 
     def finish(self) -> dict:
@@ -275,11 +330,16 @@ class _SplitWriter:
             self._write(np.concatenate(self._buffer))
         self._buffer, self._buffered = [], 0
         p = self.packer
-        return {"documents": p.documents, "text_bytes": self.text_bytes,
-                "document_tokens": p.tokens - p.documents,  # without the EOS after each
-                "tokens": p.tokens, "sequences": p.sequences,
-                "packed_tokens": p.sequences * p.seq_len, "dropped_tokens": p.dropped_tokens,
-                "shards": self.shards}
+        return {
+            "documents": p.documents,
+            "text_bytes": self.text_bytes,
+            "document_tokens": p.tokens - p.documents,  # without the EOS after each
+            "tokens": p.tokens,
+            "sequences": p.sequences,
+            "packed_tokens": p.sequences * p.seq_len,
+            "dropped_tokens": p.dropped_tokens,
+            "shards": self.shards,
+        }
 
     def _write(self, rows: np.ndarray) -> None:
         name = f"{self.split}-{len(self.shards):05d}.npy"
@@ -290,15 +350,28 @@ class _SplitWriter:
         self.shards.append({"file": name, "sequences": int(len(rows))})
 
 
-def _write_shards(documents, directory: Path, table: dict, seq_len: int, val_fraction: float,
-                  seed: int, shard_sequences: int, eos_id: int, dtype: np.dtype) -> dict:
-    writers = {s: _SplitWriter(directory, s, SequencePacker(seq_len, eos_id, dtype),
-                               shard_sequences) for s in SPLITS}
+def _write_shards(
+    documents,
+    directory: Path,
+    table: dict,
+    seq_len: int,
+    val_fraction: float,
+    seed: int,
+    shard_sequences: int,
+    eos_id: int,
+    dtype: np.dtype,
+) -> dict:
+    writers = {
+        s: _SplitWriter(directory, s, SequencePacker(seq_len, eos_id, dtype), shard_sequences)
+        for s in SPLITS
+    }
     limit = np.iinfo(dtype).max
     for doc_id, _repeat, text_bytes, tokens in documents:
         if doc_id is None:
-            raise ValueError(f"mix table {table['table']} has a row with a null id: "
-                             "the validation split is chosen by document id")
+            raise ValueError(
+                f"mix table {table['table']} has a row with a null id: "
+                "the validation split is chosen by document id"
+            )
         if len(tokens) and int(tokens.max()) > limit:
             raise ValueError(f"token id {int(tokens.max())} does not fit {dtype.name} shards")
         split = "validation" if is_validation(doc_id, val_fraction, seed) else "train"
@@ -318,7 +391,8 @@ def _refuse_unusable_splits(stats: dict, table: dict, seq_len: int, val_fraction
             raise ValueError(
                 f"{where}: the {split} split has {stats[split]['tokens']} tokens from "
                 f"{stats[split]['documents']} documents, not one full sequence of seq_len "
-                f"{seq_len}; use a larger mix, a shorter seq_len or another val_fraction")
+                f"{seq_len}; use a larger mix, a shorter seq_len or another val_fraction"
+            )
 
 
 def _rename_into_place(tmp: Path, out_dir: Path) -> bool:
@@ -330,9 +404,11 @@ def _rename_into_place(tmp: Path, out_dir: Path) -> bool:
         if is_complete(out_dir):
             shutil.rmtree(tmp, ignore_errors=True)
             return False
-        raise RuntimeError(f"cannot move finished token shards into {out_dir}: it exists "
-                           f"without {COMPLETE_MARKER} (another build of the same inputs is "
-                           "finishing, or crashed); run again") from err
+        raise RuntimeError(
+            f"cannot move finished token shards into {out_dir}: it exists "
+            f"without {COMPLETE_MARKER} (another build of the same inputs is "
+            "finishing, or crashed); run again"
+        ) from err
 
 
 def _discard_incomplete(out_dir: Path) -> None:
@@ -346,15 +422,24 @@ def _discard_incomplete(out_dir: Path) -> None:
 
 def _summary(directory: Path, reused: bool) -> dict:
     index = read_index(directory)
-    splits = {s: {k: v for k, v in info.items() if k != "shards"}
-              for s, info in index["splits"].items()}
+    splits = {
+        s: {k: v for k, v in info.items() if k != "shards"} for s, info in index["splits"].items()
+    }
     return {**index, "splits": splits, "dir": str(directory), "reused": reused}
 
 
 # --- reading --------------------------------------------------------------------------------
 
-INDEX_KEYS = ("format", "seq_len", "dtype", "vocab_size", "tokenizer_hash", "table", "seed",
-              "splits")
+INDEX_KEYS = (
+    "format",
+    "seq_len",
+    "dtype",
+    "vocab_size",
+    "tokenizer_hash",
+    "table",
+    "seed",
+    "splits",
+)
 SPLIT_KEYS = ("sequences", "tokens", "text_bytes", "shards")
 
 
@@ -367,7 +452,8 @@ def read_index(directory: Path | str) -> dict:
     if not is_complete(directory):
         raise FileNotFoundError(
             f"{directory} is not a complete token shard dir: no {COMPLETE_MARKER} marker "
-            "(its build crashed or is still running); rebuild it with build_token_shards")
+            "(its build crashed or is still running); rebuild it with build_token_shards"
+        )
     try:
         index = json.loads(index_path.read_text())
     except FileNotFoundError:
@@ -375,13 +461,19 @@ def read_index(directory: Path | str) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"token shard index {index_path} is not valid JSON: {err}") from None
     missing = [k for k in INDEX_KEYS if k not in index]
-    missing += [f"splits.{s}.{k}" for s, info in index.get("splits", {}).items()
-                for k in SPLIT_KEYS if k not in info]
+    missing += [
+        f"splits.{s}.{k}"
+        for s, info in index.get("splits", {}).items()
+        for k in SPLIT_KEYS
+        if k not in info
+    ]
     if missing:
         raise ValueError(f"token shard index {index_path} lacks {', '.join(missing)}")
     if index["format"] != SHARD_FORMAT:
-        raise ValueError(f"token shard index {index_path} has format {index['format']}, this "
-                         f"code reads format {SHARD_FORMAT}; rebuild the shards")
+        raise ValueError(
+            f"token shard index {index_path} has format {index['format']}, this "
+            f"code reads format {SHARD_FORMAT}; rebuild the shards"
+        )
     return index
 
 
@@ -395,8 +487,10 @@ class TokenShards:
         self.dir = Path(directory)
         self.index = read_index(self.dir)
         if split not in self.index["splits"]:
-            raise KeyError(f"{self.dir / INDEX_FILE} has no split {split!r}; it has "
-                           f"{sorted(self.index['splits'])}")
+            raise KeyError(
+                f"{self.dir / INDEX_FILE} has no split {split!r}; it has "
+                f"{sorted(self.index['splits'])}"
+            )
         self.split = split
         self.seq_len = int(self.index["seq_len"])
         self.dtype = np.dtype(self.index["dtype"])
@@ -405,22 +499,27 @@ class TokenShards:
         self._starts = np.cumsum([0] + [len(a) for a in self._arrays])
         declared = self.index["splits"][split]["sequences"]
         if self._starts[-1] != declared:
-            raise ValueError(f"{self.dir / INDEX_FILE}: split {split!r} declares {declared} "
-                             f"sequences, its shards hold {int(self._starts[-1])}")
+            raise ValueError(
+                f"{self.dir / INDEX_FILE}: split {split!r} declares {declared} "
+                f"sequences, its shards hold {int(self._starts[-1])}"
+            )
 
     def _open(self, entry: dict) -> np.ndarray:
         path = self.dir / entry["file"]
         if not path.is_file():
-            raise FileNotFoundError(f"token shard {path} (listed in {self.dir / INDEX_FILE}) "
-                                    "is missing")
+            raise FileNotFoundError(
+                f"token shard {path} (listed in {self.dir / INDEX_FILE}) is missing"
+            )
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError, EOFError) as err:
             raise ValueError(f"token shard {path} is not a readable .npy file: {err}") from None
         expected = (int(entry["sequences"]), self.seq_len)
         if array.shape != expected or array.dtype != self.dtype:
-            raise ValueError(f"token shard {path} holds {array.dtype}{list(array.shape)}, the "
-                             f"index says {self.dtype}{list(expected)}")
+            raise ValueError(
+                f"token shard {path} holds {array.dtype}{list(array.shape)}, the "
+                f"index says {self.dtype}{list(expected)}"
+            )
         return array
 
     def __len__(self) -> int:

@@ -3,6 +3,7 @@
 
 Run ``python -m pipelines.pretrain.train --config … --shards … --out …`` in its own process
 group (``pipelines.training.launch`` does); Prefect stays outside the ranks."""
+
 from __future__ import annotations
 
 import argparse
@@ -37,9 +38,13 @@ class PretrainConfig(TrainerConfig):
         return self
 
 
-def train(config: PretrainConfig, shards_dir: Path | str, out_dir: Path | str,
-          log: Callable[[dict], None] | None = None,
-          tokenizer_dir: Path | str | None = None) -> dict:
+def train(
+    config: PretrainConfig,
+    shards_dir: Path | str,
+    out_dir: Path | str,
+    log: Callable[[dict], None] | None = None,
+    tokenizer_dir: Path | str | None = None,
+) -> dict:
     """Train (or resume) in this process as one DeepSpeed rank; returns a JSON summary.
 
     ``tokenizer_dir`` (default: ``<shards_dir>/tokenizer`` when present) is checked against
@@ -52,8 +57,10 @@ def train(config: PretrainConfig, shards_dir: Path | str, out_dir: Path | str,
         train_shards = TokenShards(shards_dir, "train")
         index = train_shards.index
         if train_shards.seq_len != config.seq_len:
-            raise ValueError(f"config seq_len {config.seq_len} does not match the shards' "
-                             f"seq_len {train_shards.seq_len} ({Path(shards_dir) / 'index.json'})")
+            raise ValueError(
+                f"config seq_len {config.seq_len} does not match the shards' "
+                f"seq_len {train_shards.seq_len} ({Path(shards_dir) / 'index.json'})"
+            )
         tokenizer_dir = _tokenizer_dir(shards_dir, tokenizer_dir, index)
         model = _build_model(config, index, tokenizer_dir)
         out_dir = Path(out_dir)
@@ -62,17 +69,33 @@ def train(config: PretrainConfig, shards_dir: Path | str, out_dir: Path | str,
             state = full_state_dict(engine)  # every rank: ZeRO-3 gathers the weights
             if rank != 0:
                 return {}
-            exported = {"model_dir": str(export_model(engine, tokenizer_dir, out_dir / "model",
-                                                      state_dict=state))}
+            exported = {
+                "model_dir": str(
+                    export_model(engine, tokenizer_dir, out_dir / "model", state_dict=state)
+                )
+            }
             if ema is not None:
-                exported["ema_model_dir"] = str(export_model(
-                    engine, tokenizer_dir, out_dir / "model-ema", use_ema=True,
-                    ema_weights=ema, state_dict=state))
+                exported["ema_model_dir"] = str(
+                    export_model(
+                        engine,
+                        tokenizer_dir,
+                        out_dir / "model-ema",
+                        use_ema=True,
+                        ema_weights=ema,
+                        state_dict=state,
+                    )
+                )
             return exported
 
-        return run_training(config, model, LanguageModeling(train_shards), out_dir,
-                            eval_data=_validation(shards_dir), log=log,
-                            export=export if tokenizer_dir is not None else None)
+        return run_training(
+            config,
+            model,
+            LanguageModeling(train_shards),
+            out_dir,
+            eval_data=_validation(shards_dir),
+            log=log,
+            export=export if tokenizer_dir is not None else None,
+        )
 
 
 class LanguageModeling:
@@ -118,16 +141,18 @@ def _tokenizer_dir(shards_dir, tokenizer_dir, index: dict) -> Path | None:
     tokenizer_dir = Path(tokenizer_dir)
     digest = tokenizer_hash(tokenizer_dir)
     if digest != index["tokenizer_hash"]:
-        raise ValueError(f"tokenizer {tokenizer_dir} (hash {digest[:12]}) is not the one the "
-                         f"shards in {shards_dir} were built with (hash "
-                         f"{index['tokenizer_hash'][:12]})")
+        raise ValueError(
+            f"tokenizer {tokenizer_dir} (hash {digest[:12]}) is not the one the "
+            f"shards in {shards_dir} were built with (hash "
+            f"{index['tokenizer_hash'][:12]})"
+        )
     return tokenizer_dir
 
 
 def _build_model(config: PretrainConfig, index: dict, tokenizer_dir: Path | None):
-    from pipelines.training.models import build_model, model_config
     from pipelines.pretrain.tokenizer import check_vocab, special_token_ids
     from pipelines.training.hf import load_tokenizer
+    from pipelines.training.models import build_model, model_config
 
     if tokenizer_dir is not None:
         tokenizer = load_tokenizer(tokenizer_dir)
@@ -136,8 +161,10 @@ def _build_model(config: PretrainConfig, index: dict, tokenizer_dir: Path | None
         eos = index.get("eos_token_id")
         ids, vocab = {"eos_token_id": eos, "bos_token_id": eos}, int(index["vocab_size"])
     if vocab != int(index["vocab_size"]):
-        raise ValueError(f"the tokenizer has {vocab} tokens, the shards were built with "
-                         f"vocab_size {index['vocab_size']}")
+        raise ValueError(
+            f"the tokenizer has {vocab} tokens, the shards were built with "
+            f"vocab_size {index['vocab_size']}"
+        )
     max_len = max(config.seq_len, PRESETS[config.preset].seq_len)
     hf_config = model_config(config.preset, vocab_size=vocab, max_seq_len=max_len, **ids)
     if tokenizer_dir is not None:
@@ -146,19 +173,37 @@ def _build_model(config: PretrainConfig, index: dict, tokenizer_dir: Path | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.pretrain.train",
-                                     description="Pretrain (or resume) one DeepSpeed rank.")
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.pretrain.train",
+        description="Pretrain (or resume) one DeepSpeed rank.",
+    )
     parser.add_argument("--config", required=True, help="JSON file of PretrainConfig fields")
     parser.add_argument("--shards", required=True, help="complete token shard dir")
     parser.add_argument("--out", required=True, help="run dir (checkpoints, metrics, models)")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer dir (default: "
-                        "<shards>/tokenizer when present)")
-    parser.add_argument("--workspace", default=None, help="GENAI_HOME for this rank (remote "
-                        "nodes do not inherit the launching shell's environment)")
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        help="tokenizer dir (default: <shards>/tokenizer when present)",
+    )
+    parser.add_argument(
+        "--workspace",
+        default=None,
+        help="GENAI_HOME for this rank (remote "
+        "nodes do not inherit the launching shell's environment)",
+    )
     args = parser.parse_args(argv)
-    return rank_main(PretrainConfig, args.config, args.workspace, lambda config: train(
-        config, args.shards, args.out, tokenizer_dir=args.tokenizer,
-        log=lambda r: log_.info(json.dumps(r))))
+    return rank_main(
+        PretrainConfig,
+        args.config,
+        args.workspace,
+        lambda config: train(
+            config,
+            args.shards,
+            args.out,
+            tokenizer_dir=args.tokenizer,
+            log=lambda r: log_.info(json.dumps(r)),
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ input never disappears: a record that could not be read cleanly (malformed JSON 
 undecodable bytes, missing field, a rating or timestamp that is not one) is still emitted with
 ``ingest_error`` naming the problem, for the gate to quarantine beside ratings outside 1–5 and
 blank text."""
+
 from __future__ import annotations
 
 import csv
@@ -16,7 +17,7 @@ import math
 import re
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -42,8 +43,13 @@ from pipelines.shared.input_files import (
 # Files: listing and raw records
 # ---------------------------------------------------------------------------------------------
 
-REVIEW_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv",
-                   ".parquet": "parquet"}
+REVIEW_SUFFIXES = {
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+}
 PARQUET_BATCH_ROWS = 4096  # rows per Arrow batch: bounded memory for big files
 _UNDECODED = re.compile("[\udc80-\udcff]")  # bytes surrogateescape kept for us to report
 
@@ -66,8 +72,10 @@ def list_review_files(paths: Sequence[str]) -> list[Path]:
         resolved = root.resolve()  # the path the user named is trusted; nothing below it is
         if resolved.is_file():
             if review_format(resolved) is None:
-                raise ReviewsInputError(f"reviews path {given}: unsupported file type (expected "
-                                        f"{', '.join(sorted(REVIEW_SUFFIXES))}, optionally .gz)")
+                raise ReviewsInputError(
+                    f"reviews path {given}: unsupported file type (expected "
+                    f"{', '.join(sorted(REVIEW_SUFFIXES))}, optionally .gz)"
+                )
             files.append(resolved)
             continue
         try:
@@ -91,8 +99,7 @@ class RawRecord(NamedTuple):
 def raw_records(path: Path) -> Iterator[RawRecord]:
     """The records of one file as the source wrote them, each with any read error."""
     kind = review_format(path)
-    reader = {"jsonl": _json_line_records, "csv": _csv_records,
-              "parquet": _parquet_records}[kind]
+    reader = {"jsonl": _json_line_records, "csv": _csv_records, "parquet": _parquet_records}[kind]
     try:
         yield from reader(path)
     except (OSError, EOFError, zlib.error, csv.Error) as exc:
@@ -115,20 +122,24 @@ def _json_line_records(path: Path) -> Iterator[RawRecord]:
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
-                yield RawRecord(origin, None, _join(error, f"invalid JSON: {exc.msg} at column "
-                                                           f"{exc.colno}"))
+                yield RawRecord(
+                    origin, None, _join(error, f"invalid JSON: {exc.msg} at column {exc.colno}")
+                )
                 continue
             if not isinstance(obj, dict):
-                yield RawRecord(origin, None, _join(error, f"expected a JSON object, got "
-                                                           f"{type(obj).__name__}"))
+                yield RawRecord(
+                    origin, None, _join(error, f"expected a JSON object, got {type(obj).__name__}")
+                )
                 continue
             yield RawRecord(origin, obj, error)
 
 
 def _csv_records(path: Path) -> Iterator[RawRecord]:
     # surrogateescape keeps undecodable bytes visible per row; utf-8-sig drops a BOM
-    with _open_binary(path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig",
-                                                     errors="surrogateescape", newline="") as f:
+    with (
+        _open_binary(path) as raw,
+        io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="") as f,
+    ):
         reader = csv.reader(f)
         header = next(reader, None)
         for row in reader:
@@ -140,9 +151,11 @@ def _csv_records(path: Path) -> Iterator[RawRecord]:
                 error = f"row has {len(row)} fields, the header {len(header)}"
             if any(_UNDECODED.search(cell) for cell in row):
                 error = _join(error, "undecodable UTF-8 bytes")
-                row = [cell.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-                       for cell in row]
-            yield RawRecord(origin, dict(zip(header, row)), error)
+                row = [
+                    cell.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                    for cell in row
+                ]
+            yield RawRecord(origin, dict(zip(header, row, strict=False)), error)
 
 
 def _parquet_records(path: Path) -> Iterator[RawRecord]:
@@ -183,39 +196,47 @@ def parse_rating(value: Any) -> tuple[int | None, str | None]:
     return int(number), None
 
 
-def parse_timestamp(value: Any, fmt: TimestampFormat = "auto"
-                    ) -> tuple[datetime | None, str | None]:
+def parse_timestamp(
+    value: Any, fmt: TimestampFormat = "auto"
+) -> tuple[datetime | None, str | None]:
     """A UTC datetime from unix seconds/ms, ISO 8601 or "MM DD, YYYY" (``fmt`` narrows it)."""
     try:
         moment = _parse_timestamp(value, fmt)
     except (ValueError, OverflowError, OSError):
         moment = None
     if moment is None:
-        expected = {"auto": "unix seconds, ISO 8601 or 'MM DD, YYYY'", "unix": "unix seconds",
-                    "unix_ms": "unix milliseconds", "iso": "ISO 8601",
-                    "month_day_year": "'MM DD, YYYY'"}[fmt]
+        expected = {
+            "auto": "unix seconds, ISO 8601 or 'MM DD, YYYY'",
+            "unix": "unix seconds",
+            "unix_ms": "unix milliseconds",
+            "iso": "ISO 8601",
+            "month_day_year": "'MM DD, YYYY'",
+        }[fmt]
         return None, f"timestamp {value!r} is not {expected}"
     return moment, None
 
 
 def _parse_timestamp(value: Any, fmt: TimestampFormat) -> datetime | None:
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     text = value.strip() if isinstance(value, str) else None
-    if (fmt in ("auto", "unix", "unix_ms") and not isinstance(value, bool)
-            and (isinstance(value, (int, float)) or (text and _NUMBER.fullmatch(text)))):
+    if (
+        fmt in ("auto", "unix", "unix_ms")
+        and not isinstance(value, bool)
+        and (isinstance(value, (int, float)) or (text and _NUMBER.fullmatch(text)))
+    ):
         seconds = float(value)
         if fmt == "unix_ms" or (fmt == "auto" and abs(seconds) > MILLISECONDS_ABOVE):
             seconds /= 1000
-        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+        return datetime.fromtimestamp(seconds, tz=UTC)
     if text is None:
         return None
     if fmt in ("auto", "month_day_year") and (match := _MONTH_DAY_YEAR.fullmatch(text)):
         month, day, year = map(int, match.groups())
-        return datetime(year, month, day, tzinfo=timezone.utc)
+        return datetime(year, month, day, tzinfo=UTC)
     if fmt in ("auto", "iso"):
         moment = datetime.fromisoformat(text)
-        return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     return None
 
 
@@ -226,8 +247,11 @@ def parse_price(value: Any) -> tuple[float | None, str | None]:
         price = float(value.strip().lstrip("$") if isinstance(value, str) else value)
     except (TypeError, ValueError):
         return None, f"price {value!r} is not a number"
-    return (price, None) if math.isfinite(price) and price >= 0 else \
-        (None, f"price {value!r} is not a price")
+    return (
+        (price, None)
+        if math.isfinite(price) and price >= 0
+        else (None, f"price {value!r} is not a price")
+    )
 
 
 def _as_text(value: Any, name: str) -> tuple[str | None, str | None]:
@@ -241,12 +265,14 @@ def _as_text(value: Any, name: str) -> tuple[str | None, str | None]:
 def derived_review_id(fields: dict, id_from: Sequence[str]) -> str:
     """A stable id from the named fields' values (absent fields count as empty)."""
     values = ["" if fields.get(name) is None else str(fields[name]) for name in id_from]
-    return "h" + hashlib.sha256("\x1f".join(values).encode("utf-8", "surrogatepass")
-                                ).hexdigest()[:24]
+    return (
+        "h" + hashlib.sha256("\x1f".join(values).encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    )
 
 
-def review_from_fields(fields: dict | None, mapping: FieldMapping, origin: str,
-                       error: str | None = None) -> dict:
+def review_from_fields(
+    fields: dict | None, mapping: FieldMapping, origin: str, error: str | None = None
+) -> dict:
     """One bronze/reviews record from a source record; every problem goes into ingest_error."""
     record = dict.fromkeys(REVIEW_FIELDS)
     record.update(source="file", origin=origin)
@@ -263,8 +289,11 @@ def review_from_fields(fields: dict | None, mapping: FieldMapping, origin: str,
 
     required = ["product_id", "rating", "text", "timestamp"]
     required += ["review_id"] if mapping.review_id else []
-    problems += [f"missing field {getattr(mapping, name)!r} ({name})" for name in required
-                 if raw_value(name) is None]
+    problems += [
+        f"missing field {getattr(mapping, name)!r} ({name})"
+        for name in required
+        if raw_value(name) is None
+    ]
 
     def take(name: str, convert=None):
         raw = raw_value(name)
@@ -276,14 +305,16 @@ def review_from_fields(fields: dict | None, mapping: FieldMapping, origin: str,
             problems.append(problem)
         return value
 
-    record["review_id"] = take("review_id") if mapping.review_id else \
-        derived_review_id(fields, mapping.id_from)
+    record["review_id"] = (
+        take("review_id") if mapping.review_id else derived_review_id(fields, mapping.id_from)
+    )
     for name in ("product_id", "product_name", "category", "reviewer_id", "title", "text"):
         record[name] = take(name)
     record["rating"] = take("rating", parse_rating)
     record["price"] = take("price", parse_price)
-    record["reviewed_at"] = take("timestamp",
-                                 lambda v: parse_timestamp(v, mapping.timestamp_format))
+    record["reviewed_at"] = take(
+        "timestamp", lambda v: parse_timestamp(v, mapping.timestamp_format)
+    )
     record["ingest_error"] = "; ".join(problems) or None
     return record
 
@@ -340,8 +371,9 @@ def read_review_records(config: ReviewsConfig, stats: dict | None = None) -> Ite
     return _records_and_aspects(config, stats if stats is not None else {})[0]
 
 
-def _records_and_aspects(config: ReviewsConfig, counts: dict
-                         ) -> tuple[Iterator[dict], list[dict] | None]:
+def _records_and_aspects(
+    config: ReviewsConfig, counts: dict
+) -> tuple[Iterator[dict], list[dict] | None]:
     if config.paths:
         files = list_review_files(config.paths)
         counts.update(mode="files", files=len(files))
@@ -368,22 +400,26 @@ def write_reviews(spark, config: ReviewsConfig, txn_id: str, root: Path | None =
 
     stats: dict = {}
     records, aspects = _records_and_aspects(config, stats)
-    df = spark.createDataFrame([tuple(r[f] for f in REVIEW_FIELDS) for r in records],
-                               REVIEWS.schema)
+    df = spark.createDataFrame(
+        [tuple(r[f] for f in REVIEW_FIELDS) for r in records], REVIEWS.schema
+    )
     # MERGE on review_id: reviews accumulate across runs, and re-ingesting the same reviews
     # changes nothing, so the Change Data Feed shows the batch stage only what is new
     manifest = write_table(spark, REVIEWS, df, txn_id=txn_id, mode="merge", root=root)
     manifest["stats"] = stats
-    manifest["aspects"] = None if aspects is None else write_review_aspects(
-        spark, aspects, txn_id, root)
+    manifest["aspects"] = (
+        None if aspects is None else write_review_aspects(spark, aspects, txn_id, root)
+    )
     return manifest
 
 
-def write_review_aspects(spark, aspects: Sequence[dict], txn_id: str,
-                         root: Path | None = None) -> dict:
+def write_review_aspects(
+    spark, aspects: Sequence[dict], txn_id: str, root: Path | None = None
+) -> dict:
     from infra.lake import write_table
 
     columns = [c.split()[0] for c in REVIEW_ASPECTS_SCHEMA.split(", ")]
-    df = spark.createDataFrame([tuple(a[c] for c in columns) for a in aspects],
-                               REVIEW_ASPECTS.schema)
+    df = spark.createDataFrame(
+        [tuple(a[c] for c in columns) for a in aspects], REVIEW_ASPECTS.schema
+    )
     return write_table(spark, REVIEW_ASPECTS, df, txn_id=txn_id, mode="merge", root=root)

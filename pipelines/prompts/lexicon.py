@@ -1,12 +1,13 @@
 """Review text against the catalogue: the coarse-language rule (a lexicon beside the LLM's
 flag), the phrase → aspect matcher that reads which aspect a free-text point names, and the
 ranking of counted aspects that summaries and baselines share."""
+
 from __future__ import annotations
 
 import math
 import re
 from collections import Counter
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from pipelines.prompts.catalogue import ASPECTS
@@ -25,8 +26,24 @@ TOP_POINTS = 3  # a summary names its top three points
 
 _LOOK_ALIKES = {"a": "@4", "e": "3", "i": "1!", "l": "1", "o": "0", "s": "$5", "t": "7"}
 _MASKS = "*#%"
-_ENDINGS = ("s", "es", "ed", "er", "ers", "ing", "in", "y", "ies", "ic", "hole", "holes",
-            "head", "heads", "face", "bag")
+_ENDINGS = (
+    "s",
+    "es",
+    "ed",
+    "er",
+    "ers",
+    "ing",
+    "in",
+    "y",
+    "ies",
+    "ic",
+    "hole",
+    "holes",
+    "head",
+    "heads",
+    "face",
+    "bag",
+)
 
 
 def _letter_class(letter: str, maskable: bool) -> str:
@@ -40,8 +57,10 @@ def _word_pattern(word: str) -> str:
 
 @lru_cache(maxsize=1)
 def coarse_pattern() -> re.Pattern:
-    words = [line.split("#")[0].strip().lower()
-             for line in COARSE_WORDS_FILE.read_text(encoding="utf-8").splitlines()]
+    words = [
+        line.split("#")[0].strip().lower()
+        for line in COARSE_WORDS_FILE.read_text(encoding="utf-8").splitlines()
+    ]
     words = sorted({w for w in words if w}, key=len, reverse=True)
     endings = "|".join(sorted(_ENDINGS, key=len, reverse=True))
     body = "|".join(_word_pattern(w) for w in words)
@@ -58,7 +77,7 @@ def coarse_language_flag(text: str | None) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def aspect_pattern(name: str) -> re.Pattern:
     """The aspect's name or any of its keywords, at the start of a word."""
     aspect = ASPECTS[name]
@@ -83,13 +102,11 @@ def aspect_of_phrase(phrase: str) -> str | None:
     return best
 
 
-def most_common_aspects(counts: Counter, first_seen: dict[str, tuple] | None = None
-                        ) -> list[str]:
+def most_common_aspects(counts: Counter, first_seen: dict[str, tuple] | None = None) -> list[str]:
     """The TOP_POINTS most counted; ties in the order the reviews first mention them
     (``first_seen``), then in catalogue order."""
     order = list(ASPECTS)
     rank = {name: order.index(name) if name in ASPECTS else len(order) for name in counts}
     seen = first_seen or {}
     never = (math.inf, math.inf)
-    return sorted(counts, key=lambda a: (-counts[a], seen.get(a, never), rank[a], a)
-                  )[:TOP_POINTS]
+    return sorted(counts, key=lambda a: (-counts[a], seen.get(a, never), rank[a], a))[:TOP_POINTS]

@@ -3,6 +3,7 @@ saw: held-out groups from the generator under another seed, the precision and re
 named criticised aspects (through the catalogue's phrase → aspect matcher), the keyword
 baseline a model must beat, and the comparison of the task model, its base and the baseline.
 The averaging and comparison come in as ``compare`` (``pipelines.evaluation.reviews``)."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -33,13 +34,16 @@ HELDOUT_GROUP_REVIEWS = 3  # reviews per held-out group: enough for a top-three 
 # the same groups whatever a task model's prompts hold (the summariser chunks them)
 
 
-def heldout_groups(config, window: str = "week", max_reviews: int = HELDOUT_GROUP_REVIEWS
-                   ) -> tuple[list[Group], list[dict]]:
+def heldout_groups(
+    config, window: str = "week", max_reviews: int = HELDOUT_GROUP_REVIEWS
+) -> tuple[list[Group], list[dict]]:
     """(groups, aspect records) of generated products the task model never saw: the
     generator with another seed, each group's first ``max_reviews`` reviews."""
     reviews, aspects = generate_reviews(config)
-    groups = [Group(g.product_id, g.band, g.window_start, window, g.reviews[:max_reviews])
-              for g in groups_in_memory(reviews, window)]
+    groups = [
+        Group(g.product_id, g.band, g.window_start, window, g.reviews[:max_reviews])
+        for g in groups_in_memory(reviews, window)
+    ]
     return groups, aspects
 
 
@@ -48,12 +52,14 @@ def group_aspect_records(groups: Sequence[Group], aspects: Iterable[dict]) -> li
     by_review: dict[str, list[dict]] = {}
     for record in aspects:
         by_review.setdefault(record["review_id"], []).append(record)
-    return [[a for r in group.reviews for a in by_review.get(r["review_id"], [])]
-            for group in groups]
+    return [
+        [a for r in group.reviews for a in by_review.get(r["review_id"], [])] for group in groups
+    ]
 
 
-def negative_point_scores(predicted_points: Sequence[str], aspect_records_of_group:
-                          Iterable[dict], k: int = TOP_POINTS) -> tuple[float, float]:
+def negative_point_scores(
+    predicted_points: Sequence[str], aspect_records_of_group: Iterable[dict], k: int = TOP_POINTS
+) -> tuple[float, float]:
     """(precision, recall) of predicted negative points against the aspects the group's
     reviews criticise. Precision: the share of points that name a criticised aspect, each
     aspect credited once (a repeat dilutes). Recall: criticised aspects named, over
@@ -91,9 +97,14 @@ def model_negative_points(summariser: Summariser, groups: Sequence[Group]) -> li
     return [a["negative_points"] or [] for a in answers]
 
 
-def score_review_models(config: ReviewsConfig, summary: SummaryConfig,
-                        models: Mapping[str, str], load_llm: Callable[[str], object],
-                        compare: Callable[..., dict], max_groups: int = 64) -> dict:
+def score_review_models(
+    config: ReviewsConfig,
+    summary: SummaryConfig,
+    models: Mapping[str, str],
+    load_llm: Callable[[str], object],
+    compare: Callable[..., dict],
+    max_groups: int = 64,
+) -> dict:
     """Negative points of each model (name -> reference ``load_llm`` opens) on the first
     ``max_groups`` held-out groups, beside the keyword baseline, through ``compare``
     (summarisers, groups, records per group, per-group score -> scores by name). Returns
@@ -107,12 +118,15 @@ def score_review_models(config: ReviewsConfig, summary: SummaryConfig,
     def model_points(ref: str) -> Callable[[Sequence[Group]], list[list[str]]]:
         def points(of_groups: Sequence[Group]) -> list[list[str]]:
             llm = load_llm(ref)
-            return model_negative_points(Summariser(llm, template, summary, llm.tokenizer),
-                                         of_groups)
+            return model_negative_points(
+                Summariser(llm, template, summary, llm.tokenizer), of_groups
+            )
+
         return points
 
     summarisers = {"keyword_baseline": lambda gs: [keyword_baseline(g.reviews) for g in gs]}
     summarisers |= {name: model_points(ref) for name, ref in models.items()}
-    scores = compare(summarisers, groups, group_aspect_records(groups, aspects),
-                     negative_point_scores)
+    scores = compare(
+        summarisers, groups, group_aspect_records(groups, aspects), negative_point_scores
+    )
     return {"scores": scores, "heldout_seed": heldout.seed, "groups": len(groups)}

@@ -1,6 +1,7 @@
 """The review stage's tables and input settings: bronze/reviews with its quality gate, the
 generator's truth table silver/review_aspects, the field mappings that read review files, and
 :class:`ReviewsConfig` (files by mapping, or the seeded generator)."""
+
 from __future__ import annotations
 
 from datetime import date
@@ -14,13 +15,17 @@ from infra.lake import TableSpec, expect
 # Tables
 # ---------------------------------------------------------------------------------------------
 
-REVIEWS_SCHEMA = ("review_id STRING, product_id STRING, product_name STRING, category STRING, "
-                  "price DOUBLE, reviewer_id STRING, rating INT, title STRING, text STRING, "
-                  "reviewed_at TIMESTAMP, source STRING, origin STRING, ingest_error STRING")
+REVIEWS_SCHEMA = (
+    "review_id STRING, product_id STRING, product_name STRING, category STRING, "
+    "price DOUBLE, reviewer_id STRING, rating INT, title STRING, text STRING, "
+    "reviewed_at TIMESTAMP, source STRING, origin STRING, ingest_error STRING"
+)
 REVIEW_FIELDS = tuple(column.split()[0] for column in REVIEWS_SCHEMA.split(", "))
 
 REVIEWS = TableSpec(
-    layer="bronze", name="reviews", schema=REVIEWS_SCHEMA,
+    layer="bronze",
+    name="reviews",
+    schema=REVIEWS_SCHEMA,
     key=("review_id",),  # implies not null + unique: differing copies of an id are quarantined
     expectations=(
         expect("column_values_to_be_null", column="ingest_error"),  # unreadable line, bad field
@@ -35,11 +40,13 @@ REVIEWS = TableSpec(
 REVIEW_ASPECTS_SCHEMA = "review_id STRING, product_id STRING, aspect STRING, polarity INT"
 
 REVIEW_ASPECTS = TableSpec(
-    layer="silver", name="review_aspects", schema=REVIEW_ASPECTS_SCHEMA,
+    layer="silver",
+    name="review_aspects",
+    schema=REVIEW_ASPECTS_SCHEMA,
     key=("review_id", "aspect"),
     expectations=(expect("column_values_to_be_in_set", column="polarity", value_set=[-1, 1]),),
     description="The generator's truth: the aspects each generated review praises (+1) or "
-                "criticises (-1).",
+    "criticises (-1).",
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -83,16 +90,34 @@ FIELD_MAPPINGS: dict[str, FieldMapping] = {
     # + day is not unique (the same reviewer writes two reviews of one product on one day), so
     # the title and text join the hash; an identical copy (one per product variant) is dropped.
     "amazon_2018": FieldMapping(
-        review_id=None, id_from=["reviewerID", "asin", "unixReviewTime", "summary", "reviewText"],
-        product_id="asin", reviewer_id="reviewerID", rating="overall", title="summary",
-        text="reviewText", timestamp="unixReviewTime", timestamp_format="unix",
-        product_name=None, category=None, price=None),
+        review_id=None,
+        id_from=["reviewerID", "asin", "unixReviewTime", "summary", "reviewText"],
+        product_id="asin",
+        reviewer_id="reviewerID",
+        rating="overall",
+        title="summary",
+        text="reviewText",
+        timestamp="unixReviewTime",
+        timestamp_format="unix",
+        product_name=None,
+        category=None,
+        price=None,
+    ),
     # Kaggle "Amazon Books Reviews" Books_rating.csv: no review id, User_id often empty.
     "amazon_books_kaggle": FieldMapping(
-        review_id=None, id_from=["Id", "User_id", "profileName", "review/time", "review/text"],
-        product_id="Id", product_name="Title", price="Price", reviewer_id="User_id",
-        rating="review/score", title="review/summary", text="review/text",
-        timestamp="review/time", timestamp_format="unix", category=None),
+        review_id=None,
+        id_from=["Id", "User_id", "profileName", "review/time", "review/text"],
+        product_id="Id",
+        product_name="Title",
+        price="Price",
+        reviewer_id="User_id",
+        rating="review/score",
+        title="review/summary",
+        text="review/text",
+        timestamp="review/time",
+        timestamp_format="unix",
+        category=None,
+    ),
 }
 
 
@@ -122,8 +147,9 @@ class ReviewsConfig(BaseModel):
     @classmethod
     def _known_mapping(cls, value: str | FieldMapping) -> str | FieldMapping:
         if isinstance(value, str) and value not in FIELD_MAPPINGS:
-            raise ValueError(f"mapping {value!r}: expected one of {sorted(FIELD_MAPPINGS)} "
-                             f"or a field mapping")
+            raise ValueError(
+                f"mapping {value!r}: expected one of {sorted(FIELD_MAPPINGS)} or a field mapping"
+            )
         return value
 
     def field_mapping(self) -> FieldMapping:

@@ -5,6 +5,7 @@ as its mini-batch finishes so a rerun after a failure redoes only unfinished gro
 groups whose reviews changed since the last run (the reviews table's Change Data Feed) are
 recomputed and merged, with the LLM's and the lexicon's flags and the per-window metrics,
 into the gold tables."""
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,8 @@ ANSWER_SCHEMA = (
     "chunks INT, negative_points ARRAY<STRING>, liked_features ARRAY<STRING>, "
     "value_for_money STRING, flagged_review_ids ARRAY<STRING>, raw STRING, parse_error STRING, "
     "prompt_tokens INT, completion_tokens INT, latency_ms DOUBLE, prompt_preview STRING, "
-    "cached BOOLEAN")
+    "cached BOOLEAN"
+)
 _ANSWER_COLUMNS = [c.split()[0] for c in ANSWER_SCHEMA.split(", ")]
 
 
@@ -34,10 +36,10 @@ def with_group_columns(reviews_df, window: str):
     """Reviews with their rating band and window start (a DATE, Spark's date_trunc)."""
     from pyspark.sql import functions as F
 
-    band = F.when(F.col("rating") <= 2, "low").when(F.col("rating") == 3, "mid") \
-        .otherwise("high")
-    return (reviews_df.withColumn("band", band)
-            .withColumn("window_start", F.to_date(F.date_trunc(window, F.col("reviewed_at")))))
+    band = F.when(F.col("rating") <= 2, "low").when(F.col("rating") == 3, "mid").otherwise("high")
+    return reviews_df.withColumn("band", band).withColumn(
+        "window_start", F.to_date(F.date_trunc(window, F.col("reviewed_at")))
+    )
 
 
 def group_frame(reviews_df, window: str, keys_df=None):
@@ -49,26 +51,41 @@ def group_frame(reviews_df, window: str, keys_df=None):
     if keys_df is not None:
         df = df.join(keys_df, list(GROUP_KEY), "left_semi")
     review = F.struct("reviewed_at", "review_id", "rating", "title", "text")
-    return (df.groupBy(*GROUP_KEY)
-            .agg(F.sort_array(F.collect_list(review)).alias("reviews"),
-                 F.count("*").cast("int").alias("review_count")))
+    return df.groupBy(*GROUP_KEY).agg(
+        F.sort_array(F.collect_list(review)).alias("reviews"),
+        F.count("*").cast("int").alias("review_count"),
+    )
 
 
 def answer_frame(groups_df, job: dict, partitions: int):
     """mapInPandas over the groups: each partition loads the model once (see ``job_spec``)."""
-    return (groups_df.repartition(partitions, *GROUP_KEY)
-            .mapInPandas(_answer_partition(json.dumps(job)), ANSWER_SCHEMA))
+    return groups_df.repartition(partitions, *GROUP_KEY).mapInPandas(
+        _answer_partition(json.dumps(job)), ANSWER_SCHEMA
+    )
 
 
-def job_spec(llm_spec: str | dict, model_id: str, prompt, config: SummaryConfig,
-             cache_dir: Path, threads_per_task: int) -> dict:
+def job_spec(
+    llm_spec: str | dict,
+    model_id: str,
+    prompt,
+    config: SummaryConfig,
+    cache_dir: Path,
+    threads_per_task: int,
+) -> dict:
     """What every partition needs, JSON-able (it travels to executors): where the model is
     (a local HF dir every executor can read, or an endpoint), the prompt version's text, the
     settings, the cache dir."""
-    return {"llm": llm_spec, "model_id": model_id, "prompt_uri": prompt.uri,
-            "prompt_name": prompt.name, "prompt_version": prompt.version,
-            "template": prompt.template, "config": config.model_dump(mode="json"),
-            "cache_dir": str(cache_dir), "threads": threads_per_task}
+    return {
+        "llm": llm_spec,
+        "model_id": model_id,
+        "prompt_uri": prompt.uri,
+        "prompt_name": prompt.name,
+        "prompt_version": prompt.version,
+        "template": prompt.template,
+        "config": config.model_dump(mode="json"),
+        "cache_dir": str(cache_dir),
+        "threads": threads_per_task,
+    }
 
 
 _WORKER_MODELS: dict[str, tuple] = {}  # per Python worker: a reused worker keeps its model
@@ -83,9 +100,11 @@ def _summariser_for(job: dict) -> Summariser:
 
         torch.set_num_threads(max(1, int(job["threads"])))
         config = SummaryConfig(**job["config"])
-        llm = TransformersLLM(job["llm"], tokens_per_batch=config.tokens_per_batch) \
-            if isinstance(job["llm"], str) and Path(job["llm"]).is_dir() \
+        llm = (
+            TransformersLLM(job["llm"], tokens_per_batch=config.tokens_per_batch)
+            if isinstance(job["llm"], str) and Path(job["llm"]).is_dir()
             else load_llm(job["llm"])
+        )
         _WORKER_MODELS[key] = (llm, getattr(llm, "tokenizer", None))
     llm, tokenizer = _WORKER_MODELS[key]
     prompt = PromptRef(job["prompt_name"], job["prompt_version"], job["template"])
@@ -100,15 +119,20 @@ def _answer_partition(job_json: str) -> Callable:
         cache = AnswerCache(Path(job["cache_dir"]))
         summariser = None
         for frame in batches:
-            groups = sorted((_group_of(row, job["config"]["window"]) for row in
-                             frame.to_dict("records")), key=lambda g: g.key)  # a rerun
+            groups = sorted(
+                (_group_of(row, job["config"]["window"]) for row in frame.to_dict("records")),
+                key=lambda g: g.key,
+            )  # a rerun
             # after a failure finds the same groups done: in key order, cached as they finish
             if not groups:
                 continue
             summariser = summariser or _summariser_for(job)
-            rows = [_answer_row(g, a, cached) for g, a, cached in
-                    answer_groups(summariser, groups, cache, job["model_id"],
-                                  job["prompt_uri"])]
+            rows = [
+                _answer_row(g, a, cached)
+                for g, a, cached in answer_groups(
+                    summariser, groups, cache, job["model_id"], job["prompt_uri"]
+                )
+            ]
             yield pd.DataFrame(rows, columns=_ANSWER_COLUMNS)
 
     return answer
@@ -124,53 +148,73 @@ def _group_of(row: dict, window: str) -> Group:
 def _answer_row(group: Group, answer: dict, cached: bool) -> dict:
     import datetime
 
-    return {"product_id": group.product_id, "band": group.band,
-            "window_start": datetime.date.fromisoformat(group.window_start),
-            "window": group.window, "review_count": len(group.reviews),
-            **{k: answer.get(k) for k in _ANSWER_COLUMNS[5:-1]}, "cached": cached}
+    return {
+        "product_id": group.product_id,
+        "band": group.band,
+        "window_start": datetime.date.fromisoformat(group.window_start),
+        "window": group.window,
+        "review_count": len(group.reviews),
+        **{k: answer.get(k) for k in _ANSWER_COLUMNS[5:-1]},
+        "cached": cached,
+    }
 
 
 # --- incremental update of the gold tables --------------------------------------------------
+
 
 def _tables():
     from infra.lake import TableSpec, expect
 
     summaries = TableSpec(
-        layer="gold", name="review_summaries",
-        schema=("product_id STRING, band STRING, window_start DATE, window STRING, "
-                "review_count INT, chunks INT, negative_points ARRAY<STRING>, "
-                "liked_features ARRAY<STRING>, value_for_money STRING, "
-                "flagged_review_ids ARRAY<STRING>, raw STRING, parse_error STRING, "
-                "prompt_tokens INT, completion_tokens INT, latency_ms DOUBLE, model_uri STRING, "
-                "prompt_uri STRING, prompt_version INT, mlflow_run_id STRING, "
-                "reviews_table_id STRING, reviews_version LONG, updated_at TIMESTAMP"),
+        layer="gold",
+        name="review_summaries",
+        schema=(
+            "product_id STRING, band STRING, window_start DATE, window STRING, "
+            "review_count INT, chunks INT, negative_points ARRAY<STRING>, "
+            "liked_features ARRAY<STRING>, value_for_money STRING, "
+            "flagged_review_ids ARRAY<STRING>, raw STRING, parse_error STRING, "
+            "prompt_tokens INT, completion_tokens INT, latency_ms DOUBLE, model_uri STRING, "
+            "prompt_uri STRING, prompt_version INT, mlflow_run_id STRING, "
+            "reviews_table_id STRING, reviews_version LONG, updated_at TIMESTAMP"
+        ),
         key=GROUP_KEY,
         # a parse failure is kept (raw text + error), so it is not an expectation
-        expectations=(expect("column_values_to_be_in_set", column="band",
-                             value_set=list(RATING_BANDS)),
-                      expect("column_values_to_be_between", column="review_count", min_value=1),
-                      expect("column_values_to_not_be_null", column="model_uri"),
-                      expect("column_values_to_not_be_null", column="raw")),
+        expectations=(
+            expect("column_values_to_be_in_set", column="band", value_set=list(RATING_BANDS)),
+            expect("column_values_to_be_between", column="review_count", min_value=1),
+            expect("column_values_to_not_be_null", column="model_uri"),
+            expect("column_values_to_not_be_null", column="raw"),
+        ),
         description="Per product x rating band x window: the LLM's answers to the seed's "
-                    "four questions, with model, prompt version and run.")
+        "four questions, with model, prompt version and run.",
+    )
     flags = TableSpec(
-        layer="gold", name="review_flags",
-        schema=("review_id STRING, product_id STRING, band STRING, window_start DATE, "
-                "rating INT, llm_flagged BOOLEAN, lexicon_flagged BOOLEAN, flagged BOOLEAN, "
-                "mlflow_run_id STRING, reviews_version LONG"),
+        layer="gold",
+        name="review_flags",
+        schema=(
+            "review_id STRING, product_id STRING, band STRING, window_start DATE, "
+            "rating INT, llm_flagged BOOLEAN, lexicon_flagged BOOLEAN, flagged BOOLEAN, "
+            "mlflow_run_id STRING, reviews_version LONG"
+        ),
         key=("review_id",),
         description="Per review: flagged by the LLM as especially negative or inappropriate, "
-                    "by the coarse-language lexicon, or both.")
+        "by the coarse-language lexicon, or both.",
+    )
     metrics = TableSpec(
-        layer="gold", name="review_metrics",
-        schema=("product_id STRING, window_start DATE, window STRING, reviews INT, "
-                "mean_rating DOUBLE, share_negative DOUBLE, previous_reviews INT, "
-                "mean_rating_change DOUBLE, share_negative_change DOUBLE, reviews_version LONG"),
+        layer="gold",
+        name="review_metrics",
+        schema=(
+            "product_id STRING, window_start DATE, window STRING, reviews INT, "
+            "mean_rating DOUBLE, share_negative DOUBLE, previous_reviews INT, "
+            "mean_rating_change DOUBLE, share_negative_change DOUBLE, reviews_version LONG"
+        ),
         key=("product_id", "window_start"),
-        expectations=(expect("column_values_to_be_between", column="mean_rating",
-                             min_value=1, max_value=5),),
+        expectations=(
+            expect("column_values_to_be_between", column="mean_rating", min_value=1, max_value=5),
+        ),
         description="Per product and window: counts, mean rating, share of 1-2 star reviews, "
-                    "and the change against the product's previous window.")
+        "and the change against the product's previous window.",
+    )
     return summaries, flags, metrics
 
 
@@ -184,9 +228,14 @@ def last_processed(spark, root: Path | None = None) -> tuple[str, int] | None:
     path = REVIEW_SUMMARIES.path(root)
     if not (path / "_delta_log").is_dir():
         return None
-    row = (spark.read.format("delta").load(str(path))
-           .groupBy("reviews_table_id").agg(F.max("reviews_version").alias("v"))
-           .orderBy(F.desc("v")).first())
+    row = (
+        spark.read.format("delta")
+        .load(str(path))
+        .groupBy("reviews_table_id")
+        .agg(F.max("reviews_version").alias("v"))
+        .orderBy(F.desc("v"))
+        .first()
+    )
     return None if row is None else (row["reviews_table_id"], int(row["v"]))
 
 
@@ -195,18 +244,33 @@ def changed_keys(spark, reviews_path: str, start: int, end: int, window: str):
     Feed): inserted and updated rows, and rows updated away or deleted."""
     from pyspark.sql import functions as F
 
-    changes = (spark.read.format("delta").option("readChangeFeed", "true")
-               .option("startingVersion", start).option("endingVersion", end)
-               .load(reviews_path)
-               .where(F.col("_change_type").isin("insert", "update_postimage",
-                                                 "update_preimage", "delete")))
+    changes = (
+        spark.read.format("delta")
+        .option("readChangeFeed", "true")
+        .option("startingVersion", start)
+        .option("endingVersion", end)
+        .load(reviews_path)
+        .where(
+            F.col("_change_type").isin("insert", "update_postimage", "update_preimage", "delete")
+        )
+    )
     return with_group_columns(changes, window).select(*GROUP_KEY).distinct()
 
 
-def update_review_summaries(spark, reviews: dict, config: SummaryConfig, *, llm_spec,
-                            model_id: str, prompt, txn_id: str, run_id: str | None,
-                            cache_dir: Path, root: Path | None = None,
-                            on_answers: Callable[[list[dict]], None] | None = None) -> dict:
+def update_review_summaries(
+    spark,
+    reviews: dict,
+    config: SummaryConfig,
+    *,
+    llm_spec,
+    model_id: str,
+    prompt,
+    txn_id: str,
+    run_id: str | None,
+    cache_dir: Path,
+    root: Path | None = None,
+    on_answers: Callable[[list[dict]], None] | None = None,
+) -> dict:
     """Recompute exactly the groups with reviews added or changed since the last processed
     version of ``reviews`` (a bronze/reviews manifest), over all of each group's reviews,
     and MERGE them (with their flags and their products' metrics) into the gold tables.
@@ -220,8 +284,11 @@ def update_review_summaries(spark, reviews: dict, config: SummaryConfig, *, llm_
     if previous == (table_id, version):
         return {"up_to_date": True, "groups": 0, "reviews_version": version}
     incremental = previous is not None and previous[0] == table_id and previous[1] < version
-    keys = changed_keys(spark, reviews["table"], previous[1] + 1, version, config.window) \
-        if incremental else None
+    keys = (
+        changed_keys(spark, reviews["table"], previous[1] + 1, version, config.window)
+        if incremental
+        else None
+    )
     reviews_df = read_table(spark, reviews)
     groups = group_frame(reviews_df, config.window, keys)
     threads = max(1, (os.cpu_count() or 1) // spark.sparkContext.defaultParallelism)
@@ -229,41 +296,78 @@ def update_review_summaries(spark, reviews: dict, config: SummaryConfig, *, llm_
     partitions = config.partitions or spark.sparkContext.defaultParallelism
     answers = answer_frame(groups, job, partitions).persist()
     try:
-        traced = [r.asDict() for r in answers.where(~F.col("cached")).select(
-            *GROUP_KEY, "prompt_preview", "raw", "parse_error", "latency_ms", "prompt_tokens",
-            "completion_tokens").collect()]
-        counts = answers.agg(F.count("*").alias("groups"),
-                             F.sum(F.col("cached").cast("int")).alias("cached"),
-                             F.sum(F.col("parse_error").isNull().cast("int")).alias("parsed"),
-                             ).first()
+        traced = [
+            r.asDict()
+            for r in answers.where(~F.col("cached"))
+            .select(
+                *GROUP_KEY,
+                "prompt_preview",
+                "raw",
+                "parse_error",
+                "latency_ms",
+                "prompt_tokens",
+                "completion_tokens",
+            )
+            .collect()
+        ]
+        counts = answers.agg(
+            F.count("*").alias("groups"),
+            F.sum(F.col("cached").cast("int")).alias("cached"),
+            F.sum(F.col("parse_error").isNull().cast("int")).alias("parsed"),
+        ).first()
         if not counts["groups"]:
             return {"up_to_date": True, "groups": 0, "reviews_version": version}
-        meta = {"model_uri": F.lit(model_id), "prompt_uri": F.lit(prompt.uri),
-                "prompt_version": F.lit(prompt.version).cast("int"),
-                "mlflow_run_id": F.lit(run_id).cast("string"), "reviews_table_id": F.lit(table_id),
-                "reviews_version": F.lit(version).cast("long"),
-                "updated_at": F.current_timestamp()}
+        meta = {
+            "model_uri": F.lit(model_id),
+            "prompt_uri": F.lit(prompt.uri),
+            "prompt_version": F.lit(prompt.version).cast("int"),
+            "mlflow_run_id": F.lit(run_id).cast("string"),
+            "reviews_table_id": F.lit(table_id),
+            "reviews_version": F.lit(version).cast("long"),
+            "updated_at": F.current_timestamp(),
+        }
         summaries = answers.drop("prompt_preview", "cached").withColumns(meta)
-        result = {"summaries": write_table(spark, REVIEW_SUMMARIES, summaries,
-                                           txn_id=f"{txn_id}:summaries", mode="merge",
-                                           root=root)}
-        result["flags"] = write_table(spark, REVIEW_FLAGS,
-                                      _flag_rows(reviews_df, answers, config.window, run_id,
-                                                 version),
-                                      txn_id=f"{txn_id}:flags", mode="merge", root=root)
+        result = {
+            "summaries": write_table(
+                spark,
+                REVIEW_SUMMARIES,
+                summaries,
+                txn_id=f"{txn_id}:summaries",
+                mode="merge",
+                root=root,
+            )
+        }
+        result["flags"] = write_table(
+            spark,
+            REVIEW_FLAGS,
+            _flag_rows(reviews_df, answers, config.window, run_id, version),
+            txn_id=f"{txn_id}:flags",
+            mode="merge",
+            root=root,
+        )
         touched = answers.select("product_id").distinct()
-        result["metrics"] = write_table(spark, REVIEW_METRICS,
-                                        window_metrics(reviews_df, config.window, touched,
-                                                       version),
-                                        txn_id=f"{txn_id}:metrics", mode="merge", root=root)
+        result["metrics"] = write_table(
+            spark,
+            REVIEW_METRICS,
+            window_metrics(reviews_df, config.window, touched, version),
+            txn_id=f"{txn_id}:metrics",
+            mode="merge",
+            root=root,
+        )
     finally:
         answers.unpersist()
     if on_answers is not None:
         on_answers(traced)
-    return {**result, "up_to_date": False, "incremental": incremental,
-            "groups": counts["groups"], "cached_groups": counts["cached"] or 0,
-            "parse_rate": counts["parsed"] / counts["groups"], "reviews_version": version,
-            "since_version": previous[1] if incremental else None}
+    return {
+        **result,
+        "up_to_date": False,
+        "incremental": incremental,
+        "groups": counts["groups"],
+        "cached_groups": counts["cached"] or 0,
+        "parse_rate": counts["parsed"] / counts["groups"],
+        "reviews_version": version,
+        "since_version": previous[1] if incremental else None,
+    }
 
 
 def _flag_rows(reviews_df, answers, window: str, run_id: str | None, version: int):
@@ -272,19 +376,33 @@ def _flag_rows(reviews_df, answers, window: str, run_id: str | None, version: in
     from pyspark.sql.types import BooleanType
 
     lexicon = F.udf(lambda text: bool(coarse_language_flag(text or "")), BooleanType())
-    flagged = (answers.select(F.explode_outer("flagged_review_ids").alias("review_id"))
-               .where(F.col("review_id").isNotNull()).distinct()
-               .withColumn("llm_flagged", F.lit(True)))
-    rows = (with_group_columns(reviews_df, window)
-            .join(answers.select(*GROUP_KEY), list(GROUP_KEY), "left_semi")
-            .join(flagged, "review_id", "left")
-            .select("review_id", "product_id", "band", "window_start",
-                    F.col("rating").cast("int").alias("rating"),
-                    F.coalesce("llm_flagged", F.lit(False)).alias("llm_flagged"),
-                    lexicon("text").alias("lexicon_flagged")))
-    return rows.withColumns({"flagged": F.col("llm_flagged") | F.col("lexicon_flagged"),
-                             "mlflow_run_id": F.lit(run_id).cast("string"),
-                             "reviews_version": F.lit(version).cast("long")})
+    flagged = (
+        answers.select(F.explode_outer("flagged_review_ids").alias("review_id"))
+        .where(F.col("review_id").isNotNull())
+        .distinct()
+        .withColumn("llm_flagged", F.lit(True))
+    )
+    rows = (
+        with_group_columns(reviews_df, window)
+        .join(answers.select(*GROUP_KEY), list(GROUP_KEY), "left_semi")
+        .join(flagged, "review_id", "left")
+        .select(
+            "review_id",
+            "product_id",
+            "band",
+            "window_start",
+            F.col("rating").cast("int").alias("rating"),
+            F.coalesce("llm_flagged", F.lit(False)).alias("llm_flagged"),
+            lexicon("text").alias("lexicon_flagged"),
+        )
+    )
+    return rows.withColumns(
+        {
+            "flagged": F.col("llm_flagged") | F.col("lexicon_flagged"),
+            "mlflow_run_id": F.lit(run_id).cast("string"),
+            "reviews_version": F.lit(version).cast("long"),
+        }
+    )
 
 
 def window_metrics(reviews_df, window: str, products_df, version: int):
@@ -293,17 +411,28 @@ def window_metrics(reviews_df, window: str, products_df, version: int):
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    per_window = (with_group_columns(reviews_df, window)
-                  .join(products_df, "product_id", "left_semi")
-                  .groupBy("product_id", "window_start")
-                  .agg(F.count("*").cast("int").alias("reviews"),
-                       F.avg("rating").alias("mean_rating"),
-                       F.avg((F.col("rating") <= 2).cast("double")).alias("share_negative")))
+    per_window = (
+        with_group_columns(reviews_df, window)
+        .join(products_df, "product_id", "left_semi")
+        .groupBy("product_id", "window_start")
+        .agg(
+            F.count("*").cast("int").alias("reviews"),
+            F.avg("rating").alias("mean_rating"),
+            F.avg((F.col("rating") <= 2).cast("double")).alias("share_negative"),
+        )
+    )
     order = Window.partitionBy("product_id").orderBy("window_start")
     return per_window.select(
-        "product_id", "window_start", F.lit(window).alias("window"), "reviews", "mean_rating",
-        "share_negative", F.lag("reviews").over(order).alias("previous_reviews"),
+        "product_id",
+        "window_start",
+        F.lit(window).alias("window"),
+        "reviews",
+        "mean_rating",
+        "share_negative",
+        F.lag("reviews").over(order).alias("previous_reviews"),
         (F.col("mean_rating") - F.lag("mean_rating").over(order)).alias("mean_rating_change"),
-        (F.col("share_negative") - F.lag("share_negative").over(order))
-        .alias("share_negative_change"),
-        F.lit(version).cast("long").alias("reviews_version"))
+        (F.col("share_negative") - F.lag("share_negative").over(order)).alias(
+            "share_negative_change"
+        ),
+        F.lit(version).cast("long").alias("reviews_version"),
+    )

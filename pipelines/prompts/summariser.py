@@ -2,6 +2,7 @@
 group to the context budget, fill the answer fields of every chunk's prompt in one batch,
 parse, and merge a group's chunks — and the answer cache that keeps finished groups from
 being asked again after a failure."""
+
 from __future__ import annotations
 
 import hashlib
@@ -45,8 +46,12 @@ class SummaryConfig(BaseModel):
     partitions: int | None = Field(None, ge=1)  # None: Spark's default parallelism
 
 
-def chunk_reviews(reviews: Sequence[dict], budget: int, count_tokens: Callable[[str], int],
-                  max_reviews: int | None = None) -> list[list[dict]]:
+def chunk_reviews(
+    reviews: Sequence[dict],
+    budget: int,
+    count_tokens: Callable[[str], int],
+    max_reviews: int | None = None,
+) -> list[list[dict]]:
     """Consecutive reviews packed greedily so each chunk's quoted text fits ``budget``
     tokens (a lone review over the budget still gets a chunk of its own) and holds at most
     ``max_reviews`` reviews."""
@@ -89,51 +94,78 @@ class Summariser:
         """One answer per group (in order) with its raw text, parse error, tokens, latency."""
         jobs = []  # (group index, chunk reviews, prompt)
         for g, group in enumerate(groups):
-            reviews = [clip_review(r, self.config.review_tokens, self.tokenizer)
-                       if self.tokenizer is not None else r for r in group.reviews]
+            reviews = [
+                clip_review(r, self.config.review_tokens, self.tokenizer)
+                if self.tokenizer is not None
+                else r
+                for r in group.reviews
+            ]
             budget = self.config.context_tokens - self.count_tokens(
-                group_prompt(self.template, group, []))
-            for chunk in chunk_reviews(reviews, budget, self.count_tokens,
-                                       self.config.max_reviews_per_chunk):
+                group_prompt(self.template, group, [])
+            )
+            for chunk in chunk_reviews(
+                reviews, budget, self.count_tokens, self.config.max_reviews_per_chunk
+            ):
                 jobs.append((g, chunk, group_prompt(self.template, group, chunk)))
         params = GenerationParams(temperature=self.config.temperature, seed=self.config.seed)
         started = time.perf_counter()
-        filled = generate_fields(self.llm, [prompt for _, _, prompt in jobs], SUMMARY_FIELDS,
-                                 params)
+        filled = generate_fields(
+            self.llm, [prompt for _, _, prompt in jobs], SUMMARY_FIELDS, params
+        )
         seconds = time.perf_counter() - started
-        answers = [self._answer(group, [(j, v) for j, v in zip(jobs, filled) if j[0] == g],
-                                seconds / max(len(groups), 1))
-                   for g, group in enumerate(groups)]
+        answers = [
+            self._answer(
+                group,
+                [(j, v) for j, v in zip(jobs, filled, strict=False) if j[0] == g],
+                seconds / max(len(groups), 1),
+            )
+            for g, group in enumerate(groups)
+        ]
         return answers
 
     def _answer(self, group: Group, parts: list, seconds: float) -> dict:
         raws = [render_fields(SUMMARY_FIELDS, values) for _, values in parts]
-        answer = {"chunks": len(parts), "raw": "\n".join(raws), "parse_error": None,
-                  "prompt_tokens": sum(self.count_tokens(job[2]) for job, _ in parts),
-                  "completion_tokens": sum(self.count_tokens(r) for r in raws),
-                  "latency_ms": 1000 * seconds,
-                  "prompt_preview": parts[0][0][2][-2000:] if parts else ""}
+        answer = {
+            "chunks": len(parts),
+            "raw": "\n".join(raws),
+            "parse_error": None,
+            "prompt_tokens": sum(self.count_tokens(job[2]) for job, _ in parts),
+            "completion_tokens": sum(self.count_tokens(r) for r in raws),
+            "latency_ms": 1000 * seconds,
+            "prompt_preview": parts[0][0][2][-2000:] if parts else "",
+        }
         try:
             partials = [parse_summary(values, job[1]) for job, values in parts]
         except SummaryParseError as err:
-            return {**answer, "negative_points": None, "liked_features": None,
-                    "value_for_money": None, "flagged_review_ids": None,
-                    "parse_error": str(err)}
+            return {
+                **answer,
+                "negative_points": None,
+                "liked_features": None,
+                "value_for_money": None,
+                "flagged_review_ids": None,
+                "parse_error": str(err),
+            }
         return {**answer, **merge_partials(partials, [len(job[1]) for job, _ in parts])}
 
 
 # --- the answer cache: finished groups are never asked again ----------------------------------
 
+
 def answer_key(group: Group, model_id: str, prompt_uri: str, config: SummaryConfig) -> str:
     """Everything a group's answer depends on: model, prompt version, settings, reviews."""
-    payload = {"model": model_id, "prompt": prompt_uri, "fields": [f.prefix for f in
-                                                                    SUMMARY_FIELDS],
-               "config": config.model_dump(mode="json", exclude={"partitions", "model",
-                                                                  "prompt", "groups_per_batch",
-                                                                  "tokens_per_batch"}),
-               "group": [group.key, group.window],
-               "reviews": [(r["review_id"], r["rating"], r.get("title"), r["text"])
-                           for r in group.reviews]}
+    payload = {
+        "model": model_id,
+        "prompt": prompt_uri,
+        "fields": [f.prefix for f in SUMMARY_FIELDS],
+        "config": config.model_dump(
+            mode="json",
+            exclude={"partitions", "model", "prompt", "groups_per_batch", "tokens_per_batch"},
+        ),
+        "group": [group.key, group.window],
+        "reviews": [
+            (r["review_id"], r["rating"], r.get("title"), r["text"]) for r in group.reviews
+        ],
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -151,8 +183,13 @@ class AnswerCache:
         write_text_atomic(path, json.dumps(answer))  # a reader sees a whole answer or none
 
 
-def answer_groups(summariser: Summariser, groups: Sequence[Group], cache: AnswerCache | None,
-                  model_id: str, prompt_uri: str) -> Iterator[tuple[Group, dict, bool]]:
+def answer_groups(
+    summariser: Summariser,
+    groups: Sequence[Group],
+    cache: AnswerCache | None,
+    model_id: str,
+    prompt_uri: str,
+) -> Iterator[tuple[Group, dict, bool]]:
     """(group, answer, from_cache) for every group: cached answers first, the rest asked in
     mini-batches of ``groups_per_batch``, each cached as soon as it returns."""
     config = summariser.config
@@ -165,8 +202,10 @@ def answer_groups(summariser: Summariser, groups: Sequence[Group], cache: Answer
         else:
             todo.append((key, group))
     for start in range(0, len(todo), config.groups_per_batch):
-        batch = todo[start:start + config.groups_per_batch]
-        for (key, group), answer in zip(batch, summariser.summarise([g for _, g in batch])):
+        batch = todo[start : start + config.groups_per_batch]
+        for (key, group), answer in zip(
+            batch, summariser.summarise([g for _, g in batch]), strict=False
+        ):
             if cache:
                 cache.put(key, answer)
             yield group, answer, False

@@ -2,6 +2,7 @@
 generated reviews, read off the generator's aspect records, and the (instruction, response)
 pairs ``finetune_task`` trains genai-reviews on — in the batch stage's own prompt and answer
 layout (``pipelines.prompts.summary_prompt``)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -37,15 +38,22 @@ def teacher_summary(reviews: Sequence[dict], aspect_records: Iterable[dict]) -> 
     praised = Counter(a["aspect"] for a in mine if a["polarity"] > 0)
     seen = _first_mentions(reviews, mine)
     criticisms_of = Counter(a["review_id"] for a in mine if a["polarity"] < 0)
-    flagged = [r["review_id"] for r in reviews
-               if coarse_language_flag(f"{r.get('title') or ''} {r['text']}")
-               or (r["rating"] == 1 and criticisms_of[r["review_id"]] >= RANT_CRITICISMS)]
+    flagged = [
+        r["review_id"]
+        for r in reviews
+        if coarse_language_flag(f"{r.get('title') or ''} {r['text']}")
+        or (r["rating"] == 1 and criticisms_of[r["review_id"]] >= RANT_CRITICISMS)
+    ]
     return {
-        "negative_points": [_phrase(a, "complaint")
-                            for a in most_common_aspects(criticised, seen)],
+        "negative_points": [
+            _phrase(a, "complaint") for a in most_common_aspects(criticised, seen)
+        ],
         "liked_features": [_phrase(a, "liked") for a in most_common_aspects(praised, seen)],
-        "value_for_money": _value_sentence(praised[VALUE.name], criticised[VALUE.name],
-                                           reviews[0].get("price") if reviews else None),
+        "value_for_money": _value_sentence(
+            praised[VALUE.name],
+            criticised[VALUE.name],
+            reviews[0].get("price") if reviews else None,
+        ),
         "flagged_review_ids": flagged,
     }
 
@@ -82,8 +90,7 @@ def _value_sentence(praised: int, criticised: int, price: float | None) -> str:
     return "Not mentioned, no reviewer comments on the price."
 
 
-def review_training_pairs(config: ReviewsConfig, window: str = "week"
-                          ) -> list[tuple[str, str]]:
+def review_training_pairs(config: ReviewsConfig, window: str = "week") -> list[tuple[str, str]]:
     """(instruction, response) pairs for finetune_task, in the batch stage's own prompt and
     answer layout: every (product, band, window) group of the generated reviews, in slices of
     ``max_reviews_per_prompt``, answered by the teacher. Exact re-deliveries are left out, as
@@ -94,9 +101,13 @@ def review_training_pairs(config: ReviewsConfig, window: str = "week"
     pairs = []
     for group in groups_in_memory(unique, window):
         for start in range(0, len(group.reviews), config.max_reviews_per_prompt):
-            chunk = group.reviews[start:start + config.max_reviews_per_prompt]
-            pairs.append((group_instruction(group, chunk),
-                          answer_text(teacher_summary(chunk, aspects), chunk)))
+            chunk = group.reviews[start : start + config.max_reviews_per_prompt]
+            pairs.append(
+                (
+                    group_instruction(group, chunk),
+                    answer_text(teacher_summary(chunk, aspects), chunk),
+                )
+            )
     return pairs
 
 

@@ -5,6 +5,7 @@ template; retrieved text and the question are quoted with ``infra.llm.quote_bloc
 inside a block can close it and a document that says "ignore previous instructions" stays a
 quoted document.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,9 +29,11 @@ from pipelines.shared.templates import END_MARKER, prompt_of
 
 log = logging.getLogger(__name__)
 
-ANSWER_TASK = ("Answer the question using only the quoted sources. After each fact, cite its "
-               "source id in square brackets. If the sources do not answer the question, say "
-               "so.")
+ANSWER_TASK = (
+    "Answer the question using only the quoted sources. After each fact, cite its "
+    "source id in square brackets. If the sources do not answer the question, say "
+    "so."
+)
 NO_ANSWER = "The sources do not answer this question."
 CITATION = re.compile(r"\[([^\[\]\n]{1,300})\]")
 RETRIEVER = Literal["vector", "fts", "hybrid"]
@@ -95,16 +98,23 @@ class ContextFit:
         from pipelines.training.hf import load_hf_tokenizer
 
         path = model_dir(model)
-        positions = getattr(AutoConfig.from_pretrained(str(path), local_files_only=True),
-                            "max_position_embeddings", None)
+        positions = getattr(
+            AutoConfig.from_pretrained(str(path), local_files_only=True),
+            "max_position_embeddings",
+            None,
+        )
         return cls(load_hf_tokenizer(path), positions) if positions else None
 
     def tokens(self, prompt: str) -> int:
         return len(self.tokenizer(prompt)["input_ids"])
 
 
-def answer_instruction(question: str, sources: Sequence[Source], features: dict | None = None,
-                       max_source_chars: int = 1200) -> str:
+def answer_instruction(
+    question: str,
+    sources: Sequence[Source],
+    features: dict | None = None,
+    max_source_chars: int = 1200,
+) -> str:
     """The instruction the answering model reads: the task, the question, each source and the
     user's features, all quoted as data."""
     parts = [ANSWER_TASK, quote_block(question, "question")]
@@ -119,28 +129,45 @@ def features_text(features: dict) -> str:
     the user and one per hotel (every number an answer quotes, nothing else); any other
     spec's output as JSON."""
     user, hotels = features.get("user_preferences"), features.get("hotels")
-    if not isinstance(user, dict) or not isinstance(hotels, list) or \
-            any("price" not in h for h in hotels):
+    if (
+        not isinstance(user, dict)
+        or not isinstance(hotels, list)
+        or any("price" not in h for h in hotels)
+    ):
         return json.dumps(features, sort_keys=True, default=str)
-    lines = [f"user {user['user_id']}: budget {user['avg_budget']:.0f} EUR per night; prefers "
-             f"{user['hotel_preference']} hotels in {user['preferred_city']}; party of "
-             f"{user['party_size']}"]
+    lines = [
+        f"user {user['user_id']}: budget {user['avg_budget']:.0f} EUR per night; prefers "
+        f"{user['hotel_preference']} hotels in {user['preferred_city']}; party of "
+        f"{user['party_size']}"
+    ]
     for hotel in hotels:
         price = hotel["price"]
         verdict = "within budget" if price["within_budget"] else "over budget"
-        lines.append(f"hotel:{hotel['hotel_id']} {hotel['name']}, {hotel['neighbourhood']}, "
-                     f"{hotel['city']}: {price['price_per_night']:.2f} EUR per night, "
-                     f"{price['total_price']:.2f} EUR for {price['nights']} nights, {verdict}")
+        lines.append(
+            f"hotel:{hotel['hotel_id']} {hotel['name']}, {hotel['neighbourhood']}, "
+            f"{hotel['city']}: {price['price_per_night']:.2f} EUR per night, "
+            f"{price['total_price']:.2f} EUR for {price['nights']} nights, {verdict}"
+        )
     return "\n".join(lines)
 
 
-def answer_prompt(question: str, sources: Sequence[Source], features: dict | None = None,
-                  max_source_chars: int = 1200) -> str:
+def answer_prompt(
+    question: str,
+    sources: Sequence[Source],
+    features: dict | None = None,
+    max_source_chars: int = 1200,
+) -> str:
     return prompt_of(answer_instruction(question, sources, features, max_source_chars))
 
 
-def fitted_instruction(question: str, sources: Sequence[Source], features: dict | None,
-                       max_source_chars: int, fit: ContextFit | None, reserve: int) -> str:
+def fitted_instruction(
+    question: str,
+    sources: Sequence[Source],
+    features: dict | None,
+    max_source_chars: int,
+    fit: ContextFit | None,
+    reserve: int,
+) -> str:
     """The instruction with each source cut shorter (by a quarter at a time) until its prompt
     and ``reserve`` answer tokens fit ``fit``'s context; every source stays quoted. The chain
     and genai-rag's training pairs both use it, so the model learns the prompts it gets."""
@@ -153,7 +180,8 @@ def fitted_instruction(question: str, sources: Sequence[Source], features: dict 
             raise RagInputError(
                 f"question: with {len(sources)} sources the prompt does not fit the answering "
                 f"model's {fit.context_tokens} positions ({reserve} kept for the answer); ask "
-                "a shorter question or lower k")
+                "a shorter question or lower k"
+            )
         chars = max(fit.min_source_chars, chars * 3 // 4)
         instruction = answer_instruction(question, sources, features, chars)
     return instruction
@@ -176,8 +204,9 @@ def check_question(question: str, limit: int) -> str:
     if not question:
         raise RagInputError("question: empty; ask something")
     if len(question) > limit:
-        raise RagInputError(f"question: {len(question)} characters, more than the limit of "
-                            f"{limit}; shorten it")
+        raise RagInputError(
+            f"question: {len(question)} characters, more than the limit of {limit}; shorten it"
+        )
     return question
 
 
@@ -207,10 +236,17 @@ class RagChain:
     and tokenizer are not thread-safe: one lock serialises them (servers call ``prepare``
     from a thread pool)."""
 
-    def __init__(self, store, embedder, llm: LLM | None, config: AnswerConfig,
-                 version: int | None = None,
-                 features: Callable[[str, list[str], dict], dict] | None = None,
-                 model_id: str = "", fit: ContextFit | None = None):
+    def __init__(
+        self,
+        store,
+        embedder,
+        llm: LLM | None,
+        config: AnswerConfig,
+        version: int | None = None,
+        features: Callable[[str, list[str], dict], dict] | None = None,
+        model_id: str = "",
+        fit: ContextFit | None = None,
+    ):
         self.store, self.embedder, self.llm, self.config = store, embedder, llm, config
         self.model_id = model_id  # what answers are attributed to
         self.fit = fit
@@ -222,11 +258,13 @@ class RagChain:
         """The top-k hits of the pinned version (several chunks may share a source)."""
         with self._lock:
             vector = self.embedder.embed_query(question)
-            return self.store.search(question, vector, k or self.config.k,
-                                     self.config.retriever, version=self.version)
+            return self.store.search(
+                question, vector, k or self.config.k, self.config.retriever, version=self.version
+            )
 
-    def prepare(self, question: str, user_id: str | None = None,
-                request: dict | None = None) -> Prepared:
+    def prepare(
+        self, question: str, user_id: str | None = None, request: dict | None = None
+    ) -> Prepared:
         question = check_question(question, self.config.max_question_chars)
         started = time.perf_counter()
         hits = self.retrieve(question)
@@ -236,40 +274,70 @@ class RagChain:
         if user_id is not None:
             if self.features is None:
                 raise RagInputError("user_id: this chain has no feature store configured")
-            features = self.features(user_id, sources, {"nights": self.config.nights,
-                                                        "season": self.config.season,
-                                                        **(request or {})})
+            features = self.features(
+                user_id,
+                sources,
+                {"nights": self.config.nights, "season": self.config.season, **(request or {})},
+            )
         looked_up = time.perf_counter()
         quoted = [Source(hit.source_id, hit.text) for hit in hits]
         prompt = self.fitted_prompt(question, quoted, features)
-        return Prepared(question, prompt, sources, features,
-                        {"retrieve_ms": 1000 * (retrieved - started),
-                         "features_ms": 1000 * (looked_up - retrieved)})
+        return Prepared(
+            question,
+            prompt,
+            sources,
+            features,
+            {
+                "retrieve_ms": 1000 * (retrieved - started),
+                "features_ms": 1000 * (looked_up - retrieved),
+            },
+        )
 
     def fitted_prompt(self, question: str, sources: list[Source], features: dict | None) -> str:
         """The prompt within the answering model's context (``fitted_instruction``)."""
         with self._lock:  # the fit's tokenizer is not thread-safe
-            return prompt_of(fitted_instruction(question, sources, features,
-                                                self.config.max_source_chars, self.fit,
-                                                self.config.max_new_tokens))
+            return prompt_of(
+                fitted_instruction(
+                    question,
+                    sources,
+                    features,
+                    self.config.max_source_chars,
+                    self.fit,
+                    self.config.max_new_tokens,
+                )
+            )
 
     def generation_params(self) -> GenerationParams:
-        return GenerationParams(max_new_tokens=self.config.max_new_tokens, temperature=0.0,
-                                stop=[END_MARKER, "\n\n###"])
+        return GenerationParams(
+            max_new_tokens=self.config.max_new_tokens,
+            temperature=0.0,
+            stop=[END_MARKER, "\n\n###"],
+        )
 
     def finish(self, prepared: Prepared, text: str, generate_ms: float) -> dict:
         answer = text.strip()
         timings = {**prepared.timings_ms, "generate_ms": generate_ms}
         timings["total_ms"] = sum(timings.values())
-        log.info("answered in %.0f ms (retrieve %.0f, features %.0f, generate %.0f)",
-                 timings["total_ms"], timings["retrieve_ms"], timings["features_ms"],
-                 generate_ms)
-        return {"answer": answer, "sources": prepared.sources, "model": self.model_id,
-                "cited": cited_ids(answer, prepared.sources), "features": prepared.features,
-                "table_version": self.version, "latency_ms": timings}
+        log.info(
+            "answered in %.0f ms (retrieve %.0f, features %.0f, generate %.0f)",
+            timings["total_ms"],
+            timings["retrieve_ms"],
+            timings["features_ms"],
+            generate_ms,
+        )
+        return {
+            "answer": answer,
+            "sources": prepared.sources,
+            "model": self.model_id,
+            "cited": cited_ids(answer, prepared.sources),
+            "features": prepared.features,
+            "table_version": self.version,
+            "latency_ms": timings,
+        }
 
-    def answer(self, question: str, user_id: str | None = None,
-               request: dict | None = None) -> dict:
+    def answer(
+        self, question: str, user_id: str | None = None, request: dict | None = None
+    ) -> dict:
         if self.llm is None:
             raise RagInputError("this chain has no answering model configured")
         prepared = self.prepare(question, user_id, request)
@@ -283,9 +351,15 @@ class RagChain:
 # ---------------------------------------------------------------------------------------------
 
 
-def open_chain(index, answer: AnswerConfig, db_dir, version: int | None = None,
-               llm: LLM | None = None, with_features: bool = True,
-               load_model: bool = True) -> RagChain:
+def open_chain(
+    index,
+    answer: AnswerConfig,
+    db_dir,
+    version: int | None = None,
+    llm: LLM | None = None,
+    with_features: bool = True,
+    load_model: bool = True,
+) -> RagChain:
     """The chain over an index config's table (at ``version``, else its latest), with the
     answering model of ``answer.model`` (unless ``llm`` is given; ``load_model=False``: a
     server generates through its own batcher, and ``answer.model`` names the served model,
@@ -300,8 +374,16 @@ def open_chain(index, answer: AnswerConfig, db_dir, version: int | None = None,
     if llm is None and load_model:
         llm = load_llm(answer.model)
     features = travel_features() if with_features and index.hotels else None
-    return RagChain(store, embedder, llm, answer, version=version, features=features,
-                    model_id=model_id, fit=ContextFit.for_model(answer.model))
+    return RagChain(
+        store,
+        embedder,
+        llm,
+        answer,
+        version=version,
+        features=features,
+        model_id=model_id,
+        fit=ContextFit.for_model(answer.model),
+    )
 
 
 def travel_features(store_path=None) -> Callable[[str, list[str], dict], dict]:
@@ -325,12 +407,29 @@ def latency_summary(answers: list[dict]) -> dict:
     import statistics
 
     steps = answers[0]["latency_ms"] if answers else {}
-    return {f"{step}_p50": statistics.median(a["latency_ms"][step] for a in answers)
-            for step in steps}
+    return {
+        f"{step}_p50": statistics.median(a["latency_ms"][step] for a in answers) for step in steps
+    }
 
 
 def answers_markdown(answers: list[dict]) -> str:
-    rows = [[a["question"], a["answer"], ", ".join(a["sources"]), ", ".join(a["cited"]),
-             f"{a['latency_ms']['total_ms']:.0f}"] for a in answers]
-    return "\n".join(["# RAG answers", "",
-                      *md_table(["question", "answer", "sources", "cited", "ms"], rows)]) + "\n"
+    rows = [
+        [
+            a["question"],
+            a["answer"],
+            ", ".join(a["sources"]),
+            ", ".join(a["cited"]),
+            f"{a['latency_ms']['total_ms']:.0f}",
+        ]
+        for a in answers
+    ]
+    return (
+        "\n".join(
+            [
+                "# RAG answers",
+                "",
+                *md_table(["question", "answer", "sources", "cited", "ms"], rows),
+            ]
+        )
+        + "\n"
+    )

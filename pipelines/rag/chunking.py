@@ -8,6 +8,7 @@ repeat between neighbours. Each chunk keeps its source id and offsets
 (``document.text[start:end] == chunk.text``) and an id stable across runs; every chunk is
 re-tokenized at the end and one over budget raises :class:`ChunkTooLongError`, never truncated.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -59,8 +60,10 @@ class ChunkingConfig(BaseModel):
 
     def check_fits(self, max_tokens: int) -> None:
         if self.size > max_tokens:
-            raise ValueError(f"chunking size {self.size} tokens exceeds the embedder's maximum "
-                             f"input of {max_tokens} tokens; choose size <= {max_tokens}")
+            raise ValueError(
+                f"chunking size {self.size} tokens exceeds the embedder's maximum "
+                f"input of {max_tokens} tokens; choose size <= {max_tokens}"
+            )
 
 
 class Chunk(NamedTuple):
@@ -76,8 +79,9 @@ class Chunk(NamedTuple):
 Span = tuple[int, int]
 
 
-def chunk_documents(documents: Iterable[Document], config: ChunkingConfig, tokenizer,
-                    max_tokens: int | None = None) -> list[Chunk]:
+def chunk_documents(
+    documents: Iterable[Document], config: ChunkingConfig, tokenizer, max_tokens: int | None = None
+) -> list[Chunk]:
     """Chunks of every document, in order. ``tokenizer`` is the embedder's (fast) tokenizer;
     ``max_tokens`` defaults to its ``model_max_length`` (the :class:`Embedder` sets that to
     the model's input limit). A config larger than the limit is refused up front, and every
@@ -87,14 +91,17 @@ def chunk_documents(documents: Iterable[Document], config: ChunkingConfig, token
     config.check_fits(max_tokens or model_input_limit(tokenizer))
     budget = config.size - tokenizer.num_special_tokens_to_add(pair=False)
     overlap = min(config.overlap, budget // 2)
-    split = {"token": _token_spans, "fixed": _fixed_spans,
-             "recursive": _recursive_spans}[config.strategy]
+    split = {"token": _token_spans, "fixed": _fixed_spans, "recursive": _recursive_spans}[
+        config.strategy
+    ]
     chunks: list[Chunk] = []
     seen: set[str] = set()
     for document, tokens in _tokenized(documents, tokenizer):
         if document.source_id in seen:
-            raise ValueError(f"document id {document.source_id} appears twice; ids must be "
-                             f"unique (chunk ids are made from them)")
+            raise ValueError(
+                f"document id {document.source_id} appears twice; ids must be "
+                f"unique (chunk ids are made from them)"
+            )
         seen.add(document.source_id)
         for start, end in split(tokens, budget, overlap):
             chunks.append(_make_chunk(document, start, end, config))
@@ -102,8 +109,9 @@ def chunk_documents(documents: Iterable[Document], config: ChunkingConfig, token
     return chunks
 
 
-def _tokenized(documents: Iterable[Document], tokenizer,
-               batch: int = 256) -> Iterator[tuple[Document, _DocTokens]]:
+def _tokenized(
+    documents: Iterable[Document], tokenizer, batch: int = 256
+) -> Iterator[tuple[Document, _DocTokens]]:
     """Documents with their tokens, tokenized a batch at a time (the Rust tokenizer spreads a
     batch over the cores)."""
     pending: list[Document] = []
@@ -111,9 +119,14 @@ def _tokenized(documents: Iterable[Document], tokenizer,
         if document is not None:
             pending.append(document)
         if pending and (document is None or len(pending) == batch):
-            encoded = tokenizer([d.text for d in pending], add_special_tokens=False,
-                                return_offsets_mapping=True, truncation=False, verbose=False)
-            for doc, offsets in zip(pending, encoded["offset_mapping"]):
+            encoded = tokenizer(
+                [d.text for d in pending],
+                add_special_tokens=False,
+                return_offsets_mapping=True,
+                truncation=False,
+                verbose=False,
+            )
+            for doc, offsets in zip(pending, encoded["offset_mapping"], strict=False):
                 yield doc, _DocTokens(doc.text, tokenizer, offsets)
             pending = []
 
@@ -126,8 +139,9 @@ def model_input_limit(tokenizer) -> int:
 def _make_chunk(document: Document, start: int, end: int, config: ChunkingConfig) -> Chunk:
     text = document.text[start:end]
     digest = hashlib.sha256(f"{config.key}\0{text}".encode()).hexdigest()[:10]
-    return Chunk(f"{document.source_id}#{start}-{end}.{digest}", document.source_id, start,
-                 end, text)
+    return Chunk(
+        f"{document.source_id}#{start}-{end}.{digest}", document.source_id, start, end, text
+    )
 
 
 def count_tokens(tokenizer, texts: Sequence[str]) -> list[int]:
@@ -138,15 +152,16 @@ def count_tokens(tokenizer, texts: Sequence[str]) -> list[int]:
     return [len(ids) for ids in encoded["input_ids"]]
 
 
-def check_chunk_sizes(chunks: Sequence[Chunk], tokenizer, limit: int,
-                      batch: int = 1024) -> None:
+def check_chunk_sizes(chunks: Sequence[Chunk], tokenizer, limit: int, batch: int = 1024) -> None:
     """Re-tokenize every chunk as the embedder will; one over ``limit`` raises."""
     for first in range(0, len(chunks), batch):
-        part = chunks[first:first + batch]
-        for chunk, n in zip(part, count_tokens(tokenizer, [c.text for c in part])):
+        part = chunks[first : first + batch]
+        for chunk, n in zip(part, count_tokens(tokenizer, [c.text for c in part]), strict=False):
             if n > limit:
-                raise ChunkTooLongError(f"chunk {chunk.chunk_id} has {n} tokens, more than the "
-                                        f"limit of {limit}; refused rather than truncated")
+                raise ChunkTooLongError(
+                    f"chunk {chunk.chunk_id} has {n} tokens, more than the "
+                    f"limit of {limit}; refused rather than truncated"
+                )
 
 
 class _DocTokens:
@@ -180,9 +195,13 @@ class _DocTokens:
         if self._at_word_edge(start) and self._at_word_edge(end):
             return end
         while True:
-            encoded = self.tokenizer(self.text[start:end], add_special_tokens=False,
-                                     return_offsets_mapping=True, truncation=False,
-                                     verbose=False)
+            encoded = self.tokenizer(
+                self.text[start:end],
+                add_special_tokens=False,
+                return_offsets_mapping=True,
+                truncation=False,
+                verbose=False,
+            )
             offsets = [(s, e) for s, e in encoded["offset_mapping"] if e > s]
             if len(offsets) <= budget:
                 return end
@@ -190,13 +209,16 @@ class _DocTokens:
             if shorter >= end:  # tokens sharing characters: drop the whole last one
                 shorter = start + offsets[budget - 1][0]
             if shorter <= start:
-                raise ChunkTooLongError(f"text at {start}-{end} cannot be cut to {budget} "
-                                        f"tokens")
+                raise ChunkTooLongError(f"text at {start}-{end} cannot be cut to {budget} tokens")
             end = shorter
 
     def _at_word_edge(self, pos: int) -> bool:
-        return pos <= 0 or pos >= len(self.text) or self.text[pos - 1].isspace() or \
-            self.text[pos].isspace()
+        return (
+            pos <= 0
+            or pos >= len(self.text)
+            or self.text[pos - 1].isspace()
+            or self.text[pos].isspace()
+        )
 
 
 def _trimmed(text: str, start: int, end: int) -> Span:
@@ -212,8 +234,9 @@ def _token_spans(tokens: _DocTokens, budget: int, overlap: int) -> list[Span]:
     return _token_windows(tokens, 0, tokens.n, budget, overlap)
 
 
-def _token_windows(tokens: _DocTokens, first: int, stop: int, budget: int,
-                   overlap: int) -> list[Span]:
+def _token_windows(
+    tokens: _DocTokens, first: int, stop: int, budget: int, overlap: int
+) -> list[Span]:
     """Windows over tokens[first:stop]."""
     spans = []
     i = first
@@ -298,8 +321,9 @@ def _recursive_spans(tokens: _DocTokens, budget: int, overlap: int) -> list[Span
     return _merge(tokens, pieces, budget, overlap)
 
 
-def _pieces(tokens: _DocTokens, start: int, end: int, level: int, boundary: int, budget: int,
-            overlap: int) -> Iterator[_Piece]:
+def _pieces(
+    tokens: _DocTokens, start: int, end: int, level: int, boundary: int, budget: int, overlap: int
+) -> Iterator[_Piece]:
     start, end = _trimmed(tokens.text, start, end)
     if start >= end:
         return
@@ -307,14 +331,14 @@ def _pieces(tokens: _DocTokens, start: int, end: int, level: int, boundary: int,
         yield _Piece(start, end, boundary)
         return
     if level == WINDOW:  # one sentence longer than the budget: token windows
-        windows = _token_windows(tokens, tokens.first_at(start), tokens.first_ending_after(end),
-                                 budget, overlap)
+        windows = _token_windows(
+            tokens, tokens.first_at(start), tokens.first_ending_after(end), budget, overlap
+        )
         for k, (s, e) in enumerate(windows):
             yield _Piece(s, e, boundary if k == 0 else WINDOW)
         return
     for k, (s, e) in enumerate(_split(tokens.text, start, end, *_LEVELS[level])):
-        yield from _pieces(tokens, s, e, level + 1, boundary if k == 0 else level, budget,
-                           overlap)
+        yield from _pieces(tokens, s, e, level + 1, boundary if k == 0 else level, budget, overlap)
 
 
 def _split(text: str, start: int, end: int, pattern: re.Pattern, before: bool) -> list[Span]:
@@ -329,8 +353,7 @@ def _split(text: str, start: int, end: int, pattern: re.Pattern, before: bool) -
     return [p for p in parts if p[0] < p[1]]
 
 
-def _merge(tokens: _DocTokens, pieces: Iterable[_Piece], budget: int,
-           overlap: int) -> list[Span]:
+def _merge(tokens: _DocTokens, pieces: Iterable[_Piece], budget: int, overlap: int) -> list[Span]:
     """Pieces merged greedily up to ``budget`` tokens. A new section starts a new chunk once
     the current one is half full (sections stay apart, small ones still merge); a heading left
     last in a full chunk moves on with its section; after a cut for size, the last pieces worth
@@ -343,8 +366,11 @@ def _merge(tokens: _DocTokens, pieces: Iterable[_Piece], budget: int,
             kept = run[:-1] if moved else run
             spans.append((kept[0].start, kept[-1].end))
             run = carried
-        elif run and piece.boundary == SECTION and \
-                2 * tokens.count(run[0].start, run[-1].end) >= budget:
+        elif (
+            run
+            and piece.boundary == SECTION
+            and 2 * tokens.count(run[0].start, run[-1].end) >= budget
+        ):
             spans.append((run[0].start, run[-1].end))
             run = []
         run.append(piece)
@@ -353,19 +379,25 @@ def _merge(tokens: _DocTokens, pieces: Iterable[_Piece], budget: int,
     return spans
 
 
-def _carried(tokens: _DocTokens, run: list[_Piece], following: _Piece, budget: int,
-             overlap: int) -> tuple[list[_Piece], bool]:
+def _carried(
+    tokens: _DocTokens, run: list[_Piece], following: _Piece, budget: int, overlap: int
+) -> tuple[list[_Piece], bool]:
     """(pieces, moved): what of ``run`` starts the next chunk — a heading left last (moved out
     of this chunk), else the last pieces worth at most ``overlap`` tokens (repeated) — as far
     as ``following`` still fits."""
     last = run[-1]
-    if last.boundary == SECTION and len(run) > 1 and \
-            tokens.count(last.start, following.end) <= budget:
+    if (
+        last.boundary == SECTION
+        and len(run) > 1
+        and tokens.count(last.start, following.end) <= budget
+    ):
         return [last], True
     tail: list[_Piece] = []
     for piece in reversed(run):
-        if tokens.count(piece.start, last.end) > overlap or \
-                tokens.count(piece.start, following.end) > budget:
+        if (
+            tokens.count(piece.start, last.end) > overlap
+            or tokens.count(piece.start, following.end) > budget
+        ):
             break
         tail.insert(0, piece)
     return tail, False

@@ -3,6 +3,7 @@ questions are answered — and the chain a ``configs/rag/<preset>.yaml`` describ
 the model server (the served model answers). The rag flow's config extends this one with how
 genai-rag is trained and which questions the flow answers.
 """
+
 from __future__ import annotations
 
 import yaml

@@ -6,6 +6,7 @@ symlinks and paths leading out of the root refused, HTML turned into text with `
 lines). A document that cannot be read cleanly (undecodable, blank, oversize) is quarantined
 with its reason; a corpus with no documents left is an error.
 """
+
 from __future__ import annotations
 
 import os
@@ -90,10 +91,12 @@ def load_documents(config: RagCorpusConfig) -> DocumentSet:
     stats["quarantined"] = len(quarantined)
     if not documents:
         where = ", ".join(config.paths) if config.paths else f"packages {config.packages}"
-        raise RagInputError(f"RAG corpus is empty: no readable document in {where} "
-                            f"({len(quarantined)} quarantined, {stats.get('skipped_files', 0)}"
-                            f" files of other types skipped; expected "
-                            f"{', '.join(sorted(DOCUMENT_SUFFIXES))} with text)")
+        raise RagInputError(
+            f"RAG corpus is empty: no readable document in {where} "
+            f"({len(quarantined)} quarantined, {stats.get('skipped_files', 0)}"
+            f" files of other types skipped; expected "
+            f"{', '.join(sorted(DOCUMENT_SUFFIXES))} with text)"
+        )
     if config.max_documents is not None and len(documents) > config.max_documents:
         documents, missing = _capped(documents, config.max_documents, config.include_ids)
         stats["include_ids_missing"] = missing
@@ -106,18 +109,21 @@ def _package_documents(packages: list[str]) -> tuple[list[Document], list[dict],
     counts: dict = {}
     documents, quarantined = [], []
     try:
-        records = list(iter_records(CorpusConfig(packages=packages, sources=PACKAGE_SOURCES),
-                                    counts))
+        records = list(
+            iter_records(CorpusConfig(packages=packages, sources=PACKAGE_SOURCES), counts)
+        )
     except InputFileError as exc:
         raise RagInputError(f"RAG corpus: {exc}") from exc
     for record in records:
         problem = record["ingest_error"] or _text_problem(record["text"])
         if problem:
-            quarantined.append({"origin": record["origin"], "source_id": record["id"],
-                                "reason": problem})
+            quarantined.append(
+                {"origin": record["origin"], "source_id": record["id"], "reason": problem}
+            )
         else:
-            documents.append(Document(record["id"], _normalise_newlines(record["text"]),
-                                      record["origin"]))
+            documents.append(
+                Document(record["id"], _normalise_newlines(record["text"]), record["origin"])
+            )
     return documents, quarantined, {"mode": "packages", "files": counts.get("files", 0)}
 
 
@@ -143,8 +149,10 @@ def _folder_documents(config: RagCorpusConfig) -> tuple[list[Document], list[dic
             continue
         source_id = "file:" + path.relative_to(id_root).as_posix()
         if source_id in first_origin:
-            raise RagInputError(f"RAG corpus: {path} and {first_origin[source_id]} both get id "
-                                f"{source_id}; set `root` to a folder above both")
+            raise RagInputError(
+                f"RAG corpus: {path} and {first_origin[source_id]} both get id "
+                f"{source_id}; set `root` to a folder above both"
+            )
         first_origin[source_id] = str(path)
         text, problem = read_document_text(path)
         if problem:
@@ -165,8 +173,10 @@ def _user_files(config: RagCorpusConfig) -> Iterable[tuple[Path, Path]]:
     for id_root, target in targets:
         if target.is_file():
             if target.suffix.lower() not in DOCUMENT_SUFFIXES:
-                raise RagInputError(f"RAG corpus file {target}: unsupported type (expected one "
-                                    f"of {', '.join(sorted(DOCUMENT_SUFFIXES))})")
+                raise RagInputError(
+                    f"RAG corpus file {target}: unsupported type (expected one "
+                    f"of {', '.join(sorted(DOCUMENT_SUFFIXES))})"
+                )
             found.append((id_root, target))
             continue
         try:
@@ -193,14 +203,18 @@ def _checked_path(given: str, base: Path | None) -> tuple[Path, Path]:
     for part in candidate.relative_to(base).parts:
         step = step / part
         if step.is_symlink():
-            raise RagInputError(f"RAG corpus path {given}: {step} is a symlink to "
-                                f"{step.resolve()}; symlinks are refused, not followed")
+            raise RagInputError(
+                f"RAG corpus path {given}: {step} is a symlink to "
+                f"{step.resolve()}; symlinks are refused, not followed"
+            )
     if not candidate.exists():
         raise RagInputError(f"RAG corpus path {given} does not exist under the root {base}")
     resolved, resolved_base = candidate.resolve(), base.resolve()
     if not resolved.is_relative_to(resolved_base):  # the root itself sits behind a symlink
-        raise RagInputError(f"RAG corpus path {given} resolves to {resolved}, outside the "
-                            f"corpus root {resolved_base}")
+        raise RagInputError(
+            f"RAG corpus path {given} resolves to {resolved}, outside the "
+            f"corpus root {resolved_base}"
+        )
     return resolved_base, resolved
 
 
@@ -225,9 +239,33 @@ class _HtmlText(HTMLParser):
 
     SKIP = {"script", "style", "noscript", "template", "svg"}
     HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
-    BLOCKS = {"p", "div", "section", "article", "header", "footer", "nav", "aside", "main",
-              "ul", "ol", "dl", "dt", "dd", "table", "tr", "blockquote", "pre", "figure",
-              "figcaption", "form", "hr", "title", "body", "html"}
+    BLOCKS = {
+        "p",
+        "div",
+        "section",
+        "article",
+        "header",
+        "footer",
+        "nav",
+        "aside",
+        "main",
+        "ul",
+        "ol",
+        "dl",
+        "dt",
+        "dd",
+        "table",
+        "tr",
+        "blockquote",
+        "pre",
+        "figure",
+        "figcaption",
+        "form",
+        "hr",
+        "title",
+        "body",
+        "html",
+    }
     LINE_BREAKS = {"br", "li", "td", "th"}
 
     def __init__(self):
@@ -288,8 +326,9 @@ def html_to_text(html: str) -> str:
     return parser.text()
 
 
-def _capped(documents: list[Document], limit: int,
-            include_ids: Sequence[str]) -> tuple[list[Document], int]:
+def _capped(
+    documents: list[Document], limit: int, include_ids: Sequence[str]
+) -> tuple[list[Document], int]:
     """``limit`` documents, the same every run: the included ids, then evenly strided over the
     rest (sorted by id, so every package keeps its share)."""
     wanted = set(include_ids)

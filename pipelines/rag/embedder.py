@@ -4,6 +4,7 @@ AutoModel with the pooling its sentence-transformers config names (mean for Mini
 L2-normalised float32 vectors, batches sorted by length. Input longer than the model reads
 raises :class:`InputTooLongError` naming its index, rather than being truncated.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,22 +51,28 @@ class Embedder:
     ``model_max_length`` is set to it, so :func:`chunk_documents` sees the same limit.
     """
 
-    def __init__(self, model_dir: str | Path | None = None, batch_size: int = 64,
-                 device: str = "cpu"):
+    def __init__(
+        self, model_dir: str | Path | None = None, batch_size: int = 64, device: str = "cpu"
+    ):
         import torch
         from transformers import AutoModel, AutoTokenizer
 
         self.model_dir = Path(model_dir) if model_dir else default_embedder_dir()
         if not (self.model_dir / "config.json").is_file():
-            raise ValueError(f"embedder {self.model_dir} is not a Hugging Face model folder "
-                             f"(no config.json)")
+            raise ValueError(
+                f"embedder {self.model_dir} is not a Hugging Face model folder (no config.json)"
+            )
         self.batch_size = batch_size  # texts per forward pass
         self.device = device
         self.name = DEFAULT_EMBEDDER_NAME if model_dir is None else embedder_name(self.model_dir)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir),
-                                                       local_files_only=True)
-        self.model = AutoModel.from_pretrained(str(self.model_dir), local_files_only=True,
-                                               dtype=torch.float32).to(device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir), local_files_only=True)
+        self.model = (
+            AutoModel.from_pretrained(
+                str(self.model_dir), local_files_only=True, dtype=torch.float32
+            )
+            .to(device)
+            .eval()
+        )
         self.dim = int(self.model.config.hidden_size)
         self.max_tokens = self._input_limit()
         self.tokenizer.model_max_length = self.max_tokens
@@ -85,13 +92,22 @@ class Embedder:
         if not path.is_file():
             return "mean"
         settings = json.loads(path.read_text())
-        modes = [m for m in ("mean", "cls", "max")
-                 if settings.get({"mean": "pooling_mode_mean_tokens",
-                                  "cls": "pooling_mode_cls_token",
-                                  "max": "pooling_mode_max_tokens"}[m])]
+        modes = [
+            m
+            for m in ("mean", "cls", "max")
+            if settings.get(
+                {
+                    "mean": "pooling_mode_mean_tokens",
+                    "cls": "pooling_mode_cls_token",
+                    "max": "pooling_mode_max_tokens",
+                }[m]
+            )
+        ]
         if len(modes) != 1:
-            raise ValueError(f"embedder {self.model_dir}: pooling {settings} not supported "
-                             f"(exactly one of mean, cls or max)")
+            raise ValueError(
+                f"embedder {self.model_dir}: pooling {settings} not supported "
+                f"(exactly one of mean, cls or max)"
+            )
         return modes[0]
 
     def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
@@ -103,19 +119,22 @@ class Embedder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        ids = self.tokenizer(texts, add_special_tokens=True, truncation=False,
-                             verbose=False)["input_ids"]
+        ids = self.tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)[
+            "input_ids"
+        ]
         for index, row in enumerate(ids):
             if len(row) > self.max_tokens:
                 raise InputTooLongError(
                     f"text {index} has {len(row)} tokens, more than the {self.max_tokens} "
-                    f"that {self.name} reads; chunk it first (refused rather than truncated)")
+                    f"that {self.name} reads; chunk it first (refused rather than truncated)"
+                )
         order = sorted(range(len(texts)), key=lambda i: len(ids[i]))  # little padding per batch
-        batches = [order[k:k + self.batch_size] for k in range(0, len(order), self.batch_size)]
+        batches = [order[k : k + self.batch_size] for k in range(0, len(order), self.batch_size)]
         with torch.inference_mode():
             for batch in _progress(batches, progress, len(texts)):
-                padded = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]},
-                                            return_tensors="pt").to(self.device)
+                padded = self.tokenizer.pad(
+                    {"input_ids": [ids[i] for i in batch]}, return_tensors="pt"
+                ).to(self.device)
                 states = self.model(**padded).last_hidden_state
                 vectors = _pool(states, padded["attention_mask"], self.pooling)
                 vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)

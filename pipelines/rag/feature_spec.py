@@ -3,6 +3,7 @@ in the online store and on-demand Python functions over looked-up features and r
 evaluated per request. :func:`default_feature_spec` is what the RAG chain asks for: the user's
 preferences, the retrieved hotels' facts and a price for each.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -78,10 +79,12 @@ class FeatureSpec:
                     raise ValueError(
                         f"feature function {function.name}: input {argument}={source!r} names "
                         f"no looked-up feature or request field (expected "
-                        f"'<lookup>.<feature>' of {sorted(outputs)} or 'request.<field>')")
+                        f"'<lookup>.<feature>' of {sorted(outputs)} or 'request.<field>')"
+                    )
 
-    def evaluate(self, store: OnlineStore, keys: Mapping[str, Any],
-                 request: Mapping[str, Any] | None = None) -> dict:
+    def evaluate(
+        self, store: OnlineStore, keys: Mapping[str, Any], request: Mapping[str, Any] | None = None
+    ) -> dict:
         """Every lookup, then every function, for one request: a JSON-ready dict with one
         entry per lookup (a dict, or a list of dicts for a list of keys) and the top-level
         function results. Unknown keys raise UnknownKeyError naming the table and key."""
@@ -89,8 +92,9 @@ class FeatureSpec:
         result: dict[str, Any] = {}
         for lookup in self.lookups:
             if keys.get(lookup.key) is None:
-                raise FeatureInputError(f"feature lookup {lookup.output!r} needs the request "
-                                        f"key {lookup.key!r}")
+                raise FeatureInputError(
+                    f"feature lookup {lookup.output!r} needs the request key {lookup.key!r}"
+                )
             result[lookup.output] = _look_up(store, lookup, keys[lookup.key])
         for function in self.functions:
             _apply_function(function, result, request)
@@ -105,19 +109,29 @@ def _look_up(store: OnlineStore, lookup: FeatureLookup, value):
     try:
         rows = [{c: found[v][c] for c in columns} for v in values]
     except KeyError as exc:
-        raise FeatureStoreError(f"feature lookup {lookup.output!r}: online table "
-                                f"{lookup.table!r} has no feature {exc.args[0]!r}") from None
+        raise FeatureStoreError(
+            f"feature lookup {lookup.output!r}: online table "
+            f"{lookup.table!r} has no feature {exc.args[0]!r}"
+        ) from None
     return rows if many else rows[0]
 
 
 def _apply_function(function: FeatureFunction, result: dict, request: dict) -> None:
-    defaults = {name: p.default for name, p in inspect.signature(function.fn).parameters.items()
-                if p.default is not inspect.Parameter.empty}
-    per_row = {src.partition(".")[0] for src in function.inputs.values()
-               if isinstance(result.get(src.partition(".")[0]), list)}
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(function.fn).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    per_row = {
+        src.partition(".")[0]
+        for src in function.inputs.values()
+        if isinstance(result.get(src.partition(".")[0]), list)
+    }
     if len(per_row) > 1:
-        raise FeatureInputError(f"feature function {function.name}: reads from several list "
-                                f"lookups {sorted(per_row)}; it can iterate over one")
+        raise FeatureInputError(
+            f"feature function {function.name}: reads from several list "
+            f"lookups {sorted(per_row)}; it can iterate over one"
+        )
 
     def arguments(row_of: dict) -> dict:
         args = {}
@@ -127,8 +141,9 @@ def _apply_function(function: FeatureFunction, result: dict, request: dict) -> N
                 if feature in request and request[feature] is not None:
                     args[argument] = request[feature]
                 elif argument not in defaults:
-                    raise FeatureInputError(f"feature function {function.name} needs the "
-                                            f"request field {feature!r}")
+                    raise FeatureInputError(
+                        f"feature function {function.name} needs the request field {feature!r}"
+                    )
             else:
                 args[argument] = row_of[prefix][feature]
         return args
@@ -141,10 +156,17 @@ def _apply_function(function: FeatureFunction, result: dict, request: dict) -> N
         result[function.output] = function.fn(**arguments(result))
 
 
-USER_FEATURES = ("avg_budget", "hotel_preference", "preferred_city", "party_size",
-                 "loyalty_tier")
-HOTEL_FEATURES = ("name", "city", "neighbourhood", "hotel_type", "stars", "amenities",
-                  "base_price", "occupancy")
+USER_FEATURES = ("avg_budget", "hotel_preference", "preferred_city", "party_size", "loyalty_tier")
+HOTEL_FEATURES = (
+    "name",
+    "city",
+    "neighbourhood",
+    "hotel_type",
+    "stars",
+    "amenities",
+    "base_price",
+    "occupancy",
+)
 
 
 def default_feature_spec() -> FeatureSpec:
@@ -153,19 +175,34 @@ def default_feature_spec() -> FeatureSpec:
     nights from the request (``season`` a name or check-in date, default shoulder; ``nights``
     default 1), demand from the hotel's current occupancy, budget from the user."""
     return FeatureSpec(
-        lookups=(FeatureLookup(USER_PREFERENCES.name, "user_id", USER_FEATURES),
-                 FeatureLookup(HOTELS.name, "hotel_id", HOTEL_FEATURES)),
-        functions=(FeatureFunction(
-            "price_quote", price_quote, output="price",
-            inputs={"base_price": "hotels.base_price", "demand": "hotels.occupancy",
-                    "avg_budget": "user_preferences.avg_budget", "season": "request.season",
-                    "nights": "request.nights"}),),
+        lookups=(
+            FeatureLookup(USER_PREFERENCES.name, "user_id", USER_FEATURES),
+            FeatureLookup(HOTELS.name, "hotel_id", HOTEL_FEATURES),
+        ),
+        functions=(
+            FeatureFunction(
+                "price_quote",
+                price_quote,
+                output="price",
+                inputs={
+                    "base_price": "hotels.base_price",
+                    "demand": "hotels.occupancy",
+                    "avg_budget": "user_preferences.avg_budget",
+                    "season": "request.season",
+                    "nights": "request.nights",
+                },
+            ),
+        ),
     )
 
 
-def request_features(store: OnlineStore, user_id: str, hotel_ids: Sequence[str],
-                     request: Mapping[str, Any] | None = None,
-                     spec: FeatureSpec | None = None) -> dict:
+def request_features(
+    store: OnlineStore,
+    user_id: str,
+    hotel_ids: Sequence[str],
+    request: Mapping[str, Any] | None = None,
+    spec: FeatureSpec | None = None,
+) -> dict:
     """The default spec (or ``spec``) evaluated for one user and the retrieved hotels."""
     spec = spec or default_feature_spec()
     return spec.evaluate(store, {"user_id": user_id, "hotel_id": list(hotel_ids)}, request)

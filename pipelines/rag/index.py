@@ -7,6 +7,7 @@ three retrievers (vector, full-text, hybrid) see the change once the indexes are
 The manifest names the table version written; readers pin it, and retrievers over pinned
 versions serve the evaluation grid.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,8 +37,9 @@ class IndexConfig(BaseModel):
     # the travel assistant's hotel descriptions, generated as the features stage generates
     # its hotels table (the same config -> the same hotels); None: documents only
     hotels: FeaturesConfig | None = Field(default_factory=FeaturesConfig)
-    chunking: ChunkingConfig = Field(default_factory=lambda: ChunkingConfig(
-        strategy="recursive", size=128, overlap=16))
+    chunking: ChunkingConfig = Field(
+        default_factory=lambda: ChunkingConfig(strategy="recursive", size=128, overlap=16)
+    )
     # a capped corpus (corpus.max_documents) keeps the documents that the repository's
     # hand-written questions ask about (their ids handed in as question_targets), so the demo
     # index can answer them
@@ -65,9 +67,11 @@ def corpus_key(config: IndexConfig) -> str:
     folders, the cap, the hotels). Two selections never share a table — a build of one would
     prune the other's documents — while a document that changes under the same selection is
     updated in place."""
-    selection = {"corpus": config.corpus.model_dump(mode="json"),
-                 "hotels": config.hotels.model_dump(mode="json") if config.hotels else None,
-                 "keep_question_targets": config.keep_question_targets}
+    selection = {
+        "corpus": config.corpus.model_dump(mode="json"),
+        "hotels": config.hotels.model_dump(mode="json") if config.hotels else None,
+        "keep_question_targets": config.keep_question_targets,
+    }
     digest = hashlib.sha256(json.dumps(selection, sort_keys=True).encode()).hexdigest()
     return f"{config.corpus_name}-{digest[:8]}"
 
@@ -80,10 +84,13 @@ def index_documents(config: IndexConfig, question_targets: Sequence[str] | None 
     corpus = config.corpus
     if config.keep_question_targets and corpus.max_documents and not corpus.paths:
         if question_targets is None:
-            raise ValueError("a capped corpus with keep_question_targets needs the questions' "
-                             "target ids (question_targets); pass them or turn it off")
+            raise ValueError(
+                "a capped corpus with keep_question_targets needs the questions' "
+                "target ids (question_targets); pass them or turn it off"
+            )
         corpus = corpus.model_copy(
-            update={"include_ids": [*corpus.include_ids, *question_targets]})
+            update={"include_ids": [*corpus.include_ids, *question_targets]}
+        )
     loaded = load_documents(corpus)
     documents = list(loaded.documents)
     if config.hotels is not None:
@@ -95,13 +102,16 @@ class IndexMissingError(LookupError):
     """The chunk table a reader asked for has not been built."""
 
 
-def open_store(db_dir: Path | str, config: IndexConfig, embedder: Embedder,
-               must_exist: bool = False) -> ChunkStore:
+def open_store(
+    db_dir: Path | str, config: IndexConfig, embedder: Embedder, must_exist: bool = False
+) -> ChunkStore:
     """The config's chunk table; ``must_exist``: a reader's error, not a new empty table."""
     name = index_table_name(config, embedder)
     if must_exist and not (Path(db_dir) / f"{name}.lance").is_dir():
-        raise IndexMissingError(f"no chunk table {name} under {db_dir}: build it first "
-                                "(`genai build-index` or the build-index flow)")
+        raise IndexMissingError(
+            f"no chunk table {name} under {db_dir}: build it first "
+            "(`genai build-index` or the build-index flow)"
+        )
     return ChunkStore.open(Path(db_dir), name, embedder.dim, config.index)
 
 
@@ -122,15 +132,22 @@ def by_source(chunks) -> dict[str, list]:
 
 def plan_changes(new: dict[str, list], stored: dict[str, list]) -> tuple[list[str], list[str]]:
     """(source ids to (re)write, source ids to delete)."""
-    write = [s for s, chunks in new.items()
-             if s not in stored or chunk_digest(chunks) != chunk_digest(stored[s])]
+    write = [
+        s
+        for s, chunks in new.items()
+        if s not in stored or chunk_digest(chunks) != chunk_digest(stored[s])
+    ]
     delete = sorted(set(stored) - set(new))
     return sorted(write), delete
 
 
-def build_index(config: IndexConfig, db_dir: Path | str, progress: bool = False,
-                embedder: Embedder | None = None,
-                question_targets: Sequence[str] | None = None) -> dict:
+def build_index(
+    config: IndexConfig,
+    db_dir: Path | str,
+    progress: bool = False,
+    embedder: Embedder | None = None,
+    question_targets: Sequence[str] | None = None,
+) -> dict:
     """Sync the chunk table with the corpus; returns its manifest (table, version, counts).
     ``question_targets``: as for :func:`index_documents`."""
     started = time.perf_counter()
@@ -144,24 +161,39 @@ def build_index(config: IndexConfig, db_dir: Path | str, progress: bool = False,
         store.delete_sources(delete)
     changed = [c for source in write for c in new[source]]
     if changed:
-        store.replace_sources(changed, embedder.embed([c.text for c in changed],
-                                                      progress=progress))
+        store.replace_sources(
+            changed, embedder.embed([c.text for c in changed], progress=progress)
+        )
     store.ensure_indexes(config.index)
-    return {"db": str(db_dir), "table": store.name, "version": store.version,
-            "documents": len(documents), "quarantined": len(quarantined),
-            "quarantine_reasons": quarantined[:20], "chunks": len(chunks),
-            "sources_written": len(write), "sources_deleted": len(delete),
-            "chunks_embedded": len(changed), "embedder": embedder.name,
-            "seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "db": str(db_dir),
+        "table": store.name,
+        "version": store.version,
+        "documents": len(documents),
+        "quarantined": len(quarantined),
+        "quarantine_reasons": quarantined[:20],
+        "chunks": len(chunks),
+        "sources_written": len(write),
+        "sources_deleted": len(delete),
+        "chunks_embedded": len(changed),
+        "embedder": embedder.name,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def index_markdown(manifest: dict) -> str:
     """A build's manifest as a two-column markdown table (the build-index flow's artifact)."""
-    rows = [("table", manifest["table"]), ("version", manifest["version"]),
-            ("documents", manifest["documents"]), ("quarantined", manifest["quarantined"]),
-            ("chunks", manifest["chunks"]), ("sources (re)written", manifest["sources_written"]),
-            ("sources deleted", manifest["sources_deleted"]),
-            ("chunks embedded", manifest["chunks_embedded"]), ("seconds", manifest["seconds"])]
+    rows = [
+        ("table", manifest["table"]),
+        ("version", manifest["version"]),
+        ("documents", manifest["documents"]),
+        ("quarantined", manifest["quarantined"]),
+        ("chunks", manifest["chunks"]),
+        ("sources (re)written", manifest["sources_written"]),
+        ("sources deleted", manifest["sources_deleted"]),
+        ("chunks embedded", manifest["chunks_embedded"]),
+        ("seconds", manifest["seconds"]),
+    ]
     return "# RAG index\n\n| | |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
 
 
@@ -176,13 +208,20 @@ def with_chunk_size(index: IndexConfig, size: int) -> IndexConfig:
     return index.model_copy(update={"chunking": chunking})
 
 
-def source_retriever(store, embedder, retriever: str, version: int,
-                     chunks_per_source: int = 3) -> Callable[[str, int], list[str]]:
+def source_retriever(
+    store, embedder, retriever: str, version: int, chunks_per_source: int = 3
+) -> Callable[[str, int], list[str]]:
     """``retrieve(question, k)``: the first k distinct source ids of the pinned version.
     Several chunks can share a source, so more chunks than k are fetched."""
+
     def retrieve(question: str, k: int) -> list[str]:
-        hits = store.search(question, embedder.embed_query(question), k * chunks_per_source,
-                            retriever, version=version)
+        hits = store.search(
+            question,
+            embedder.embed_query(question),
+            k * chunks_per_source,
+            retriever,
+            version=version,
+        )
         return list(dict.fromkeys(hit.source_id for hit in hits))[:k]
 
     return retrieve
@@ -196,10 +235,15 @@ class SizedRetrievers:
     def __init__(self, db_dir: Path | str, index: IndexConfig, versions: Mapping[int, int]):
         self.embedder = load_embedder(index)
         self.versions = dict(versions)
-        self.stores = {size: open_store(db_dir, with_chunk_size(index, size), self.embedder,
-                                        must_exist=True)
-                       for size in self.versions}
+        self.stores = {
+            size: open_store(db_dir, with_chunk_size(index, size), self.embedder, must_exist=True)
+            for size in self.versions
+        }
 
     def for_cell(self, cell) -> Callable[[str, int], list[str]]:
-        return source_retriever(self.stores[cell.chunk_size], self.embedder, cell.retriever,
-                                self.versions[cell.chunk_size])
+        return source_retriever(
+            self.stores[cell.chunk_size],
+            self.embedder,
+            cell.retriever,
+            self.versions[cell.chunk_size],
+        )

@@ -4,6 +4,7 @@ distractor chunks (or that the sources do not answer); for travel questions, the
 hotel within the user's budget from the features the chain's lookups would return. Prompts are
 fitted to the base's context exactly as the chain fits them.
 """
+
 from __future__ import annotations
 
 import random
@@ -41,10 +42,16 @@ def teacher_answer(target: Source | None) -> str:
     return f"{first_sentence(target.text)} [{target.source_id}]"
 
 
-def answer_training_pairs(questions: Sequence[tuple[str, str]], chunks_by_source: dict,
-                          k: int = 4, unanswerable: float = 0.15, seed: int = 0,
-                          max_source_chars: int = 1200, fit: ContextFit | None = None,
-                          reserve: int = 0) -> list[tuple[str, str]]:
+def answer_training_pairs(
+    questions: Sequence[tuple[str, str]],
+    chunks_by_source: dict,
+    k: int = 4,
+    unanswerable: float = 0.15,
+    seed: int = 0,
+    max_source_chars: int = 1200,
+    fit: ContextFit | None = None,
+    reserve: int = 0,
+) -> list[tuple[str, str]]:
     """(instruction, response) pairs: each (question, target source id) with the target's
     first chunk among ``k - 1`` distractor chunks in random order — or, for a share
     ``unanswerable`` of them, distractors only, answered with ``NO_ANSWER``. Distractors come
@@ -82,26 +89,38 @@ def teacher_hotel_answer(features: dict) -> str:
     within = [h for h in hotels if h["price"]["within_budget"]]
     if within:
         best, price = within[0], within[0]["price"]
-        return (f"{best['name']} in {best['neighbourhood']}, {best['city']}: "
-                f"{price['price_per_night']:.2f} EUR per night, {price['total_price']:.2f} EUR "
-                f"for {price['nights']} nights, within your budget of {budget:.0f} EUR per "
-                f"night [hotel:{best['hotel_id']}].")
+        return (
+            f"{best['name']} in {best['neighbourhood']}, {best['city']}: "
+            f"{price['price_per_night']:.2f} EUR per night, {price['total_price']:.2f} EUR "
+            f"for {price['nights']} nights, within your budget of {budget:.0f} EUR per "
+            f"night [hotel:{best['hotel_id']}]."
+        )
     cheapest = min(hotels, key=lambda h: h["price"]["price_per_night"])
-    return (f"None of these hotels is within your budget of {budget:.0f} EUR per night; the "
-            f"cheapest is {cheapest['name']} at {cheapest['price']['price_per_night']:.2f} EUR "
-            f"per night [hotel:{cheapest['hotel_id']}].")
+    return (
+        f"None of these hotels is within your budget of {budget:.0f} EUR per night; the "
+        f"cheapest is {cheapest['name']} at {cheapest['price']['price_per_night']:.2f} EUR "
+        f"per night [hotel:{cheapest['hotel_id']}]."
+    )
 
 
-HOTEL_QUESTIONS = ("Which hotel suits me in {city} for {nights} nights?",
-                   "Where should I stay in {city}?",
-                   "Find me a {kind} hotel in {city} within my budget.",
-                   "Is there a hotel in {city} I can afford for {nights} nights?",
-                   "Which hotel fits my budget for a trip to {city}?")
+HOTEL_QUESTIONS = (
+    "Which hotel suits me in {city} for {nights} nights?",
+    "Where should I stay in {city}?",
+    "Find me a {kind} hotel in {city} within my budget.",
+    "Is there a hotel in {city} I can afford for {nights} nights?",
+    "Which hotel fits my budget for a trip to {city}?",
+)
 
 
-def hotel_training_pairs(config, n: int, k: int, seed: int = 0,
-                         max_source_chars: int = 1200, fit: ContextFit | None = None,
-                         reserve: int = 0) -> list[tuple[str, str]]:
+def hotel_training_pairs(
+    config,
+    n: int,
+    k: int,
+    seed: int = 0,
+    max_source_chars: int = 1200,
+    fit: ContextFit | None = None,
+    reserve: int = 0,
+) -> list[tuple[str, str]]:
     """(instruction, response) pairs for the travel assistant: a user asks about a city;
     the sources are k generated hotel descriptions (mostly of that city, as retrieval finds
     them); the features are what the chain's lookups return for them (the generator's rows
@@ -120,14 +139,16 @@ def hotel_training_pairs(config, n: int, k: int, seed: int = 0,
         others = [h for h in hotels if h not in picked]
         picked += rng.sample(others, k - len(picked))
         request = {"nights": nights, "season": rng.choice(["low", "shoulder", "high"])}
-        features = request_features(store, user["user_id"],
-                                      [h["hotel_id"] for h in picked], request)
-        question = rng.choice(HOTEL_QUESTIONS).format(city=city, nights=nights,
-                                                      kind=user["hotel_preference"])
-        sources = [Source(f"hotel:{h['hotel_id']}", texts[f"hotel:{h['hotel_id']}"])
-                   for h in picked]
-        instruction = _fitted_or_none(question, sources, features, max_source_chars, fit,
-                                      reserve)
+        features = request_features(
+            store, user["user_id"], [h["hotel_id"] for h in picked], request
+        )
+        question = rng.choice(HOTEL_QUESTIONS).format(
+            city=city, nights=nights, kind=user["hotel_preference"]
+        )
+        sources = [
+            Source(f"hotel:{h['hotel_id']}", texts[f"hotel:{h['hotel_id']}"]) for h in picked
+        ]
+        instruction = _fitted_or_none(question, sources, features, max_source_chars, fit, reserve)
         if instruction is not None:
             pairs.append((instruction, teacher_hotel_answer(features)))
     return pairs
@@ -137,10 +158,18 @@ def generated_feature_store(config):
     """The generator's users and hotels in an in-memory online store: training pairs see
     features exactly as the chain's lookups return them."""
     store = OnlineStore(":memory:")
-    for spec, rows in ((USER_PREFERENCES, generate_user_preferences(config)),
-                       (HOTELS, generate_hotels(config))):
-        store.apply(spec, [Change(row) for row in rows], source="generator",
-                    table_id="generated", version=0, full=True)
+    for spec, rows in (
+        (USER_PREFERENCES, generate_user_preferences(config)),
+        (HOTELS, generate_hotels(config)),
+    ):
+        store.apply(
+            spec,
+            [Change(row) for row in rows],
+            source="generator",
+            table_id="generated",
+            version=0,
+            full=True,
+        )
     return store
 
 
@@ -157,8 +186,14 @@ def _module_of(source_id: str) -> str:
     return source_id.rsplit(".", 1)[0] if source_id.startswith("py:") else source_id
 
 
-def _distractors(target_id: str, by_module: dict, all_ids: list[str], n: int,
-                 rng: random.Random, exclude: Sequence[str] = ()) -> list[str]:
+def _distractors(
+    target_id: str,
+    by_module: dict,
+    all_ids: list[str],
+    n: int,
+    rng: random.Random,
+    exclude: Sequence[str] = (),
+) -> list[str]:
     taken = {target_id, *exclude}
     near = [s for s in by_module.get(_module_of(target_id), []) if s not in taken]
     picked = rng.sample(near, min(len(near), max(1, n // 2))) if near else []
@@ -171,12 +206,18 @@ def _distractors(target_id: str, by_module: dict, all_ids: list[str], n: int,
     return picked[:n]
 
 
-def training_pairs_for_index(index, questions: int, k: int, max_source_chars: int = 1200,
-                             seed: int = 0, fit: ContextFit | None = None,
-                             reserve: int = 0, *,
-                             template_questions: Callable[..., Iterable],
-                             question_targets: Sequence[str] | None = None
-                             ) -> list[tuple[str, str]]:
+def training_pairs_for_index(
+    index,
+    questions: int,
+    k: int,
+    max_source_chars: int = 1200,
+    seed: int = 0,
+    fit: ContextFit | None = None,
+    reserve: int = 0,
+    *,
+    template_questions: Callable[..., Iterable],
+    question_targets: Sequence[str] | None = None,
+) -> list[tuple[str, str]]:
     """genai-rag's pairs over the index config's own documents: ``template_questions(documents,
     n=, seed=)`` (the evaluation stage's generator: a question never names its target, each
     question has ``question`` and ``expected_source_ids``), each target's first chunk among
@@ -194,13 +235,23 @@ def training_pairs_for_index(index, questions: int, k: int, max_source_chars: in
     travel = round(questions * HOTEL_SHARE) if index.hotels is not None else 0
     generated = template_questions(documents, n=questions - travel, seed=seed)
     targets = [(q.question, q.expected_source_ids[0]) for q in generated]
-    pairs = answer_training_pairs(targets, by_source, k=k, seed=seed,
-                                  max_source_chars=max_source_chars, fit=fit, reserve=reserve)
+    pairs = answer_training_pairs(
+        targets,
+        by_source,
+        k=k,
+        seed=seed,
+        max_source_chars=max_source_chars,
+        fit=fit,
+        reserve=reserve,
+    )
     if travel:
-        pairs += hotel_training_pairs(index.hotels, travel, k, seed, max_source_chars, fit,
-                                      reserve)
+        pairs += hotel_training_pairs(
+            index.hotels, travel, k, seed, max_source_chars, fit, reserve
+        )
     if not pairs:
-        raise RagInputError(f"genai-rag: no training prompt with {k} sources fits "
-                            f"{fit.context_tokens if fit else '?'} tokens; raise the "
-                            "fine-tuning max_len or lower answer.k")
+        raise RagInputError(
+            f"genai-rag: no training prompt with {k} sources fits "
+            f"{fit.context_tokens if fit else '?'} tokens; raise the "
+            "fine-tuning max_len or lower answer.k"
+        )
     return random.Random(seed).sample(pairs, len(pairs))

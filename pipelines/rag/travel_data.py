@@ -6,11 +6,12 @@ revision)``; each revision re-prices (and re-books) ``update_share`` of the hote
 re-budgets as many users, a day after the previous one. Prices stay out of the descriptions:
 they change, and the current one comes from the feature lookup.
 """
+
 from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,37 +24,63 @@ MAX_PARTY = 8  # people per booking the generator and the gate accept
 
 # Neighbourhoods the descriptions place hotels in, with a phrase about each.
 CITY_NEIGHBOURHOODS: dict[str, dict[str, str]] = {
-    "Lisbon": {"Alfama": "steep lanes, tiled facades and fado bars",
-               "Chiado": "old cafes, bookshops and theatres",
-               "Belem": "riverside monuments and the famous custard tarts"},
-    "Barcelona": {"Gothic Quarter": "medieval alleys around the cathedral",
-                  "Eixample": "wide avenues and modernist architecture",
-                  "Barceloneta": "the city beach and seafood restaurants"},
-    "Amsterdam": {"Jordaan": "quiet canals, galleries and brown cafes",
-                  "De Pijp": "the Albert Cuyp market and lively bars",
-                  "Museum Quarter": "the Rijksmuseum and Vondelpark close by"},
-    "Berlin": {"Mitte": "the museums and Brandenburg Gate within walking distance",
-               "Kreuzberg": "street food, clubs and the canal",
-               "Prenzlauer Berg": "leafy squares, playgrounds and weekend markets"},
-    "Prague": {"Old Town": "the astronomical clock and cobbled squares",
-               "Mala Strana": "baroque palaces below the castle",
-               "Vinohrady": "residential streets, wine bars and parks"},
-    "Vienna": {"Innere Stadt": "the opera, the cathedral and grand cafes",
-               "Neubau": "design shops and small theatres",
-               "Leopoldstadt": "the Prater park and the Danube canal"},
-    "Copenhagen": {"Nyhavn": "the colourful harbour front",
-                   "Vesterbro": "the meatpacking district's restaurants",
-                   "Norrebro": "multicultural streets and lakes"},
-    "Edinburgh": {"Old Town": "the Royal Mile and the castle",
-                  "New Town": "Georgian terraces and shopping streets",
-                  "Leith": "the waterfront and its seafood bistros"},
+    "Lisbon": {
+        "Alfama": "steep lanes, tiled facades and fado bars",
+        "Chiado": "old cafes, bookshops and theatres",
+        "Belem": "riverside monuments and the famous custard tarts",
+    },
+    "Barcelona": {
+        "Gothic Quarter": "medieval alleys around the cathedral",
+        "Eixample": "wide avenues and modernist architecture",
+        "Barceloneta": "the city beach and seafood restaurants",
+    },
+    "Amsterdam": {
+        "Jordaan": "quiet canals, galleries and brown cafes",
+        "De Pijp": "the Albert Cuyp market and lively bars",
+        "Museum Quarter": "the Rijksmuseum and Vondelpark close by",
+    },
+    "Berlin": {
+        "Mitte": "the museums and Brandenburg Gate within walking distance",
+        "Kreuzberg": "street food, clubs and the canal",
+        "Prenzlauer Berg": "leafy squares, playgrounds and weekend markets",
+    },
+    "Prague": {
+        "Old Town": "the astronomical clock and cobbled squares",
+        "Mala Strana": "baroque palaces below the castle",
+        "Vinohrady": "residential streets, wine bars and parks",
+    },
+    "Vienna": {
+        "Innere Stadt": "the opera, the cathedral and grand cafes",
+        "Neubau": "design shops and small theatres",
+        "Leopoldstadt": "the Prater park and the Danube canal",
+    },
+    "Copenhagen": {
+        "Nyhavn": "the colourful harbour front",
+        "Vesterbro": "the meatpacking district's restaurants",
+        "Norrebro": "multicultural streets and lakes",
+    },
+    "Edinburgh": {
+        "Old Town": "the Royal Mile and the castle",
+        "New Town": "Georgian terraces and shopping streets",
+        "Leith": "the waterfront and its seafood bistros",
+    },
 }
-GENERIC_NEIGHBOURHOODS = {"the city centre": "the main sights within walking distance",
-                          "the old town": "historic streets and small shops",
-                          "the waterfront": "promenades and restaurants by the water"}
+GENERIC_NEIGHBOURHOODS = {
+    "the city centre": "the main sights within walking distance",
+    "the old town": "historic streets and small shops",
+    "the waterfront": "promenades and restaurants by the water",
+}
 # Relative price level of a city (1.0: the average European city); unknown cities: 1.0.
-CITY_PRICE_LEVEL = {"Lisbon": 0.85, "Barcelona": 1.05, "Amsterdam": 1.3, "Berlin": 0.95,
-                    "Prague": 0.75, "Vienna": 1.0, "Copenhagen": 1.35, "Edinburgh": 1.1}
+CITY_PRICE_LEVEL = {
+    "Lisbon": 0.85,
+    "Barcelona": 1.05,
+    "Amsterdam": 1.3,
+    "Berlin": 0.95,
+    "Prague": 0.75,
+    "Vienna": 1.0,
+    "Copenhagen": 1.35,
+    "Edinburgh": 1.1,
+}
 
 
 class FeaturesConfig(BaseModel):
@@ -65,7 +92,7 @@ class FeaturesConfig(BaseModel):
     n_users: int = Field(200, ge=1)  # ids u0001, u0002, ...
     n_hotels: int = Field(60, ge=1)  # ids h001, h002, ...; spread round-robin over the cities
     cities: list[str] = Field(default_factory=lambda: list(CITY_NEIGHBOURHOODS), min_length=1)
-    as_of: datetime = datetime(2024, 6, 1, tzinfo=timezone.utc)  # updated_at of revision 0
+    as_of: datetime = datetime(2024, 6, 1, tzinfo=UTC)  # updated_at of revision 0
     revision: int = Field(0, ge=0)  # 0: as generated; each revision updates a share of rows
     update_share: float = Field(0.1, ge=0.0, le=1.0)  # rows each revision changes (per table)
 
@@ -74,33 +101,95 @@ class FeaturesConfig(BaseModel):
 # amenities every such hotel has, and the noun its name ends with.
 _TYPE_FACTS = {
     "boutique": ((3, 5), (12, 45), 150.0, ("wifi", "bar"), ("House", "Rooms", "Casa")),
-    "business": ((3, 4), (120, 320), 140.0, ("wifi", "meeting_rooms", "gym"),
-                 ("Business Hotel", "Plaza", "Centre Hotel")),
-    "resort": ((4, 5), (150, 420), 230.0, ("wifi", "pool", "spa", "restaurant"),
-               ("Resort & Spa", "Resort", "Palace")),
+    "business": (
+        (3, 4),
+        (120, 320),
+        140.0,
+        ("wifi", "meeting_rooms", "gym"),
+        ("Business Hotel", "Plaza", "Centre Hotel"),
+    ),
+    "resort": (
+        (4, 5),
+        (150, 420),
+        230.0,
+        ("wifi", "pool", "spa", "restaurant"),
+        ("Resort & Spa", "Resort", "Palace"),
+    ),
     "budget": ((1, 3), (30, 160), 70.0, ("wifi",), ("Inn", "Hostel", "Lodge")),
-    "family": ((3, 4), (60, 220), 130.0, ("wifi", "family_rooms", "kids_club"),
-               ("Family Hotel", "Garden Hotel", "Apartments")),
+    "family": (
+        (3, 4),
+        (60, 220),
+        130.0,
+        ("wifi", "family_rooms", "kids_club"),
+        ("Family Hotel", "Garden Hotel", "Apartments"),
+    ),
 }
-_EXTRA_AMENITIES = ("breakfast", "parking", "airport_shuttle", "rooftop_bar", "pet_friendly",
-                    "laundry", "bike_rental", "air_conditioning", "sauna", "terrace")
+_EXTRA_AMENITIES = (
+    "breakfast",
+    "parking",
+    "airport_shuttle",
+    "rooftop_bar",
+    "pet_friendly",
+    "laundry",
+    "bike_rental",
+    "air_conditioning",
+    "sauna",
+    "terrace",
+)
 AMENITY_PHRASES = {
-    "wifi": "free wifi", "bar": "a cocktail bar", "meeting_rooms": "meeting rooms",
-    "gym": "a fitness room", "pool": "an outdoor pool", "spa": "a spa",
-    "restaurant": "a restaurant", "family_rooms": "family rooms", "kids_club": "a kids' club",
-    "breakfast": "breakfast included", "parking": "on-site parking",
-    "airport_shuttle": "an airport shuttle", "rooftop_bar": "a rooftop bar",
-    "pet_friendly": "rooms for guests with pets", "laundry": "a laundry service",
-    "bike_rental": "bikes to rent", "air_conditioning": "air conditioning",
-    "sauna": "a sauna", "terrace": "a sunny terrace",
+    "wifi": "free wifi",
+    "bar": "a cocktail bar",
+    "meeting_rooms": "meeting rooms",
+    "gym": "a fitness room",
+    "pool": "an outdoor pool",
+    "spa": "a spa",
+    "restaurant": "a restaurant",
+    "family_rooms": "family rooms",
+    "kids_club": "a kids' club",
+    "breakfast": "breakfast included",
+    "parking": "on-site parking",
+    "airport_shuttle": "an airport shuttle",
+    "rooftop_bar": "a rooftop bar",
+    "pet_friendly": "rooms for guests with pets",
+    "laundry": "a laundry service",
+    "bike_rental": "bikes to rent",
+    "air_conditioning": "air conditioning",
+    "sauna": "a sauna",
+    "terrace": "a sunny terrace",
 }
-_NAME_WORDS = ("Aurora", "Linden", "Harbour", "Meridian", "Juniper", "Atlas", "Cedar", "Lumen",
-               "Marlow", "Solstice", "Willow", "Beacon", "Corvina", "Fennel", "Halcyon", "Ivory")
+_NAME_WORDS = (
+    "Aurora",
+    "Linden",
+    "Harbour",
+    "Meridian",
+    "Juniper",
+    "Atlas",
+    "Cedar",
+    "Lumen",
+    "Marlow",
+    "Solstice",
+    "Willow",
+    "Beacon",
+    "Corvina",
+    "Fennel",
+    "Halcyon",
+    "Ivory",
+)
 # Budget per night at price level 1.0 (EUR) of a user who prefers each type: (low, high).
-_BUDGET_RANGE = {"boutique": (120, 260), "business": (130, 220), "resort": (180, 380),
-                 "budget": (55, 110), "family": (110, 220)}
-_PARTY_RANGE = {"boutique": (1, 2), "business": (1, 1), "resort": (2, 4), "budget": (1, 3),
-                "family": (3, 5)}
+_BUDGET_RANGE = {
+    "boutique": (120, 260),
+    "business": (130, 220),
+    "resort": (180, 380),
+    "budget": (55, 110),
+    "family": (110, 220),
+}
+_PARTY_RANGE = {
+    "boutique": (1, 2),
+    "business": (1, 1),
+    "resort": (2, 4),
+    "budget": (1, 3),
+    "family": (3, 5),
+}
 _TIER_WEIGHTS = (0.5, 0.3, 0.15, 0.05)  # none, silver, gold, platinum
 
 
@@ -131,12 +220,15 @@ def _user(config: FeaturesConfig, i: int) -> dict:
     preference = rng.choice(HOTEL_TYPES)
     city = rng.choice(config.cities)
     low, high = _BUDGET_RANGE[preference]
-    row = {"user_id": user_id(i),
-           "avg_budget": _budget(rng.uniform(low, high) * _price_level(city)),
-           "hotel_preference": preference, "preferred_city": city,
-           "party_size": rng.randint(*_PARTY_RANGE[preference]),
-           "loyalty_tier": rng.choices(LOYALTY_TIERS, _TIER_WEIGHTS)[0],
-           "updated_at": config.as_of}
+    row = {
+        "user_id": user_id(i),
+        "avg_budget": _budget(rng.uniform(low, high) * _price_level(city)),
+        "hotel_preference": preference,
+        "preferred_city": city,
+        "party_size": rng.randint(*_PARTY_RANGE[preference]),
+        "loyalty_tier": rng.choices(LOYALTY_TIERS, _TIER_WEIGHTS)[0],
+        "updated_at": config.as_of,
+    }
     for revision, rng in _revisions(config, "user", i):
         row["avg_budget"] = _budget(row["avg_budget"] * rng.uniform(0.8, 1.25))
         row["updated_at"] = config.as_of + timedelta(days=revision)
@@ -156,11 +248,19 @@ def _hotel(config: FeaturesConfig, i: int) -> dict:
     extras = rng.sample(_EXTRA_AMENITIES, rng.randint(1, 4))
     amenities = [a for a in AMENITY_PHRASES if a in core or a in extras]  # catalogue order
     base = price * _price_level(city) * (0.7 + 0.1 * stars) * rng.uniform(0.85, 1.15)
-    row = {"hotel_id": hotel_id(i), "name": f"{rng.choice(_NAME_WORDS)} {rng.choice(nouns)}",
-           "city": city, "neighbourhood": rng.choice(sorted(_neighbourhoods(city))),
-           "hotel_type": kind, "stars": stars, "rooms": rng.randint(*rooms),
-           "amenities": amenities, "base_price": round(base, 2),
-           "occupancy": round(rng.uniform(0.3, 0.95), 2), "updated_at": config.as_of}
+    row = {
+        "hotel_id": hotel_id(i),
+        "name": f"{rng.choice(_NAME_WORDS)} {rng.choice(nouns)}",
+        "city": city,
+        "neighbourhood": rng.choice(sorted(_neighbourhoods(city))),
+        "hotel_type": kind,
+        "stars": stars,
+        "rooms": rng.randint(*rooms),
+        "amenities": amenities,
+        "base_price": round(base, 2),
+        "occupancy": round(rng.uniform(0.3, 0.95), 2),
+        "updated_at": config.as_of,
+    }
     for revision, rng in _revisions(config, "hotel", i):
         row["base_price"] = round(row["base_price"] * rng.uniform(0.9, 1.15), 2)
         row["occupancy"] = round(rng.uniform(0.2, 1.0), 2)
@@ -185,29 +285,47 @@ _OPENINGS = (
     "{name} is a {stars}-star {kind} hotel in {neighbourhood}, {city}, with {rooms} rooms.",
     "In {city}'s {neighbourhood} district, {name} offers {rooms} rooms as a {stars}-star "
     "{kind} hotel.",
-    "{name}, a {kind} hotel rated {stars} stars, has {rooms} rooms in {neighbourhood} "
-    "({city}).",
+    "{name}, a {kind} hotel rated {stars} stars, has {rooms} rooms in {neighbourhood} ({city}).",
 )
 _CHARACTER = {
-    "boutique": ("Every room is individually designed, and the staff know guests by name.",
-                 "It is small and personal, furnished with local art and vintage pieces."),
-    "business": ("It is built for work trips: quiet rooms, fast check-in and desks in every "
-                 "room.",
-                 "Conference guests and consultants fill it on weekdays."),
-    "resort": ("It is a place to stay put: long breakfasts, the pool and the spa.",
-               "Its grounds are generous, with loungers, gardens and evening entertainment."),
-    "budget": ("Rooms are simple and clean, and the price is the point.",
-               "It keeps things basic so that the money goes on the city instead."),
-    "family": ("Children are welcome everywhere, with cots and connecting rooms on request.",
-               "It is organised around families: early dinners, games and space to play."),
+    "boutique": (
+        "Every room is individually designed, and the staff know guests by name.",
+        "It is small and personal, furnished with local art and vintage pieces.",
+    ),
+    "business": (
+        "It is built for work trips: quiet rooms, fast check-in and desks in every room.",
+        "Conference guests and consultants fill it on weekdays.",
+    ),
+    "resort": (
+        "It is a place to stay put: long breakfasts, the pool and the spa.",
+        "Its grounds are generous, with loungers, gardens and evening entertainment.",
+    ),
+    "budget": (
+        "Rooms are simple and clean, and the price is the point.",
+        "It keeps things basic so that the money goes on the city instead.",
+    ),
+    "family": (
+        "Children are welcome everywhere, with cots and connecting rooms on request.",
+        "It is organised around families: early dinners, games and space to play.",
+    ),
 }
-_AMENITY_SENTENCES = ("Guests can use {amenities}.", "Facilities include {amenities}.",
-                      "On site there is {amenities}.")
-_AREA_SENTENCES = ("The neighbourhood is known for {area}.", "Around it: {area}.",
-                   "Staying in {neighbourhood} means {area}.")
-_SUITS = {"boutique": "couples and travellers who want character",
-          "business": "business travellers", "resort": "relaxed holidays",
-          "budget": "backpackers and travellers on a budget", "family": "families with children"}
+_AMENITY_SENTENCES = (
+    "Guests can use {amenities}.",
+    "Facilities include {amenities}.",
+    "On site there is {amenities}.",
+)
+_AREA_SENTENCES = (
+    "The neighbourhood is known for {area}.",
+    "Around it: {area}.",
+    "Staying in {neighbourhood} means {area}.",
+)
+_SUITS = {
+    "boutique": "couples and travellers who want character",
+    "business": "business travellers",
+    "resort": "relaxed holidays",
+    "budget": "backpackers and travellers on a budget",
+    "family": "families with children",
+}
 
 
 def describe_hotel(hotel: Mapping[str, Any], seed: int = 0) -> str:
@@ -215,14 +333,25 @@ def describe_hotel(hotel: Mapping[str, Any], seed: int = 0) -> str:
     ``(seed, hotel_id)``, so the same hotel reads the same way every time."""
     rng = random.Random(f"{seed}:description:{hotel['hotel_id']}")
     area = _neighbourhoods(hotel["city"]).get(hotel["neighbourhood"], "its local character")
-    values = {"name": hotel["name"], "stars": hotel["stars"], "kind": hotel["hotel_type"],
-              "neighbourhood": hotel["neighbourhood"], "city": hotel["city"],
-              "rooms": hotel["rooms"], "area": area,
-              "amenities": _join_phrases([AMENITY_PHRASES.get(a, a.replace("_", " "))
-                                          for a in hotel["amenities"]])}
-    sentences = [rng.choice(_OPENINGS), rng.choice(_CHARACTER[hotel["hotel_type"]]),
-                 rng.choice(_AMENITY_SENTENCES), rng.choice(_AREA_SENTENCES),
-                 f"It suits {_SUITS[hotel['hotel_type']]}."]
+    values = {
+        "name": hotel["name"],
+        "stars": hotel["stars"],
+        "kind": hotel["hotel_type"],
+        "neighbourhood": hotel["neighbourhood"],
+        "city": hotel["city"],
+        "rooms": hotel["rooms"],
+        "area": area,
+        "amenities": _join_phrases(
+            [AMENITY_PHRASES.get(a, a.replace("_", " ")) for a in hotel["amenities"]]
+        ),
+    }
+    sentences = [
+        rng.choice(_OPENINGS),
+        rng.choice(_CHARACTER[hotel["hotel_type"]]),
+        rng.choice(_AMENITY_SENTENCES),
+        rng.choice(_AREA_SENTENCES),
+        f"It suits {_SUITS[hotel['hotel_type']]}.",
+    ]
     return " ".join(s.format(**values) for s in sentences)
 
 
@@ -238,8 +367,10 @@ HOTEL_SOURCE_PREFIX = "hotel:"
 def hotel_descriptions(config: FeaturesConfig | None = None) -> list[tuple[str, str]]:
     """(source id ``hotel:<hotel_id>``, description) for every generated hotel."""
     config = config or FeaturesConfig()
-    return [(f"{HOTEL_SOURCE_PREFIX}{h['hotel_id']}", describe_hotel(h, config.seed))
-            for h in generate_hotels(config)]
+    return [
+        (f"{HOTEL_SOURCE_PREFIX}{h['hotel_id']}", describe_hotel(h, config.seed))
+        for h in generate_hotels(config)
+    ]
 
 
 def hotel_documents(config: FeaturesConfig | None = None) -> list[Document]:
@@ -254,7 +385,7 @@ def hotel_ids_from_sources(source_ids: Iterable[str]) -> list[str]:
     ids: list[str] = []
     for source_id in source_ids:
         if source_id.startswith(HOTEL_SOURCE_PREFIX):
-            hotel = source_id[len(HOTEL_SOURCE_PREFIX):]
+            hotel = source_id[len(HOTEL_SOURCE_PREFIX) :]
             if hotel not in ids:
                 ids.append(hotel)
     return ids

@@ -43,12 +43,31 @@ USER_SUFFIXES = {".jsonl": "jsonl", ".parquet": "parquet", ".txt": "text", ".md"
 LICENCE_PREFIXES = ("LICENSE", "LICENCE", "COPYING", "NOTICE")
 # Files whose names start like a licence but are code or binaries (graphviz/copying.py,
 # prefect/_internal/analytics/notice.py): not licence text.
-NOT_LICENCE_SUFFIXES = {".py", ".pyc", ".pyi", ".pyx", ".pxd", ".so", ".pyd", ".dll", ".c",
-                        ".h", ".cc", ".cpp", ".js", ".ts", ".html", ".css", ".json", ".png",
-                        ".jpg", ".gif", ".svg"}
+NOT_LICENCE_SUFFIXES = {
+    ".py",
+    ".pyc",
+    ".pyi",
+    ".pyx",
+    ".pxd",
+    ".so",
+    ".pyd",
+    ".dll",
+    ".c",
+    ".h",
+    ".cc",
+    ".cpp",
+    ".js",
+    ".ts",
+    ".html",
+    ".css",
+    ".json",
+    ".png",
+    ".jpg",
+    ".gif",
+    ".svg",
+}
 MAX_LICENCE_FIELD_CHARS = 100  # some METADATA `License:` fields hold the whole licence text
 PARQUET_BATCH_ROWS = 4096  # rows per Arrow batch: bounded memory for big user files
-
 
 
 class CorpusConfig(BaseModel):
@@ -59,7 +78,8 @@ class CorpusConfig(BaseModel):
     packages: list[str] | None = None
     # Which package documents to read: METADATA descriptions, licence/notice files, docstrings.
     sources: list[Literal["metadata", "licence", "docstring"]] = Field(
-        default_factory=lambda: list(PACKAGE_SOURCES))
+        default_factory=lambda: list(PACKAGE_SOURCES)
+    )
     # Skip docstrings of `_private` modules and names (dunders like __init__ are kept): they
     # document internals, not the API people write about.
     exclude_private: bool = True
@@ -93,6 +113,7 @@ class WorkItem(NamedTuple):
 
 # ---------------------------------------------------------------- listing (driver) --------
 
+
 def normalise_dist_name(name: str) -> str:
     """PEP 503 normalisation, so `Great_Expectations` and `great-expectations` compare equal."""
     return re.sub(r"[-_.]+", "-", name).lower()
@@ -119,10 +140,12 @@ def selected_distributions(config: CorpusConfig) -> list[importlib.metadata.Dist
             by_name[name] = dist
     if config.packages is not None:
         wanted = [normalise_dist_name(p) for p in config.packages]
-        missing = [p for p, n in zip(config.packages, wanted) if n not in by_name]
+        missing = [p for p, n in zip(config.packages, wanted, strict=False) if n not in by_name]
         if missing:
-            raise InputFileError(f"package(s) {', '.join(map(repr, missing))} not installed"
-                                   f" (or excluded: {PROJECT_DIST} is this project)")
+            raise InputFileError(
+                f"package(s) {', '.join(map(repr, missing))} not installed"
+                f" (or excluded: {PROJECT_DIST} is this project)"
+            )
         by_name = {n: by_name[n] for n in wanted}
     return [by_name[n] for n in sorted(by_name)]
 
@@ -135,8 +158,11 @@ def licence_of(metadata) -> str | None:
     field = (metadata.get("License") or "").strip()
     if field and "\n" not in field and len(field) <= MAX_LICENCE_FIELD_CHARS:
         return field
-    classifiers = [c.split("::")[-1].strip() for c in metadata.get_all("Classifier") or []
-                   if c.startswith("License ::")]
+    classifiers = [
+        c.split("::")[-1].strip()
+        for c in metadata.get_all("Classifier") or []
+        if c.startswith("License ::")
+    ]
     if classifiers:
         return "; ".join(classifiers)
     # A whole licence pasted into the field: its first line is the best short name we have.
@@ -151,8 +177,16 @@ def _package_work_items(dist, config: CorpusConfig, claimed: set[str]) -> list[W
     items = []
     metadata_path = _metadata_file(dist)
     if "metadata" in config.sources and metadata_path is not None:
-        items.append(WorkItem("metadata", name, licence, str(metadata_path), name,
-                              _site_origin(root, metadata_path)))
+        items.append(
+            WorkItem(
+                "metadata",
+                name,
+                licence,
+                str(metadata_path),
+                name,
+                _site_origin(root, metadata_path),
+            )
+        )
     for file in dist.files or []:
         path = Path(dist.locate_file(file)).resolve()
         if not path.is_relative_to(root) or str(path) in claimed:
@@ -162,8 +196,17 @@ def _package_work_items(dist, config: CorpusConfig, claimed: set[str]) -> list[W
             continue
         claimed.add(str(path))
         name_in_item = str(file) if kind == "licence" else _module_name(path.relative_to(root))
-        items.append(WorkItem(kind, name, licence, str(path), name_in_item,
-                              _site_origin(root, path), config.exclude_private))
+        items.append(
+            WorkItem(
+                kind,
+                name,
+                licence,
+                str(path),
+                name_in_item,
+                _site_origin(root, path),
+                config.exclude_private,
+            )
+        )
     return items
 
 
@@ -192,8 +235,10 @@ def _package_file_kind(file, root: Path, path: Path, config: CorpusConfig) -> st
 def _is_licence_file(file) -> bool:
     if Path(file.name).suffix.lower() in NOT_LICENCE_SUFFIXES:
         return False
-    in_licenses_dir = any(part.endswith(".dist-info") for part in file.parts[:-1]) and \
-        "licenses" in file.parts[:-1]
+    in_licenses_dir = (
+        any(part.endswith(".dist-info") for part in file.parts[:-1])
+        and "licenses" in file.parts[:-1]
+    )
     return in_licenses_dir or file.name.upper().startswith(LICENCE_PREFIXES)
 
 
@@ -228,8 +273,10 @@ def _user_work_items(paths: list[str]) -> list[WorkItem]:
         if resolved_root.is_file():
             kind = USER_SUFFIXES.get(resolved_root.suffix.lower())
             if kind is None:
-                raise InputFileError(f"corpus path {given}: unsupported file type "
-                                       f"(expected one of {', '.join(sorted(USER_SUFFIXES))})")
+                raise InputFileError(
+                    f"corpus path {given}: unsupported file type "
+                    f"(expected one of {', '.join(sorted(USER_SUFFIXES))})"
+                )
             items.append(_user_item(kind, resolved_root, resolved_root.parent))
             continue
         for path in walk_refusing_symlinks(resolved_root):
@@ -239,14 +286,13 @@ def _user_work_items(paths: list[str]) -> list[WorkItem]:
     return items
 
 
-
 def _user_item(kind: str, path: Path, root: Path) -> WorkItem:
     check_readable(kind, path)
     return WorkItem(kind, None, None, str(path), path.relative_to(root).as_posix(), str(path))
 
 
-
 # --------------------------------------------------------- extraction (executors) --------
+
 
 def extract_records(item: WorkItem) -> list[dict]:
     """All records of one work item (a pure function: Spark runs it on executors)."""
@@ -257,17 +303,33 @@ def extract_with_status(item: WorkItem) -> tuple[list[dict], bool]:
     """(records, unparseable): the flag marks Python files skipped for a syntax error."""
     if item.kind == "docstring":
         return _docstring_records(item)
-    extractor = {"metadata": _metadata_records, "licence": _licence_records,
-                 "jsonl": _jsonl_records, "parquet": _parquet_records,
-                 "text": _text_records}[item.kind]
+    extractor = {
+        "metadata": _metadata_records,
+        "licence": _licence_records,
+        "jsonl": _jsonl_records,
+        "parquet": _parquet_records,
+        "text": _text_records,
+    }[item.kind]
     return extractor(item), False
 
 
-def _record(item: WorkItem, id: str | None, source: str | None, text: str | None,
-            origin: str, error: str | None = None) -> dict:
-    return {"id": id, "source": source, "package": item.package, "licence": item.licence,
-            "text": text, "origin": origin, "ingest_error": error}
-
+def _record(
+    item: WorkItem,
+    id: str | None,
+    source: str | None,
+    text: str | None,
+    origin: str,
+    error: str | None = None,
+) -> dict:
+    return {
+        "id": id,
+        "source": source,
+        "package": item.package,
+        "licence": item.licence,
+        "text": text,
+        "origin": origin,
+        "ingest_error": error,
+    }
 
 
 def _read_text(path: str) -> tuple[str, str | None]:
@@ -280,8 +342,16 @@ def _metadata_records(item: WorkItem) -> list[dict]:
     description, line = _metadata_description(text)
     if not description.strip() or description.strip() == "UNKNOWN":
         return []
-    return [_record(item, f"pkg:{item.package}:METADATA", "metadata", description,
-                    f"{item.origin}:{line}", error)]
+    return [
+        _record(
+            item,
+            f"pkg:{item.package}:METADATA",
+            "metadata",
+            description,
+            f"{item.origin}:{line}",
+            error,
+        )
+    ]
 
 
 def _metadata_description(text: str) -> tuple[str, int]:
@@ -294,8 +364,9 @@ def _metadata_description(text: str) -> tuple[str, int]:
     header = message.get("Description") or ""
     # Metadata 1.x folds the description into a header, continuation lines prefixed "       |"
     lines = header.splitlines()
-    unfolded = "\n".join([lines[0]] + [re.sub(r"^ {7,8}\|", "", ln) for ln in lines[1:]]) \
-        if lines else ""
+    unfolded = (
+        "\n".join([lines[0]] + [re.sub(r"^ {7,8}\|", "", ln) for ln in lines[1:]]) if lines else ""
+    )
     match = re.search(r"^Description:", text, flags=re.MULTILINE)
     return unfolded, text.count("\n", 0, match.start()) + 1 if match else 1
 
@@ -304,8 +375,7 @@ def _licence_records(item: WorkItem) -> list[dict]:
     text, error = _read_text(item.path)
     if not text.strip():
         return []
-    return [_record(item, f"pkg:{item.package}:{item.name}", "licence", text, item.origin,
-                    error)]
+    return [_record(item, f"pkg:{item.package}:{item.name}", "licence", text, item.origin, error)]
 
 
 def _docstring_records(item: WorkItem) -> tuple[list[dict], bool]:
@@ -338,8 +408,9 @@ def docstrings(tree: ast.Module, exclude_private: bool = True) -> Iterator[tuple
     yield from _member_docstrings(tree.body, "", exclude_private)
 
 
-def _member_docstrings(body: list[ast.stmt], prefix: str,
-                       exclude_private: bool) -> Iterator[tuple[str, int, str]]:
+def _member_docstrings(
+    body: list[ast.stmt], prefix: str, exclude_private: bool
+) -> Iterator[tuple[str, int, str]]:
     for node in body:
         if isinstance(node, _DEFS):
             if exclude_private and _is_private(node.name):
@@ -390,8 +461,14 @@ def _json_line_record(item: WorkItem, line: str, origin: str, error: str | None)
     except json.JSONDecodeError as exc:
         return _record(item, None, "user", None, origin, _join(error, f"invalid JSON: {exc}"))
     if not isinstance(obj, dict):
-        return _record(item, None, "user", None, origin,
-                       _join(error, f"expected a JSON object, got {_type_name(obj)}"))
+        return _record(
+            item,
+            None,
+            "user",
+            None,
+            origin,
+            _join(error, f"expected a JSON object, got {_type_name(obj)}"),
+        )
     return user_record(obj, origin, error)
 
 
@@ -440,7 +517,6 @@ def _join(first: str | None, second: str) -> str:
     return f"{first}; {second}" if first else second
 
 
-
 def iter_records(config: CorpusConfig, stats: dict | None = None) -> Iterator[dict]:
     """The corpus in-process, no Spark: the same records ``build_corpus_raw`` produces.
     Inputs are all validated before the first record is yielded; ``stats`` (if given) is
@@ -456,6 +532,10 @@ def iter_records(config: CorpusConfig, stats: dict | None = None) -> Iterator[di
 
 
 def listing_stats(config: CorpusConfig, items: list[WorkItem]) -> dict:
-    return {"distributions": len({i.package for i in items if i.package}),
-            "files": len(items), "syntax_error_files": 0, "records": 0,
-            "mode": "paths" if config.paths else "packages"}
+    return {
+        "distributions": len({i.package for i in items if i.package}),
+        "files": len(items),
+        "syntax_error_files": 0,
+        "records": 0,
+        "mode": "paths" if config.paths else "packages",
+    }

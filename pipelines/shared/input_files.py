@@ -1,5 +1,6 @@
 """Reading the user's input files safely: no symlinks followed, no path outside its root,
 unreadable files named, undecodable bytes reported instead of raised."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,10 @@ def walk_refusing_symlinks(root: Path) -> Iterator[Path]:
         if entry.is_symlink():
             target = path.resolve()
             where = "outside" if not target.is_relative_to(root) else "inside"
-            raise InputFileError(f"corpus path {path} is a symlink to {target} ({where} the "
-                                   f"corpus root {root}); symlinks are refused, not followed")
+            raise InputFileError(
+                f"corpus path {path} is a symlink to {target} ({where} the "
+                f"corpus root {root}); symlinks are refused, not followed"
+            )
         if not path.resolve().is_relative_to(root):
             raise InputFileError(f"corpus path {path} resolves outside the corpus root {root}")
         if entry.is_dir():

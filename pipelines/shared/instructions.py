@@ -2,6 +2,7 @@
 a ``datasets`` save_to_disk folder) loaded as {instruction, response, text}, the jsonl form
 stages write theirs in, and the (prompt, target) pair a model is fine-tuned on.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,7 @@ def training_pair(instruction: str, response: str) -> tuple[str, str]:
     """(prompt, target): the Alpaca text cut after the response marker; the target ends
     with the end marker, so a model learns to stop."""
     prompt = prompt_of(instruction)
-    return prompt, format_example(instruction, response)[len(prompt):]
-
+    return prompt, format_example(instruction, response)[len(prompt) :]
 
 
 def write_instruction_jsonl(pairs: Iterable[tuple[str, str]], path: Path | str) -> Path:
@@ -40,10 +40,16 @@ class _BadRow(ValueError):
     pass
 
 
-def load_instruction_dataset(path: str | Path, instruction_field: str = "instruction",
-                             response_field: str = "response", input_field: str | None = None,
-                             *, on_error: str = "raise", split: str | None = None,
-                             stats: dict | None = None) -> list[dict]:
+def load_instruction_dataset(
+    path: str | Path,
+    instruction_field: str = "instruction",
+    response_field: str = "response",
+    input_field: str | None = None,
+    *,
+    on_error: str = "raise",
+    split: str | None = None,
+    stats: dict | None = None,
+) -> list[dict]:
     """[{instruction, response, text}] from a .jsonl file, a .parquet file or a directory
     written by ``datasets``' save_to_disk (``split`` picks from a DatasetDict; default train).
 
@@ -79,8 +85,9 @@ def _rows(path: Path, fields: list[str], split: str | None) -> Iterator[tuple[st
     elif path.suffix == ".parquet":
         yield from _parquet_rows(path, fields)
     else:
-        raise InstructionDatasetError(f"{path}: expected a .jsonl or .parquet file or a "
-                                      f"datasets save_to_disk directory")
+        raise InstructionDatasetError(
+            f"{path}: expected a .jsonl or .parquet file or a datasets save_to_disk directory"
+        )
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
@@ -119,8 +126,9 @@ def _dataset_rows(path: Path, split: str | None) -> Iterator[tuple[str, Any]]:
         yield f"row {number}", row
 
 
-def _example(row: Any, instruction_field: str, response_field: str,
-             input_field: str | None) -> dict:
+def _example(
+    row: Any, instruction_field: str, response_field: str, input_field: str | None
+) -> dict:
     if isinstance(row, _BadRow):
         raise row
     if not isinstance(row, dict):
@@ -132,8 +140,11 @@ def _example(row: Any, instruction_field: str, response_field: str,
             raise _BadRow(f"field {input_field!r} is {type(extra).__name__}, expected a string")
         if extra.strip():
             instruction = f"{instruction}\n\nInput:\n{extra.strip()}"
-    return {"instruction": instruction, "response": response,
-            "text": format_example(instruction, response)}
+    return {
+        "instruction": instruction,
+        "response": response,
+        "text": format_example(instruction, response),
+    }
 
 
 def _text_field(row: dict, name: str) -> str:

@@ -1,4 +1,5 @@
 """Markdown for Prefect artifacts and reports: one table helper, one cell escape."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -9,8 +10,9 @@ def md_cell(value) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def md_table(header: Sequence[str], rows: Iterable[Sequence], align: str | None = None,
-             escape: bool = True) -> list[str]:
+def md_table(
+    header: Sequence[str], rows: Iterable[Sequence], align: str | None = None, escape: bool = True
+) -> list[str]:
     """A markdown table as lines. ``align``: one letter per column, ``l`` or ``r``
     (default: every column left). ``escape=False`` writes each cell as ``str()`` gives it,
     for a table whose exact bytes must stay as they were."""

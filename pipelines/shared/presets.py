@@ -3,6 +3,7 @@
 A preset only lists what differs from the config model's defaults; the model validates it, so
 a misspelt or missing field fails fast with the field's name.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -36,8 +37,9 @@ def load_preset(model: type[Model], stage: str, name: str) -> Model:
         raise ValueError(f"preset {path} is not a valid {model.__name__}: {err}") from err
     unknown = unknown_fields(config, data)
     if unknown:  # config classes that allow extra fields would drop these silently
-        raise ValueError(f"preset {path}: no such field(s) in {model.__name__}: "
-                         f"{', '.join(unknown)}")
+        raise ValueError(
+            f"preset {path}: no such field(s) in {model.__name__}: {', '.join(unknown)}"
+        )
     return config
 
 

@@ -4,6 +4,7 @@ metric and their order of precedence (a later metric only breaks a tie on the ea
 Fields that must match for the metrics to be comparable (the same held-out data) are part of
 the rule too; a champion scored on other data is no yardstick, so the challenger replaces it.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,12 @@ class Decision:
     reason: str
 
 
-def one_metric(metric: str, better: Literal["higher", "lower"], margin: float = 0.0,
-               same: tuple[str, ...] = ()) -> PromotionRule:
+def one_metric(
+    metric: str,
+    better: Literal["higher", "lower"],
+    margin: float = 0.0,
+    same: tuple[str, ...] = (),
+) -> PromotionRule:
     """A rule on a single metric."""
     return PromotionRule((Criterion(metric, better, margin),), same)
 
@@ -72,6 +77,9 @@ def decide(challenger: Mapping, champion: Mapping | None, rule: PromotionRule) -
         if math.isnan(gain) or abs(gain) <= criterion.margin:
             continue
         verdict = "better" if gain > 0 else "worse"
-        return Decision(gain > 0, f"{verdict} {criterion.metric} ({mine:.6g} vs the "
-                                  f"champion's {theirs:.6g}, {criterion.better} is better)")
+        return Decision(
+            gain > 0,
+            f"{verdict} {criterion.metric} ({mine:.6g} vs the "
+            f"champion's {theirs:.6g}, {criterion.better} is better)",
+        )
     return Decision(False, "no better than the champion beyond the noise margin")

@@ -3,6 +3,7 @@ targets and the evaluation that scores generations: the instruction (task text +
 response layout ("Description: …" then "- column: comment" per column, in table order), its
 lenient and strict parsers, and the column names of a CREATE TABLE statement.
 """
+
 from __future__ import annotations
 
 import re
@@ -10,8 +11,10 @@ from collections.abc import Iterable, Sequence
 
 from pipelines.shared.templates import END_MARKER, RESPONSE_MARKER
 
-TABLEDOC_TASK = ("Write documentation for the database table defined below: a description of "
-                 "one to three sentences, then one comment per column, in table order.")
+TABLEDOC_TASK = (
+    "Write documentation for the database table defined below: a description of "
+    "one to three sentences, then one comment per column, in table order."
+)
 
 
 def tabledoc_instruction(ddl: str) -> str:
@@ -33,10 +36,12 @@ def render_response(description: str, comments: Iterable[tuple[str, str]]) -> st
     return "\n".join(lines)
 
 
-_TABLE_CONSTRAINT = re.compile(r"^(CONSTRAINT|PRIMARY|FOREIGN|UNIQUE|CHECK|INDEX|KEY|EXCLUDE)\b",
-                               re.IGNORECASE)
-_CREATE_TABLE = re.compile(r"CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP(?:ORARY)?\s+)?TABLE\b",
-                           re.IGNORECASE)
+_TABLE_CONSTRAINT = re.compile(
+    r"^(CONSTRAINT|PRIMARY|FOREIGN|UNIQUE|CHECK|INDEX|KEY|EXCLUDE)\b", re.IGNORECASE
+)
+_CREATE_TABLE = re.compile(
+    r"CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP(?:ORARY)?\s+)?TABLE\b", re.IGNORECASE
+)
 
 
 def ddl_columns(text: str) -> list[str]:
@@ -47,7 +52,7 @@ def ddl_columns(text: str) -> list[str]:
     if start < 0:
         raise ValueError("no CREATE TABLE (...) statement found")
     columns = []
-    for element in _top_level_elements(text[start + 1:]):
+    for element in _top_level_elements(text[start + 1 :]):
         element = re.sub(r"--[^\n]*", " ", element).strip()
         if element and not _TABLE_CONSTRAINT.match(element):
             columns.append(_identifier(element))
@@ -102,7 +107,8 @@ def response_template(columns: Sequence[str]) -> list:
     from infra.llm import Field
 
     return [Field("description", "Description:", ["\n"], 96, joiner=" ")] + [
-        Field(name, f"- {name}:", ["\n"], 64, joiner=" ") for name in columns]
+        Field(name, f"- {name}:", ["\n"], 64, joiner=" ") for name in columns
+    ]
 
 
 def response_part(text: str) -> str:
@@ -135,8 +141,7 @@ def parse_response(text: str, columns: Sequence[str]) -> tuple[str, dict[str, st
 
 def response_columns(response: str) -> list[str]:
     """Column names, in order, of a response's strict ``- name: comment`` lines."""
-    return [m.group(1) for line in response.splitlines()
-            if (m := _STRICT_COLUMN_LINE.match(line))]
+    return [m.group(1) for line in response.splitlines() if (m := _STRICT_COLUMN_LINE.match(line))]
 
 
 def format_valid(text: str, columns: Sequence[str]) -> bool:
@@ -148,7 +153,7 @@ def format_valid(text: str, columns: Sequence[str]) -> bool:
     head = _DESCRIPTION.match(lines[0])
     if not (lines[0].startswith("Description: ") and head and head.group(1)):
         return False
-    for line, name in zip(lines[1:], columns):
+    for line, name in zip(lines[1:], columns, strict=False):
         match = _STRICT_COLUMN_LINE.match(line)
         if not match or match.group(1) != name:
             return False

@@ -1,9 +1,12 @@
 """The instruction template every task model is trained on and prompted with (Alpaca layout,
 closed by an explicit end marker so generation can stop on it)."""
+
 from __future__ import annotations
 
-PREAMBLE = ("Below is an instruction that describes a task. "
-            "Write a response that appropriately completes the request.")
+PREAMBLE = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request."
+)
 INSTRUCTION_MARKER = "### Instruction:"
 RESPONSE_MARKER = "### Response:"
 END_MARKER = "### End"

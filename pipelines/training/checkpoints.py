@@ -5,6 +5,7 @@ charge. Our own files are JSON and safetensors; nothing we wrote is ever unpickl
 
 Fault points: ``ckpt.during_save`` (DeepSpeed's files written, no marker yet) and
 ``train.after_checkpoint`` (``latest`` just moved)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -72,12 +73,20 @@ def find_resume_checkpoint(ckpt_dir: Path | str) -> str | None:
         raise RuntimeError(
             f"checkpoint dir {ckpt_dir} holds {len(tags)} tag dir(s) ({', '.join(tags)}) but "
             f"none has its {COMPLETE} marker: every save was interrupted. Refusing to start "
-            f"from scratch over them; delete {ckpt_dir} to start over")
+            f"from scratch over them; delete {ckpt_dir} to start over"
+        )
     return complete[-1]
 
 
-def save_checkpoint(engine, ckpt_dir: Path, step: int, sampler, ema: dict | None,
-                    config: TrainerConfig, rank: int = 0) -> Path:
+def save_checkpoint(
+    engine,
+    ckpt_dir: Path,
+    step: int,
+    sampler,
+    ema: dict | None,
+    config: TrainerConfig,
+    rank: int = 0,
+) -> Path:
     """DeepSpeed's files, then ours, then the COMPLETE marker, then ``latest``, then pruning."""
     import torch
     from safetensors.torch import save_file
@@ -85,8 +94,13 @@ def save_checkpoint(engine, ckpt_dir: Path, step: int, sampler, ema: dict | None
     tag = tag_name(step)
     tag_dir = Path(ckpt_dir) / tag
     state = {"step": step, "sampler": sampler.state_dict(), "config": config.model_dump()}
-    engine.save_checkpoint(str(ckpt_dir), tag=tag, client_state=state, save_latest=False,
-                           exclude_frozen_parameters=has_frozen(engine))
+    engine.save_checkpoint(
+        str(ckpt_dir),
+        tag=tag,
+        client_state=state,
+        save_latest=False,
+        exclude_frozen_parameters=has_frozen(engine),
+    )
     write_json_atomic(tag_dir / f"rng-rank{rank:05d}.json", _rng_state())
     rng = {"torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -99,8 +113,9 @@ def save_checkpoint(engine, ckpt_dir: Path, step: int, sampler, ema: dict | None
     barrier()
     fault_point("ckpt.during_save")
     if rank == 0:
-        write_json_atomic(tag_dir / COMPLETE,
-                          {"tag": tag, "step": step, "files": _manifest(tag_dir)})
+        write_json_atomic(
+            tag_dir / COMPLETE, {"tag": tag, "step": step, "files": _manifest(tag_dir)}
+        )
         fsync_dir(tag_dir)
         write_text_atomic(Path(ckpt_dir) / LATEST, tag)
         fsync_dir(Path(ckpt_dir))
@@ -118,8 +133,10 @@ def has_frozen(engine) -> bool:
 def _rng_state() -> dict:
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"python": [version, list(internal), gauss],
-            "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    }
 
 
 def _restore_rng(tag_dir: Path, rank: int) -> None:
@@ -145,8 +162,10 @@ def _manifest(tag_dir: Path) -> dict:
     them must never reach the disk before they do."""
     files = {}
     for path in sorted(p for p in tag_dir.rglob("*") if p.is_file() and p.name != COMPLETE):
-        files[str(path.relative_to(tag_dir))] = {"bytes": path.stat().st_size,
-                                                 "sha256": _sha256(path, fsync=True)}
+        files[str(path.relative_to(tag_dir))] = {
+            "bytes": path.stat().st_size,
+            "sha256": _sha256(path, fsync=True),
+        }
     return files
 
 
@@ -157,12 +176,15 @@ def verify_checkpoint(tag_dir: Path | str) -> None:
     for rel, meta in marker.get("files", {}).items():
         path = tag_dir / rel
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint file {path} (listed in {tag_dir / COMPLETE}) "
-                                    "is missing")
+            raise FileNotFoundError(
+                f"checkpoint file {path} (listed in {tag_dir / COMPLETE}) is missing"
+            )
         if path.stat().st_size != meta["bytes"] or _sha256(path) != meta["sha256"]:
-            raise ValueError(f"checkpoint file {path} is corrupt: its size or SHA-256 differs "
-                             f"from {tag_dir / COMPLETE}; resume from an older tag by deleting "
-                             f"{tag_dir}")
+            raise ValueError(
+                f"checkpoint file {path} is corrupt: its size or SHA-256 differs "
+                f"from {tag_dir / COMPLETE}; resume from an older tag by deleting "
+                f"{tag_dir}"
+            )
 
 
 def load_checkpoint(engine, ckpt_dir: Path, tag: str, sampler, rank: int):
@@ -172,20 +194,24 @@ def load_checkpoint(engine, ckpt_dir: Path, tag: str, sampler, rank: int):
     tag_dir = ckpt_dir / tag
     verify_checkpoint(tag_dir)
     try:
-        load_path, _ = engine.load_checkpoint(str(ckpt_dir), tag=tag,
-                                              load_module_strict=not has_frozen(engine))
+        load_path, _ = engine.load_checkpoint(
+            str(ckpt_dir), tag=tag, load_module_strict=not has_frozen(engine)
+        )
     except Exception as err:
         raise RuntimeError(f"cannot load DeepSpeed checkpoint {tag_dir}: {err}") from err
     if load_path is None:
         raise RuntimeError(f"DeepSpeed found no checkpoint to load in {tag_dir}")
     state = _read_json(tag_dir / TRAINER_STATE)
     if int(state["sampler"]["position"]) > sampler.end_sample:
-        raise ValueError(f"checkpoint {tag_dir} is at step {state['step']}, past this config's "
-                         "max_steps; raise max_steps to continue it")
+        raise ValueError(
+            f"checkpoint {tag_dir} is at step {state['step']}, past this config's "
+            "max_steps; raise max_steps to continue it"
+        )
     sampler.load_state_dict(state["sampler"])
     _restore_rng(tag_dir, rank)
-    ema = load_safetensors(tag_dir / EMA_FILE, load_file) if (tag_dir / EMA_FILE).is_file() \
-        else None
+    ema = (
+        load_safetensors(tag_dir / EMA_FILE, load_file) if (tag_dir / EMA_FILE).is_file() else None
+    )
     return int(state["step"]), ema
 
 
@@ -240,5 +266,6 @@ def load_safetensors(path: Path, load_file) -> dict:
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint file {path} is missing") from None
     except Exception as err:
-        raise ValueError(f"checkpoint file {path} is corrupt (not readable safetensors: "
-                         f"{err})") from None
+        raise ValueError(
+            f"checkpoint file {path} is corrupt (not readable safetensors: {err})"
+        ) from None

@@ -1,5 +1,6 @@
 """What every DeepSpeed training run is configured by (pretraining, fine-tuning, and the
 stages that train through the same loop)."""
+
 from __future__ import annotations
 
 import math
@@ -21,6 +22,7 @@ class EmaConfig(BaseModel):
 
 class TrainerConfig(BaseModel):
     """What every DeepSpeed training run shares (pretraining and fine-tuning)."""
+
     model_config = ConfigDict(extra="forbid")
 
     micro_batch: int = Field(8, ge=1)  # sequences per rank per forward/backward
@@ -42,7 +44,7 @@ class TrainerConfig(BaseModel):
     ema: EmaConfig = Field(default_factory=EmaConfig)
     deterministic: bool = True  # torch deterministic algorithms: bitwise-reproducible on CPU
     peak_flops: float | None = Field(None, gt=0)  # the device's peak FLOP/s for MFU; None:
-    # looked up by GPU name and precision (pipelines.training.models.PEAK_FLOPS); CPUs report no MFU
+    # looked up by GPU name and precision (pipelines.training.models.PEAK_FLOPS); no MFU on CPU
 
     @property
     def ema_start_step(self) -> int:

@@ -17,6 +17,7 @@ positions ``p`` with ``p % world_size == r``. So
 This is the bar set by MosaicML streaming's mid-epoch resumption and elastic determinism, for
 a map-style dataset of ``n_samples`` packed sequences (pipelines.pretrain.tokens.TokenShards).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -28,8 +29,9 @@ import numpy as np
 def epoch_permutation(n_samples: int, seed: int, epoch: int) -> np.ndarray:
     """A permutation of range(n_samples), a pure function of (seed, epoch) (PCG64)."""
     if n_samples < 0 or seed < 0 or epoch < 0:
-        raise ValueError(f"n_samples, seed and epoch must be >= 0, got "
-                         f"{n_samples}, {seed}, {epoch}")
+        raise ValueError(
+            f"n_samples, seed and epoch must be >= 0, got {n_samples}, {seed}, {epoch}"
+        )
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, epoch])))
     return rng.permutation(n_samples)
 
@@ -45,7 +47,9 @@ class GlobalOrder:
 
     def __init__(self, n_samples: int, seed: int):
         if n_samples < 1:
-            raise ValueError(f"the data order needs at least one sample, got n_samples={n_samples}")
+            raise ValueError(
+                f"the data order needs at least one sample, got n_samples={n_samples}"
+            )
         self.n_samples, self.seed = int(n_samples), int(seed)
         self._cached: tuple[int, np.ndarray] | None = None  # the last epoch's permutation
 
@@ -79,14 +83,25 @@ class ResumableSampler:
     Checkpoints are taken at step boundaries, where every rank's position is the same.
     """
 
-    def __init__(self, n_samples: int, seed: int, global_batch: int, world_size: int = 1,
-                 rank: int = 0, start_sample: int = 0, end_sample: int | None = None):
+    def __init__(
+        self,
+        n_samples: int,
+        seed: int,
+        global_batch: int,
+        world_size: int = 1,
+        rank: int = 0,
+        start_sample: int = 0,
+        end_sample: int | None = None,
+    ):
         if global_batch < 1 or world_size < 1:
-            raise ValueError(f"global_batch and world_size must be >= 1, got "
-                             f"{global_batch} and {world_size}")
+            raise ValueError(
+                f"global_batch and world_size must be >= 1, got {global_batch} and {world_size}"
+            )
         if global_batch % world_size:
-            raise ValueError(f"global_batch {global_batch} is not divisible by world_size "
-                             f"{world_size}: every rank must take the same number of samples")
+            raise ValueError(
+                f"global_batch {global_batch} is not divisible by world_size "
+                f"{world_size}: every rank must take the same number of samples"
+            )
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
         self.order = GlobalOrder(n_samples, seed)
@@ -144,8 +159,12 @@ class ResumableSampler:
         return len(self._my_positions(self.position, self.end_sample))
 
     def state_dict(self) -> dict:
-        return {"position": self.position, "n_samples": self.n_samples, "seed": self.seed,
-                "global_batch": self.global_batch}
+        return {
+            "position": self.position,
+            "n_samples": self.n_samples,
+            "seed": self.seed,
+            "global_batch": self.global_batch,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Resume at a stored global position; refuses a state from another data order.
@@ -155,7 +174,9 @@ class ResumableSampler:
         """
         for key in ("n_samples", "seed"):
             if key in state and int(state[key]) != getattr(self, key):
-                raise ValueError(f"sampler state was saved with {key}={state[key]}, this "
-                                 f"sampler has {key}={getattr(self, key)}: a different data "
-                                 "order cannot be resumed")
+                raise ValueError(
+                    f"sampler state was saved with {key}={state[key]}, this "
+                    f"sampler has {key}={getattr(self, key)}: a different data "
+                    "order cannot be resumed"
+                )
         self._set_position(int(state["position"]))

@@ -1,5 +1,6 @@
 """Exponential moving average of the trainable weights, kept on CPU in fp32 (gathered first
 under ZeRO-3); the loop updates it only after the configured start step."""
+
 from __future__ import annotations
 
 import contextlib

@@ -1,11 +1,12 @@
 """One process as one DeepSpeed rank: accelerator choice, rank environment, seeds, the
 engine built from a JSON config with its "auto" values filled, and the lr schedule."""
+
 from __future__ import annotations
 
 import functools
-import math
 import json
 import logging
+import math
 import os
 import random
 import socket
@@ -59,7 +60,8 @@ def deepspeed_config(config: TrainerConfig, world_size: int = 1) -> dict:
     import torch
 
     name = config.deepspeed_config or (
-        "zero1_bf16_gpu" if torch.cuda.is_available() else f"zero{config.zero_stage}_cpu")
+        "zero1_bf16_gpu" if torch.cuda.is_available() else f"zero{config.zero_stage}_cpu"
+    )
     path = Path(name) if name.endswith(".json") else DEEPSPEED_CONFIGS / f"{name}.json"
     if not path.is_file():
         known = sorted(p.stem for p in DEEPSPEED_CONFIGS.glob("*.json"))
@@ -68,14 +70,19 @@ def deepspeed_config(config: TrainerConfig, world_size: int = 1) -> dict:
         ds = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"DeepSpeed config {path} is not valid JSON: {err}") from None
-    fill = {"train_micro_batch_size_per_gpu": config.micro_batch,
-            "gradient_accumulation_steps": config.grad_accum, "gradient_clipping": config.grad_clip,
-            "lr": config.lr, "weight_decay": config.weight_decay}
+    fill = {
+        "train_micro_batch_size_per_gpu": config.micro_batch,
+        "gradient_accumulation_steps": config.grad_accum,
+        "gradient_clipping": config.grad_clip,
+        "lr": config.lr,
+        "weight_decay": config.weight_decay,
+    }
 
     def resolve(node):
         if isinstance(node, dict):
-            return {k: (fill[k] if v == "auto" and k in fill else resolve(v))
-                    for k, v in node.items()}
+            return {
+                k: (fill[k] if v == "auto" and k in fill else resolve(v)) for k, v in node.items()
+            }
         return node
 
     ds = resolve(ds)
@@ -109,13 +116,19 @@ def initialize_engine(config: TrainerConfig, model, world: int):
         compatible = getattr(deepspeed.ops, "__compatible_ops__", None)
         if isinstance(compatible, dict):
             compatible["deepspeed_shm_comm"] = False
-    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False,
-                               verbose=False)
-    schedule = functools.partial(lr_schedule, warmup_steps=config.warmup_steps,
-                                 max_steps=config.max_steps, min_lr_ratio=config.min_lr_ratio)
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
+    schedule = functools.partial(
+        lr_schedule,
+        warmup_steps=config.warmup_steps,
+        max_steps=config.max_steps,
+        min_lr_ratio=config.min_lr_ratio,
+    )
     engine, *_ = deepspeed.initialize(
-        model=model, model_parameters=model.parameters(), config=deepspeed_config(config, world),
-        lr_scheduler=lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, schedule))
+        model=model,
+        model_parameters=model.parameters(),
+        config=deepspeed_config(config, world),
+        lr_scheduler=lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+    )
     if world == 1 and not engine.zero_optimization():
         # a lone rank has nothing to reduce, yet DeepSpeed's fallback all-reduce would flatten,
         # "reduce" and copy back every gradient each step; ZeRO stages need that copy

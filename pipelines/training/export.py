@@ -1,5 +1,6 @@
 """A trained model as an HF model dir (safetensors + config + tokenizer), raw or EMA weights,
 written to a temp dir and renamed into place."""
+
 from __future__ import annotations
 
 import os
@@ -11,9 +12,14 @@ from pipelines.training.checkpoints import load_safetensors, remove_dir
 from pipelines.training.hf import load_tokenizer
 
 
-def export_model(engine_or_model, tokenizer_dir: Path | str, out_dir: Path | str,
-                 use_ema: bool = False, ema_weights: dict | Path | str | None = None,
-                 state_dict: dict | None = None) -> Path:
+def export_model(
+    engine_or_model,
+    tokenizer_dir: Path | str,
+    out_dir: Path | str,
+    use_ema: bool = False,
+    ema_weights: dict | Path | str | None = None,
+    state_dict: dict | None = None,
+) -> Path:
     """An HF model dir (safetensors + config + tokenizer) loadable by AutoModelForCausalLM.
 
     ``use_ema`` exports ``ema_weights`` (a dict by parameter name, or an ``ema.safetensors``

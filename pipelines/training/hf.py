@@ -1,5 +1,6 @@
 """Hugging Face loading helpers shared by every stage that reads a local HF model dir: the
 tokenizer saved with a model, read without network access."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +12,9 @@ def load_hf_tokenizer(model_dir: Path | str):
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     if tokenizer.eos_token_id is None:
-        raise ValueError(f"the tokenizer in {model_dir} has no EOS token: fine-tuned responses "
-                         "could never end")
+        raise ValueError(
+            f"the tokenizer in {model_dir} has no EOS token: fine-tuned responses could never end"
+        )
     return tokenizer
 
 

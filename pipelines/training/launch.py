@@ -17,6 +17,7 @@ flow with it.
 The ranks' result is ``<out>/summary.json`` (rank 0 writes it atomically at the very end); a
 launch that exits 0 without it is an error, as is any non-zero exit, with the log's tail.
 """
+
 from __future__ import annotations
 
 import collections
@@ -33,12 +34,20 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from pipelines.training.config import TrainerConfig
-from pipelines.training.loop import SUMMARY
 from pipelines.training.engine import free_port
+from pipelines.training.loop import SUMMARY
 
 REPO = Path(__file__).resolve().parents[2]
-RANK_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-            "MASTER_PORT", "CROSS_RANK", "CROSS_SIZE")
+RANK_ENV = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "CROSS_RANK",
+    "CROSS_SIZE",
+)
 TERM_GRACE_S = 10  # seconds between SIGTERM and SIGKILL of the group
 LOG_TAIL_LINES = 40  # lines of the log quoted in a failure
 CONFIG_FILE = "train_config.json"  # in the run dir: the config the ranks were started with
@@ -48,21 +57,47 @@ class TrainingFailed(RuntimeError):
     """The training processes exited with an error, timed out, or left no summary."""
 
 
-def training_command(module: str, config_file: Path, out_dir: Path, script_args: list[str],
-                     ranks: int = 1, hostfile: Path | None = None,
-                     master_port: int | None = None) -> list[str]:
+def training_command(
+    module: str,
+    config_file: Path,
+    out_dir: Path,
+    script_args: list[str],
+    ranks: int = 1,
+    hostfile: Path | None = None,
+    master_port: int | None = None,
+) -> list[str]:
     """The command line that starts every rank of ``module``'s CLI (see the module docstring)."""
     from infra.settings import load_settings
 
-    script = ["--config", str(config_file), "--out", str(out_dir), *script_args,
-              "--workspace", str(load_settings().home)]
+    script = [
+        "--config",
+        str(config_file),
+        "--out",
+        str(out_dir),
+        *script_args,
+        "--workspace",
+        str(load_settings().home),
+    ]
     if ranks == 1 and hostfile is None:
         return [sys.executable, "-u", "-m", module, *script]
-    launcher = [sys.executable, "-u", "-m", "deepspeed.launcher.runner",
-                "--master_port", str(master_port or free_port()), "--no_local_rank"]
+    launcher = [
+        sys.executable,
+        "-u",
+        "-m",
+        "deepspeed.launcher.runner",
+        "--master_port",
+        str(master_port or free_port()),
+        "--no_local_rank",
+    ]
     if hostfile is None:  # one machine: the ranks are local slots; no ssh involved
-        launcher += ["--num_gpus", str(ranks), "--master_addr", "127.0.0.1",
-                     "--hostfile", "/dev/null"]
+        launcher += [
+            "--num_gpus",
+            str(ranks),
+            "--master_addr",
+            "127.0.0.1",
+            "--hostfile",
+            "/dev/null",
+        ]
     else:  # slots per host come from the hostfile; ranks caps them per node
         launcher += ["--hostfile", str(hostfile), "--num_gpus", str(ranks)]
     return [*launcher, "--module", module, *script]
@@ -75,41 +110,82 @@ def rank_environment(ranks: int, hostfile: Path | None, master_port: int) -> dic
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     if ranks == 1 and hostfile is None:
-        env.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=str(master_port))
+        env.update(
+            RANK="0",
+            WORLD_SIZE="1",
+            LOCAL_RANK="0",
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(master_port),
+        )
     return env
 
 
-def launch_training(config: TrainerConfig, shards_dir: Path | str, out_dir: Path | str,
-                    ranks: int = 1, hostfile: Path | str | None = None,
-                    timeout_s: float = 3600, on_line: Callable[[str], None] | None = None,
-                    tokenizer_dir: Path | str | None = None) -> dict:
+def launch_training(
+    config: TrainerConfig,
+    shards_dir: Path | str,
+    out_dir: Path | str,
+    ranks: int = 1,
+    hostfile: Path | str | None = None,
+    timeout_s: float = 3600,
+    on_line: Callable[[str], None] | None = None,
+    tokenizer_dir: Path | str | None = None,
+) -> dict:
     """Pretraining (``pipelines.pretrain.train``) to its end; see ``launch``."""
     script = ["--shards", str(shards_dir)]
     if tokenizer_dir is not None:
         script += ["--tokenizer", str(tokenizer_dir)]
-    return launch("pipelines.pretrain.train", config, out_dir, script, ranks=ranks,
-                  hostfile=hostfile, timeout_s=timeout_s, on_line=on_line)
+    return launch(
+        "pipelines.pretrain.train",
+        config,
+        out_dir,
+        script,
+        ranks=ranks,
+        hostfile=hostfile,
+        timeout_s=timeout_s,
+        on_line=on_line,
+    )
 
 
-def launch_finetune(config: BaseModel, base_dir: Path | str, train_file: Path | str,
-                    out_dir: Path | str, eval_file: Path | str | None = None,
-                    base_ref: str | None = None, ranks: int = 1,
-                    hostfile: Path | str | None = None, timeout_s: float = 3600,
-                    on_line: Callable[[str], None] | None = None) -> dict:
+def launch_finetune(
+    config: BaseModel,
+    base_dir: Path | str,
+    train_file: Path | str,
+    out_dir: Path | str,
+    eval_file: Path | str | None = None,
+    base_ref: str | None = None,
+    ranks: int = 1,
+    hostfile: Path | str | None = None,
+    timeout_s: float = 3600,
+    on_line: Callable[[str], None] | None = None,
+) -> dict:
     """Fine-tuning (``pipelines.finetune.lora``) to its end; see ``launch``."""
     script = ["--base", str(base_dir), "--train", str(train_file)]
     if eval_file is not None:
         script += ["--eval", str(eval_file)]
     if base_ref is not None:
         script += ["--base-ref", base_ref]
-    return launch("pipelines.finetune.lora", config, out_dir, script, ranks=ranks,
-                  hostfile=hostfile, timeout_s=timeout_s, on_line=on_line)
+    return launch(
+        "pipelines.finetune.lora",
+        config,
+        out_dir,
+        script,
+        ranks=ranks,
+        hostfile=hostfile,
+        timeout_s=timeout_s,
+        on_line=on_line,
+    )
 
 
-def launch(module: str, config: BaseModel, out_dir: Path | str, script_args: list[str],
-           ranks: int = 1, hostfile: Path | str | None = None, timeout_s: float = 3600,
-           on_line: Callable[[str], None] | None = None) -> dict:
+def launch(
+    module: str,
+    config: BaseModel,
+    out_dir: Path | str,
+    script_args: list[str],
+    ranks: int = 1,
+    hostfile: Path | str | None = None,
+    timeout_s: float = 3600,
+    on_line: Callable[[str], None] | None = None,
+) -> dict:
     """Run a training module's ranks to their end in a new process group; returns rank 0's
     summary. ``on_line`` gets every log line as it arrives (rank 0's JSON records among
     them). Rerunning with the same ``out_dir`` resumes from its last complete checkpoint.
@@ -125,9 +201,16 @@ def launch(module: str, config: BaseModel, out_dir: Path | str, script_args: lis
     hostfile = Path(hostfile) if hostfile else None
     command = training_command(module, config_file, out_dir, script_args, ranks, hostfile, port)
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
-    process = subprocess.Popen(command, cwd=REPO, env=rank_environment(ranks, hostfile, port),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               bufsize=1, start_new_session=True)  # its own process group
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=rank_environment(ranks, hostfile, port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,
+    )  # its own process group
     reader = threading.Thread(target=_pump, args=(process.stdout, tail, on_line), daemon=True)
     reader.start()
     try:
@@ -135,9 +218,11 @@ def launch(module: str, config: BaseModel, out_dir: Path | str, script_args: lis
     except subprocess.TimeoutExpired:
         stop_group(process)
         reader.join(timeout=5)
-        raise TrainingFailed(f"training timed out after {timeout_s:.0f} s and was killed; "
-                             f"rerun to resume from its last checkpoint in {out_dir}. Log "
-                             f"tail:\n{_joined(tail)}") from None
+        raise TrainingFailed(
+            f"training timed out after {timeout_s:.0f} s and was killed; "
+            f"rerun to resume from its last checkpoint in {out_dir}. Log "
+            f"tail:\n{_joined(tail)}"
+        ) from None
     finally:
         if process.poll() is None:  # the caller was interrupted: take the ranks down too
             stop_group(process)
@@ -180,11 +265,16 @@ def _group_alive(pgid: int) -> bool:
 
 def _summary(out_dir: Path, returncode: int, tail) -> dict:
     if returncode != 0:
-        how = f"was killed by signal {-returncode}" if returncode < 0 else \
-            f"exited with status {returncode}"
-        raise TrainingFailed(f"training {how}; rerun to resume from the last complete "
-                             f"checkpoint in {out_dir / 'checkpoints'}. Log tail:\n"
-                             f"{_joined(tail)}")
+        how = (
+            f"was killed by signal {-returncode}"
+            if returncode < 0
+            else f"exited with status {returncode}"
+        )
+        raise TrainingFailed(
+            f"training {how}; rerun to resume from the last complete "
+            f"checkpoint in {out_dir / 'checkpoints'}. Log tail:\n"
+            f"{_joined(tail)}"
+        )
     path = out_dir / SUMMARY
     if not path.is_file():
         raise TrainingFailed(f"training exited 0 but wrote no {path}. Log tail:\n{_joined(tail)}")

@@ -6,6 +6,7 @@ environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), defaulting
 rank on 127.0.0.1 with a free port. The data order is
 ``pipelines.training.data_order.ResumableSampler``: one global position is the whole data
 state, so a resumed run sees exactly the samples the crashed one had left."""
+
 from __future__ import annotations
 
 import contextlib
@@ -59,9 +60,17 @@ def rank_context(config: TrainerConfig):
         torch.use_deterministic_algorithms(was_deterministic)
 
 
-def run_training(config: TrainerConfig, model, train_data, out_dir: Path, *, eval_data=None,
-                 export: Callable | None = None, log: Callable[[dict], None] | None = None,
-                 facts: dict | None = None) -> dict:
+def run_training(
+    config: TrainerConfig,
+    model,
+    train_data,
+    out_dir: Path,
+    *,
+    eval_data=None,
+    export: Callable | None = None,
+    log: Callable[[dict], None] | None = None,
+    facts: dict | None = None,
+) -> dict:
     """The loop every stage trains with, inside ``rank_context``.
 
     ``train_data`` / ``eval_data``: ``len()``, ``seq_len`` and ``batch(indices) -> (input_ids,
@@ -77,8 +86,14 @@ def run_training(config: TrainerConfig, model, train_data, out_dir: Path, *, eva
     ckpt_dir = out_dir / CHECKPOINTS
     engine = initialize_engine(config, model, world)
     global_batch = config.micro_batch * config.grad_accum * world
-    sampler = ResumableSampler(len(train_data), config.seed, global_batch, world, rank,
-                               end_sample=config.max_steps * global_batch)
+    sampler = ResumableSampler(
+        len(train_data),
+        config.seed,
+        global_batch,
+        world,
+        rank,
+        end_sample=config.max_steps * global_batch,
+    )
 
     step, ema, resumed = 0, None, find_resume_checkpoint(ckpt_dir)
     if resumed:
@@ -95,8 +110,16 @@ def run_training(config: TrainerConfig, model, train_data, out_dir: Path, *, eva
             if log:
                 log(record)
 
-    emit({"event": "start", "step": step, "resumed_from": resumed, "world_size": world,
-          "global_batch": global_batch, "max_steps": config.max_steps})
+    emit(
+        {
+            "event": "start",
+            "step": step,
+            "resumed_from": resumed,
+            "world_size": world,
+            "global_batch": global_batch,
+            "max_steps": config.max_steps,
+        }
+    )
     params = trainable_named_parameters(engine)
     tokens_per_step = global_batch * train_data.seq_len
     flops_per_token, peak = _mfu_terms(config, engine, world, train_data.seq_len)
@@ -105,12 +128,12 @@ def run_training(config: TrainerConfig, model, train_data, out_dir: Path, *, eva
     for indices in sampler.steps():
         step += 1
         start = time.perf_counter()
-        inputs, labels = (torch.from_numpy(a).to(engine.device)
-                          for a in train_data.batch(indices))
+        inputs, labels = (torch.from_numpy(a).to(engine.device) for a in train_data.batch(indices))
         lr = float(engine.get_lr()[0])
         losses, grad_norm = [], None
-        for micro, micro_labels in zip(inputs.split(config.micro_batch),
-                                       labels.split(config.micro_batch)):
+        for micro, micro_labels in zip(
+            inputs.split(config.micro_batch), labels.split(config.micro_batch), strict=False
+        ):
             loss = engine(input_ids=micro, labels=micro_labels).loss
             engine.backward(loss)
             if engine.is_gradient_accumulation_boundary():
@@ -121,19 +144,30 @@ def run_training(config: TrainerConfig, model, train_data, out_dir: Path, *, eva
         grad_norm = engine.get_global_grad_norm() if grad_norm is None else grad_norm
         seconds = time.perf_counter() - start
         if not math.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss} at step {step}: training diverged "
-                                     "(lower lr, raise warmup_steps or grad_clip)")
+            raise FloatingPointError(
+                f"loss is {loss} at step {step}: training diverged "
+                "(lower lr, raise warmup_steps or grad_clip)"
+            )
         last["loss"] = loss
         tokens_per_s = inputs.numel() * world / seconds  # fine-tuning batches are cut to width
-        emit({"event": "step", "step": step, "loss": loss, "lr": lr,
-              "grad_norm": None if grad_norm is None else float(grad_norm),
-              "tokens_per_s": tokens_per_s, "seconds": seconds,
-              "mfu": tokens_per_s * flops_per_token / peak if peak else None})
+        emit(
+            {
+                "event": "step",
+                "step": step,
+                "loss": loss,
+                "lr": lr,
+                "grad_norm": None if grad_norm is None else float(grad_norm),
+                "tokens_per_s": tokens_per_s,
+                "seconds": seconds,
+                "mfu": tokens_per_s * flops_per_token / peak if peak else None,
+            }
+        )
 
         if config.ema.enabled and step > config.ema_start_step:
             ema = update_ema(ema, params, engine, config.ema.decay)
         if eval_data is not None and (
-                (config.eval_every and step % config.eval_every == 0) or step == config.max_steps):
+            (config.eval_every and step % config.eval_every == 0) or step == config.max_steps
+        ):
             val = evaluate(engine, eval_data, config, rank, world)
             last.update(val_loss=val["val_loss"], val_bpb=val["val_bpb"])
             emit({"event": "eval", "step": step, **val})
@@ -143,10 +177,17 @@ def run_training(config: TrainerConfig, model, train_data, out_dir: Path, *, eva
     if eval_data is not None and last["val_loss"] is None:  # resumed at the end: no step ran
         val = evaluate(engine, eval_data, config, rank, world)
         last.update(val_loss=val["val_loss"], val_bpb=val["val_bpb"])
-    summary = {"steps": step, "resumed_from": resumed, "world_size": world,
-               "tokens": step * tokens_per_step, "checkpoint_dir": str(ckpt_dir),
-               "latest": read_latest(ckpt_dir), **last, **_peak_gpu_memory(),
-               **(facts or {})}
+    summary = {
+        "steps": step,
+        "resumed_from": resumed,
+        "world_size": world,
+        "tokens": step * tokens_per_step,
+        "checkpoint_dir": str(ckpt_dir),
+        "latest": read_latest(ckpt_dir),
+        **last,
+        **_peak_gpu_memory(),
+        **(facts or {}),
+    }
     if export is not None:
         summary.update(export(engine, ema))
         barrier()
@@ -180,8 +221,9 @@ def _grad_norm_before_step(engine):
     return float(torch.nn.utils.get_total_norm(grads)) if grads else None
 
 
-def _mfu_terms(config: TrainerConfig, engine, world: int,
-               seq_len: int) -> tuple[float, float | None]:
+def _mfu_terms(
+    config: TrainerConfig, engine, world: int, seq_len: int
+) -> tuple[float, float | None]:
     """(model FLOPs per token, peak FLOP/s of all ranks together, or None when unknown)."""
     import torch
 
@@ -207,8 +249,10 @@ def evaluate(engine, data, config: TrainerConfig, rank: int = 0, world: int = 1)
     engine.eval()
     with torch.no_grad():
         for start in range(0, len(mine), config.micro_batch):
-            inputs, labels = (torch.from_numpy(a).to(engine.device)
-                              for a in data.batch(mine[start:start + config.micro_batch]))
+            inputs, labels = (
+                torch.from_numpy(a).to(engine.device)
+                for a in data.batch(mine[start : start + config.micro_batch])
+            )
             loss = engine(input_ids=inputs, labels=labels).loss.double().cpu()
             scored = int((labels[:, 1:] != IGNORE_INDEX).sum())
             nats += torch.tensor([float(loss) * scored, scored], dtype=torch.float64)

@@ -16,6 +16,7 @@ The MoE presets follow DBRX's fine-grained choice — 16 experts, 4 active per t
 expert a quarter of the dense preset's FFN, so a token's active parameters match the dense
 model's while the layer holds 4x the FFN capacity.
 """
+
 from __future__ import annotations
 
 import re
@@ -43,10 +44,19 @@ PRESETS: dict[str, Preset] = {
     "demo": Preset(hidden=192, layers=6, heads=6, kv_heads=2, ffn=512, seq_len=256),
     "small": Preset(hidden=512, layers=8, heads=8, kv_heads=4, ffn=1408, seq_len=512),
     "125m": Preset(hidden=768, layers=12, heads=12, kv_heads=4, ffn=2304, seq_len=2048),
-    "moe-tiny": Preset(hidden=64, layers=2, heads=4, kv_heads=2, ffn=48, seq_len=128,
-                       experts=16, active_experts=4),
-    "moe-demo": Preset(hidden=192, layers=6, heads=6, kv_heads=2, ffn=128, seq_len=256,
-                       experts=16, active_experts=4),
+    "moe-tiny": Preset(
+        hidden=64, layers=2, heads=4, kv_heads=2, ffn=48, seq_len=128, experts=16, active_experts=4
+    ),
+    "moe-demo": Preset(
+        hidden=192,
+        layers=6,
+        heads=6,
+        kv_heads=2,
+        ffn=128,
+        seq_len=256,
+        experts=16,
+        active_experts=4,
+    ),
 }
 CPU_PRESETS = ("tiny", "demo", "small", "moe-tiny", "moe-demo")  # train on a laptop CPU
 
@@ -55,8 +65,9 @@ def model_config(preset: str, vocab_size: int, max_seq_len: int | None = None, *
     """The HF config of a preset (LlamaConfig, or MixtralConfig for MoE presets).
 
     ``overrides`` set any config field, e.g. the tokenizer's special ids
-    (``**pipelines.pretrain.tokenizer.special_token_ids(tokenizer)``); without them EOS/BOS/PAD are unset
-    rather than Llama's defaults (1, 2), which would point at ordinary tokens of our vocab.
+    (``**pipelines.pretrain.tokenizer.special_token_ids(tokenizer)``); without them EOS/BOS/PAD
+    are unset rather than Llama's defaults (1, 2), which would point at ordinary tokens of our
+    vocab.
     """
     from transformers import LlamaConfig, MixtralConfig
 
@@ -64,22 +75,31 @@ def model_config(preset: str, vocab_size: int, max_seq_len: int | None = None, *
         raise KeyError(f"no model preset {preset!r}; known: {sorted(PRESETS)}")
     p = PRESETS[preset]
     fields = dict(
-        vocab_size=vocab_size, hidden_size=p.hidden, num_hidden_layers=p.layers,
-        num_attention_heads=p.heads, num_key_value_heads=p.kv_heads, intermediate_size=p.ffn,
+        vocab_size=vocab_size,
+        hidden_size=p.hidden,
+        num_hidden_layers=p.layers,
+        num_attention_heads=p.heads,
+        num_key_value_heads=p.kv_heads,
+        intermediate_size=p.ffn,
         hidden_act="silu",  # SwiGLU: silu(x W_gate) * (x W_up), then W_down
         max_position_embeddings=max_seq_len or p.seq_len,
         rope_parameters={"rope_type": "default", "rope_theta": ROPE_THETA},
         rms_norm_eps=1e-5,  # RMSNorm epsilon (Llama 2/3)
         initializer_range=0.02,  # std of the normal init (GPT-2/Llama)
         tie_word_embeddings=p.tie_embeddings,
-        bos_token_id=None, eos_token_id=None, pad_token_id=None,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
         use_cache=True,  # KV cache for generation; training ignores it
     )
     if p.experts:
-        fields.update(num_local_experts=p.experts, num_experts_per_tok=p.active_experts,
-                      router_aux_loss_coef=0.01,  # load-balancing loss weight (Switch/Mixtral)
-                      output_router_logits=False,  # True adds the aux loss to the model's loss
-                      sliding_window=None)  # full causal attention, like the dense presets
+        fields.update(
+            num_local_experts=p.experts,
+            num_experts_per_tok=p.active_experts,
+            router_aux_loss_coef=0.01,  # load-balancing loss weight (Switch/Mixtral)
+            output_router_logits=False,  # True adds the aux loss to the model's loss
+            sliding_window=None,
+        )  # full causal attention, like the dense presets
         config = MixtralConfig(**{**fields, **overrides})
     else:
         config = LlamaConfig(**{**fields, **overrides})
@@ -110,6 +130,7 @@ def count_parameters(model, exclude_embeddings: bool = False) -> int:
 
 # --- FLOPs and peak throughput, for MFU -----------------------------------------------------
 
+
 def matmul_parameters(config, active_only: bool = True) -> int:
     """Weights a token multiplies through: attention, MLP (active experts only when
     ``active_only``), routers, and the output projection; not the input embedding (a lookup)
@@ -138,7 +159,9 @@ def flops_per_token(config, seq_len: int) -> int:
     per layer forward, x3 with backward; causal masking is not discounted (the convention).
     Recomputation (activation checkpointing) is not counted: this is MFU, not HFU.
     """
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    head_dim = (
+        getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    )
     attention = 12 * config.num_hidden_layers * config.num_attention_heads * head_dim * seq_len
     return 6 * matmul_parameters(config, active_only=True) + attention
 
@@ -146,10 +169,14 @@ def flops_per_token(config, seq_len: int) -> int:
 # Dense (no 2:4 sparsity) peak tensor throughput per device, FLOP/s, from vendor data sheets.
 PEAK_FLOPS: dict[str, dict[str, float]] = {
     "h200": {"bf16": 989e12, "fp16": 989e12, "tf32": 494.5e12, "fp32": 66.9e12, "fp8": 1979e12},
-    "h100-sxm": {"bf16": 989e12, "fp16": 989e12, "tf32": 494.5e12, "fp32": 66.9e12,
-                 "fp8": 1979e12},
-    "h100-pcie": {"bf16": 756e12, "fp16": 756e12, "tf32": 378e12, "fp32": 51.2e12,
-                  "fp8": 1513e12},
+    "h100-sxm": {
+        "bf16": 989e12,
+        "fp16": 989e12,
+        "tf32": 494.5e12,
+        "fp32": 66.9e12,
+        "fp8": 1979e12,
+    },
+    "h100-pcie": {"bf16": 756e12, "fp16": 756e12, "tf32": 378e12, "fp32": 51.2e12, "fp8": 1513e12},
     "a100": {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12},
     "l4": {"bf16": 121e12, "fp16": 121e12, "tf32": 60e12, "fp32": 30.3e12, "fp8": 242e12},
     "v100": {"fp16": 125e12, "fp32": 15.7e12},
@@ -165,10 +192,21 @@ _DEVICE_PATTERNS = (
     (r"v100", "v100"),
     (r"\bt4\b", "t4"),
 )
-_DTYPES = {"bf16": "bf16", "bfloat16": "bf16", "torch.bfloat16": "bf16", "fp16": "fp16",
-           "float16": "fp16", "half": "fp16", "torch.float16": "fp16", "tf32": "tf32",
-           "fp32": "fp32", "float32": "fp32", "float": "fp32", "torch.float32": "fp32",
-           "fp8": "fp8"}
+_DTYPES = {
+    "bf16": "bf16",
+    "bfloat16": "bf16",
+    "torch.bfloat16": "bf16",
+    "fp16": "fp16",
+    "float16": "fp16",
+    "half": "fp16",
+    "torch.float16": "fp16",
+    "tf32": "tf32",
+    "fp32": "fp32",
+    "float32": "fp32",
+    "float": "fp32",
+    "torch.float32": "fp32",
+    "fp8": "fp8",
+}
 
 
 def device_peak_flops(name: str, dtype="bf16") -> float | None:

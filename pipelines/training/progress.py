@@ -1,5 +1,6 @@
 """Following a training run from outside its ranks: rank 0's JSON log records become MLflow
 metrics (batched), readable log lines and progress; the loss curve becomes a PNG."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,9 @@ FLUSH_EVERY_S = 5.0  # MLflow gets step metrics in batches at most this far apar
 class LogFollower:
     """Turns the ranks' log lines into MLflow metrics, Prefect log lines and progress."""
 
-    def __init__(self, run, logger, progress: Callable[[float], None], max_steps: int,
-                 log_every: int = 10):
+    def __init__(
+        self, run, logger, progress: Callable[[float], None], max_steps: int, log_every: int = 10
+    ):
         self.run, self.logger, self.progress = run, logger, progress
         self.max_steps, self.log_every = max_steps, log_every
         self.pending: list[tuple[dict, int]] = []
@@ -32,20 +34,32 @@ class LogFollower:
         if event == "step":
             self.pending.append(({k: record.get(k) for k in STEP_METRICS}, step))
             if step % self.log_every == 0 or step == self.max_steps:
-                self.logger.info("step %d/%d loss %.4f lr %.2e %.0f tokens/s", step,
-                                 self.max_steps, record["loss"], record["lr"],
-                                 record["tokens_per_s"])
+                self.logger.info(
+                    "step %d/%d loss %.4f lr %.2e %.0f tokens/s",
+                    step,
+                    self.max_steps,
+                    record["loss"],
+                    record["lr"],
+                    record["tokens_per_s"],
+                )
                 self.progress(step / self.max_steps)
         elif event == "eval":
             self.pending.append(({k: record.get(k) for k in EVAL_METRICS}, step))
             bpb = record.get("val_bpb")
-            self.logger.info("step %d validation loss %.4f%s", step, record["val_loss"],
-                             f", {bpb:.4f} bits/byte" if bpb is not None else "")
+            self.logger.info(
+                "step %d validation loss %.4f%s",
+                step,
+                record["val_loss"],
+                f", {bpb:.4f} bits/byte" if bpb is not None else "",
+            )
         elif event == "start":
-            self.logger.info("training starts at step %d of %d (world size %d%s)", step,
-                             record["max_steps"], record["world_size"],
-                             f", resumed from {record['resumed_from']}"
-                             if record.get("resumed_from") else "")
+            self.logger.info(
+                "training starts at step %d of %d (world size %d%s)",
+                step,
+                record["max_steps"],
+                record["world_size"],
+                f", resumed from {record['resumed_from']}" if record.get("resumed_from") else "",
+            )
         if event != "step" or time.monotonic() - self.flushed_at > FLUSH_EVERY_S:
             self.flush()
 

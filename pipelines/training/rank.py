@@ -1,5 +1,6 @@
 """What a rank's command line does around the training function: workspace environment,
 config file, logging; prints the summary as JSON."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,12 @@ from pathlib import Path
 from pipelines.training.config import TrainerConfig
 
 
-def rank_main(config_model: type[TrainerConfig], config_file: str, workspace: str | None,
-              run: Callable[[TrainerConfig], dict]) -> int:
+def rank_main(
+    config_model: type[TrainerConfig],
+    config_file: str,
+    workspace: str | None,
+    run: Callable[[TrainerConfig], dict],
+) -> int:
     """What a rank's CLI does around ``run``: workspace environment, config, logging."""
     if workspace:
         os.environ["GENAI_HOME"] = workspace

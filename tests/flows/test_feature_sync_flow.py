@@ -2,6 +2,7 @@
 copies them into the online store; a MERGEd budget reaches the lookups with only its row
 copied; a deleted hotel disappears online. Writes through the quality gate dominate the
 time, so there are three (the flow's two tables and the one budget)."""
+
 from __future__ import annotations
 
 import pytest
@@ -62,7 +63,8 @@ def test_sync_flow_keeps_lookups_at_the_latest_delta_version(spark, prefect_serv
         assert features["user_preferences"]["avg_budget"] == changed["avg_budget"]
         for hotel in features["hotels"]:
             assert hotel["price"]["within_budget"] == (
-                hotel["price"]["price_per_night"] <= changed["avg_budget"])
+                hotel["price"]["price_per_night"] <= changed["avg_budget"]
+            )
 
         # a delisted hotel disappears online: lookups name it as unknown
         gone = hotel_ids[1]
@@ -72,4 +74,3 @@ def test_sync_flow_keeps_lookups_at_the_latest_delta_version(spark, prefect_serv
         assert store.get("hotels", gone) is None
         with pytest.raises(UnknownKeyError, match=f"hotel_id '{gone}'.*'hotels'"):
             request_features(store, user["user_id"], hotel_ids)
-

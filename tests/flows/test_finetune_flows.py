@@ -1,5 +1,6 @@
 """finetune-sweep end to end on the tiny fixture model (2 steps per cell), then pairwise-eval's
 prepare → fill → score round on the model it registered."""
+
 from __future__ import annotations
 
 import csv
@@ -22,10 +23,25 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow]
 def sweep(spark, prefect_server, tiny_model_dir):
     config = SweepConfig(
         synth={"n_examples": 60, "test_fraction": 0.2},
-        train={"max_steps": 2, "micro_batch": 4, "warmup_steps": 1, "max_len": 192,
-               "zero_stage": 0, "checkpoint_every": 2, "eval_every": 2, "eval_batches": 1},
-        ranks=[4], targets=["attention", "all-linear"], base_bits=[32, 4], max_cells=2,
-        eval_examples=3, max_new_tokens=24, model_name="genai-test-tabledoc", structured=True)
+        train={
+            "max_steps": 2,
+            "micro_batch": 4,
+            "warmup_steps": 1,
+            "max_len": 192,
+            "zero_stage": 0,
+            "checkpoint_every": 2,
+            "eval_every": 2,
+            "eval_batches": 1,
+        },
+        ranks=[4],
+        targets=["attention", "all-linear"],
+        base_bits=[32, 4],
+        max_cells=2,
+        eval_examples=3,
+        max_new_tokens=24,
+        model_name="genai-test-tabledoc",
+        structured=True,
+    )
     state = finetune_sweep(config, base=str(tiny_model_dir), return_state=True)
     assert state.is_completed(), state.message
     return state.result()
@@ -48,8 +64,15 @@ def test_a_two_step_sweep_trains_each_cell_and_registers_the_best(sweep):
     assert str(registry.alias_version("genai-test-tabledoc").version) == "1"
     client = tracking.client()
     run = client.get_run(sweep["best"]["mlflow_run_id"])
-    for metric in ("loss", "eval_loss", "trainable_parameters", "wall_s", "rouge_l",
-                   "column_coverage", "format_validity"):
+    for metric in (
+        "loss",
+        "eval_loss",
+        "trainable_parameters",
+        "wall_s",
+        "rouge_l",
+        "column_coverage",
+        "format_validity",
+    ):
         assert metric in run.data.metrics, metric
     assert "silver/tabledoc_examples" in [i.dataset.name for i in run.inputs.dataset_inputs]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -57,19 +80,27 @@ def test_a_two_step_sweep_trains_each_cell_and_registers_the_best(sweep):
     version = client.get_model_version("genai-test-tabledoc", "1")
     assert version.tags["adapter"].endswith("/adapter") and version.tags["base"]
     # scored with structured decoding: every column of the CREATE TABLE gets its line, in order
-    generations = json.loads(Path(client.download_artifacts(
-        run.info.run_id, "fixed_prompt_generations.json")).read_text())["samples"]
+    generations = json.loads(
+        Path(
+            client.download_artifacts(run.info.run_id, "fixed_prompt_generations.json")
+        ).read_text()
+    )["samples"]
     for sample in generations:
         lines = [line.split(":", 1)[0] for line in sample["generated"].splitlines()]
         assert [line for line in lines if line.startswith("- ")] == [
-            f"- {column}" for column in ddl_columns(sample["prompt"])]
+            f"- {column}" for column in ddl_columns(sample["prompt"])
+        ]
         assert lines[0] == "Description"
 
 
 def test_pairwise_prepare_then_score_logs_win_rates(sweep, prefect_server, tmp_path):
-    config = PairwiseConfig(model_a="models:/genai-test-tabledoc@champion",
-                            model_b=sweep["registered"]["model_dir"], items=4,
-                            max_new_tokens=16, out_dir=str(tmp_path / "sheet"))
+    config = PairwiseConfig(
+        model_a="models:/genai-test-tabledoc@champion",
+        model_b=sweep["registered"]["model_dir"],
+        items=4,
+        max_new_tokens=16,
+        out_dir=str(tmp_path / "sheet"),
+    )
     sheet = pairwise_eval(config, pairs=sweep["pairs"])
     key = json.loads(open(sheet["key"]).read())
     assert "genai-test-tabledoc" not in open(sheet["sheet_csv"]).read()
@@ -89,7 +120,8 @@ def test_pairwise_prepare_then_score_logs_win_rates(sweep, prefect_server, tmp_p
 
 
 def test_finetune_task_turns_an_instruction_dataset_into_a_registered_task_model(
-        prefect_server, tiny_model_dir, tmp_path):
+    prefect_server, tiny_model_dir, tmp_path
+):
     from prefect import flow
     from transformers import AutoModelForCausalLM
 
@@ -97,11 +129,28 @@ def test_finetune_task_turns_an_instruction_dataset_into_a_registered_task_model
     from tasks.finetune import finetune_task
 
     data = tmp_path / "products.jsonl"
-    data.write_text("".join(json.dumps({"instruction": f"Describe product {i}.",
-                                        "response": f"Product {i} is a sturdy item."}) + "\n"
-                            for i in range(40)))
-    config = FinetuneConfig(max_steps=2, micro_batch=4, warmup_steps=1, max_len=64,
-                            zero_stage=0, checkpoint_every=2, eval_every=2, eval_batches=1)
+    data.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "instruction": f"Describe product {i}.",
+                    "response": f"Product {i} is a sturdy item.",
+                }
+            )
+            + "\n"
+            for i in range(40)
+        )
+    )
+    config = FinetuneConfig(
+        max_steps=2,
+        micro_batch=4,
+        warmup_steps=1,
+        max_len=64,
+        zero_stage=0,
+        checkpoint_every=2,
+        eval_every=2,
+        eval_batches=1,
+    )
 
     @flow
     def make_task_model():
@@ -109,8 +158,9 @@ def test_finetune_task_turns_an_instruction_dataset_into_a_registered_task_model
 
     first = make_task_model()
     assert first["version"] == "1" and first["champion"] is True
-    AutoModelForCausalLM.from_pretrained(str(registry.model_dir(
-        "models:/genai-test-products@champion")))
+    AutoModelForCausalLM.from_pretrained(
+        str(registry.model_dir("models:/genai-test-products@champion"))
+    )
     again = make_task_model()  # cached tasks, same model: no second version
     assert again["version"] == "1"
     assert len(tracking.client().search_model_versions("name='genai-test-products'")) == 1

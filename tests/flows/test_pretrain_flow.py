@@ -1,35 +1,52 @@
 """pretrain end to end on a tiny mix: tracking, export, the champion gate, caching, and a real
 kill of the training process group followed by a flow rerun that resumes it."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
+from tiny_model import tiny_mix_rows, write_tiny_mix
 
 from flows.pretrain import PretrainFlowConfig, pretrain
-from tasks.pretrain import current_mix
 from infra import registry, tracking
+from pipelines.training.checkpoints import LATEST, TRAINER_STATE
 from pipelines.training.launch import launch_training
 from pipelines.training.loop import METRICS
-from pipelines.training.checkpoints import LATEST, TRAINER_STATE
-from tiny_model import tiny_mix_rows, write_tiny_mix
+from tasks.pretrain import current_mix
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
-TRAIN = dict(preset="tiny", seq_len=32, micro_batch=4, max_steps=8, warmup_steps=1,
-             zero_stage=0, checkpoint_every=3, eval_every=4, eval_batches=2, seed=1)
+TRAIN = dict(
+    preset="tiny",
+    seq_len=32,
+    micro_batch=4,
+    max_steps=8,
+    warmup_steps=1,
+    zero_stage=0,
+    checkpoint_every=3,
+    eval_every=4,
+    eval_batches=2,
+    seed=1,
+)
 
 
 def flow_config(model_name: str, **train) -> PretrainFlowConfig:
-    return PretrainFlowConfig(tokenizer={"vocab_size": 512}, val_fraction=0.15, retries=0,
-                              model_name=model_name, train={**TRAIN, **train})
+    return PretrainFlowConfig(
+        tokenizer={"vocab_size": 512},
+        val_fraction=0.15,
+        retries=0,
+        model_name=model_name,
+        train={**TRAIN, **train},
+    )
 
 
 @pytest.fixture(scope="module")
 def mix(spark, settings) -> dict:
-    return write_tiny_mix(spark, settings.home / "lakes" / "test_pretrain_flow",
-                          tiny_mix_rows(300))
+    return write_tiny_mix(
+        spark, settings.home / "lakes" / "test_pretrain_flow", tiny_mix_rows(300)
+    )
 
 
 def step_losses(out: Path) -> dict[int, float]:
@@ -52,15 +69,28 @@ def test_the_flow_trains_tracks_exports_and_registers_a_champion(spark, prefect_
     model = AutoModelForCausalLM.from_pretrained(trained["final_model_dir"])
     tokenizer = AutoTokenizer.from_pretrained(trained["final_model_dir"])
     prompt = tokenizer("The pipeline", return_tensors="pt")
-    out = model.generate(**prompt, max_new_tokens=4, min_new_tokens=4, do_sample=False,
-                         pad_token_id=tokenizer.pad_token_id)
+    out = model.generate(
+        **prompt,
+        max_new_tokens=4,
+        min_new_tokens=4,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     assert out.shape[1] == prompt["input_ids"].shape[1] + 4
 
     client = tracking.client()
     run = client.get_run(trained["mlflow_run_id"])
     assert run.data.tags["mlflow.parentRunId"] == result["mlflow_run_id"]
-    for metric in ("loss", "lr", "grad_norm", "tokens_per_s", "val_loss", "val_bpb",
-                   "unigram_val_loss", "unigram_val_bpb"):
+    for metric in (
+        "loss",
+        "lr",
+        "grad_norm",
+        "tokens_per_s",
+        "val_loss",
+        "val_bpb",
+        "unigram_val_loss",
+        "unigram_val_bpb",
+    ):
         assert metric in run.data.metrics, metric
     assert len(client.get_metric_history(run.info.run_id, "loss")) == TRAIN["max_steps"]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [4, 8]
@@ -69,7 +99,8 @@ def test_the_flow_trains_tracks_exports_and_registers_a_champion(spark, prefect_
     assert run.data.params["input.gold/pretrain_mix.version"] == str(mix["version"])
     tokenizer_run = client.get_run(result["tokenizer"]["mlflow_run_id"])
     assert "tokenizer/tokenizer.json" in {
-        a.path for a in client.list_artifacts(tokenizer_run.info.run_id, "tokenizer")}
+        a.path for a in client.list_artifacts(tokenizer_run.info.run_id, "tokenizer")
+    }
 
     assert registered["version"] == "1" and registered["champion"] is True
     assert str(registry.alias_version("genai-test-base").version) == "1"
@@ -89,9 +120,11 @@ def test_the_flow_trains_tracks_exports_and_registers_a_champion(spark, prefect_
 
 
 def test_a_killed_training_is_resumed_by_prefects_retry_and_by_a_flow_rerun(
-        spark, prefect_server, mix, monkeypatch, tmp_path):
+    spark, prefect_server, mix, monkeypatch, tmp_path
+):
     config = flow_config("genai-test-resume", seed=7).model_copy(
-        update={"register_model": False, "retries": 1})
+        update={"register_model": False, "retries": 1}
+    )
     # every launch SIGKILLs its own process group right after its first checkpoint: the first
     # attempt dies after step 3, Prefect's retry resumes there and dies after step 6
     monkeypatch.setenv("GENAI_FAULT", "train.after_checkpoint")
@@ -99,8 +132,11 @@ def test_a_killed_training_is_resumed_by_prefects_retry_and_by_a_flow_rerun(
     assert failed.is_failed()
     assert task_run_states(failed)["pretrain-model"] == "Failed"
     out = run_dir_of(config)
-    starts = [r for r in map(json.loads, (out / METRICS).read_text().splitlines())
-              if r["event"] == "start"]
+    starts = [
+        r
+        for r in map(json.loads, (out / METRICS).read_text().splitlines())
+        if r["event"] == "start"
+    ]
     assert [s["resumed_from"] for s in starts] == [None, "step00000003"]
     ckpt = out / "checkpoints"
     assert (ckpt / LATEST).read_text() == "step00000006" and max(step_losses(out)) == 6
@@ -115,8 +151,9 @@ def test_a_killed_training_is_resumed_by_prefects_retry_and_by_a_flow_rerun(
     trained = rerun.result()["trained"]
     assert trained["resumed_from"] == "step00000006" and trained["steps"] == 8
 
-    reference = launch_training(config.train, rerun.result()["shards"]["dir"],
-                                tmp_path / "uninterrupted", timeout_s=300)
+    reference = launch_training(
+        config.train, rerun.result()["shards"]["dir"], tmp_path / "uninterrupted", timeout_s=300
+    )
     assert reference["resumed_from"] is None
     assert step_losses(out) == step_losses(tmp_path / "uninterrupted")  # bitwise, every step
 
@@ -147,6 +184,9 @@ def task_run_states(state) -> dict[str, str]:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            )
+        )
     return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs}

@@ -2,6 +2,7 @@
 genai-rag made by finetune_task (2 steps), questions answered with sources from the pinned
 index version; then /answer on the model server and `genai ask --json` over the same index,
 and the retriever grid with its cache."""
+
 from __future__ import annotations
 
 import json
@@ -24,17 +25,30 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 SMALL_CORPUS = {"packages": ["mlflow"], "max_documents": 30}
 SMALL_FEATURES = {"n_users": 5, "n_hotels": 6}
-TRAIN = {"max_steps": 2, "micro_batch": 2, "warmup_steps": 1, "max_len": 1024, "zero_stage": 0,
-         "checkpoint_every": 2, "eval_every": 2, "eval_batches": 1}
+TRAIN = {
+    "max_steps": 2,
+    "micro_batch": 2,
+    "warmup_steps": 1,
+    "max_len": 1024,
+    "zero_stage": 0,
+    "checkpoint_every": 2,
+    "eval_every": 2,
+    "eval_batches": 1,
+}
 
 
 def small_config(**overrides) -> RagConfig:
-    data = {"features": {"data": SMALL_FEATURES},
-            "index": {"corpus": SMALL_CORPUS, "chunking": {"size": 96, "overlap": 8}},
-            "answer": {"k": 3, "max_new_tokens": 6, "max_source_chars": 300},
-            "training_questions": 12, "task_model": TRAIN,
-            "questions": [{"question": "How do I log a metric for a run?"},
-                          {"question": "Which hotel suits me?", "user_id": "u0001"}]}
+    data = {
+        "features": {"data": SMALL_FEATURES},
+        "index": {"corpus": SMALL_CORPUS, "chunking": {"size": 96, "overlap": 8}},
+        "answer": {"k": 3, "max_new_tokens": 6, "max_source_chars": 300},
+        "training_questions": 12,
+        "task_model": TRAIN,
+        "questions": [
+            {"question": "How do I log a metric for a run?"},
+            {"question": "Which hotel suits me?", "user_id": "u0001"},
+        ],
+    }
     data.update(overrides)
     return RagConfig.model_validate(data)
 
@@ -46,15 +60,15 @@ def long_tiny_model(tiny_model_dir, tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("long") / "tiny-model"
     shutil.copytree(tiny_model_dir, target)
     config = json.loads((target / "config.json").read_text())
-    (target / "config.json").write_text(json.dumps({**config,
-                                                    "max_position_embeddings": 1024}))
+    (target / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 1024}))
     return target
 
 
 @pytest.fixture(scope="module")
 def first_run(spark, prefect_server, long_tiny_model):
-    state = rag(small_config(make_task_model="always"), base=str(long_tiny_model),
-                return_state=True)
+    state = rag(
+        small_config(make_task_model="always"), base=str(long_tiny_model), return_state=True
+    )
     assert state.is_completed(), state.message
     return state.result()
 
@@ -78,8 +92,9 @@ def test_rag_flow_builds_the_index_makes_genai_rag_and_answers(first_run):
 
 
 def test_a_rerun_with_nothing_new_embeds_nothing(first_run, long_tiny_model):
-    state = rag(small_config(make_task_model="never"), base=str(long_tiny_model),
-                return_state=True)
+    state = rag(
+        small_config(make_task_model="never"), base=str(long_tiny_model), return_state=True
+    )
     assert state.is_completed(), state.message
     again = state.result()["index"]
     assert again["table"] == first_run["index"]["table"]
@@ -90,8 +105,13 @@ def test_a_rerun_with_nothing_new_embeds_nothing(first_run, long_tiny_model):
 def test_answer_endpoint_returns_the_pinned_top_k(first_run, long_tiny_model):
     config = small_config()
     served = config.answer.model_copy(update={"model": str(long_tiny_model)})
-    chain = open_chain(index_config(config), served, lancedb_dir(),
-                       version=first_run["index"]["version"], load_model=False)
+    chain = open_chain(
+        index_config(config),
+        served,
+        lancedb_dir(),
+        version=first_run["index"]["version"],
+        load_model=False,
+    )
     question = "How do I log a metric for a run?"
     expected = list(dict.fromkeys(h.source_id for h in chain.retrieve(question)))
     app = create_app(long_tiny_model, "tiny", routers=[answer_router(chain)])
@@ -100,11 +120,11 @@ def test_answer_endpoint_returns_the_pinned_top_k(first_run, long_tiny_model):
         assert body["sources"] == expected
         assert set(body["cited"]) <= set(body["sources"])
         assert body["table_version"] == first_run["index"]["version"]
-        assert set(body["latency_ms"]) == {"retrieve_ms", "features_ms", "generate_ms",
-                                           "total_ms"}
+        assert set(body["latency_ms"]) == {"retrieve_ms", "features_ms", "generate_ms", "total_ms"}
 
-        user = client.post("/answer", json={"question": "Cheapest hotel?", "user_id": "u0001",
-                                            "nights": 2})
+        user = client.post(
+            "/answer", json={"question": "Cheapest hotel?", "user_id": "u0001", "nights": 2}
+        )
         assert user.status_code == 200, user.text
         assert user.json()["features"]["user_preferences"]["user_id"] == "u0001"
 
@@ -119,23 +139,36 @@ def test_genai_ask_prints_one_json_object(first_run, tmp_path, capsys, long_tiny
 
     preset = tmp_path / "ask.yaml"
     preset.write_text(yaml.safe_dump(small_config().model_dump(mode="json")))
-    code = main(["ask", "--json", "--preset", str(preset), "--model", str(long_tiny_model),
-                 "How do I log a metric for a run?"])
+    code = main(
+        [
+            "ask",
+            "--json",
+            "--preset",
+            str(preset),
+            "--model",
+            str(long_tiny_model),
+            "How do I log a metric for a run?",
+        ]
+    )
     assert code == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(printed) >= {"answer", "sources", "cited", "latency_ms"}
     assert printed["sources"] and set(printed["cited"]) <= set(printed["sources"])
 
-    code = main(["ask", "--json", "--preset", str(preset), "--model", str(long_tiny_model),
-                 "x" * 5000])
+    code = main(
+        ["ask", "--json", "--preset", str(preset), "--model", str(long_tiny_model), "x" * 5000]
+    )
     assert code == 2 and "limit" in capsys.readouterr().err
 
 
 def test_retriever_grid_scores_every_cell_and_reads_them_back(first_run):
-    config = EvaluateRetrievalConfig.model_validate({
-        "index": {"corpus": SMALL_CORPUS, "hotels": None},
-        "grid": {"chunk_sizes": [64], "max_k": 3},
-        "questions": {"template": 8}})
+    config = EvaluateRetrievalConfig.model_validate(
+        {
+            "index": {"corpus": SMALL_CORPUS, "hotels": None},
+            "grid": {"chunk_sizes": [64], "max_k": 3},
+            "questions": {"template": 8},
+        }
+    )
     state = evaluate_retrieval(config, return_state=True)
     assert state.is_completed(), state.message
     result = state.result()

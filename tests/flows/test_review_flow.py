@@ -1,6 +1,7 @@
 """review-summaries end to end on the tiny fixture model: reviews in, genai-reviews made by
 finetune_task (2 steps) and scored on held-out products, summaries merged into the gold
 tables with every model call traced, and the report written."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,15 +13,25 @@ from pipelines.prompts.summary_prompt import PROMPT_NAME
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
-def test_review_summaries_flow_makes_its_model_then_summarises(spark, prefect_server,
-                                                                tiny_model_dir):
+def test_review_summaries_flow_makes_its_model_then_summarises(
+    spark, prefect_server, tiny_model_dir
+):
     small = {"n_products": 2, "reviews_per_product": 6, "span_days": 20}
     config = ReviewSummariesConfig(
-        reviews=small, training_reviews={**small, "seed": 5},
+        reviews=small,
+        training_reviews={**small, "seed": 5},
         summary={"window": "month", "groups_per_batch": 8},
-        task_model={"max_steps": 2, "micro_batch": 4, "warmup_steps": 1, "max_len": 256,
-                    "zero_stage": 0, "checkpoint_every": 2, "eval_every": 2,
-                    "eval_batches": 1})
+        task_model={
+            "max_steps": 2,
+            "micro_batch": 4,
+            "warmup_steps": 1,
+            "max_len": 256,
+            "zero_stage": 0,
+            "checkpoint_every": 2,
+            "eval_every": 2,
+            "eval_batches": 1,
+        },
+    )
     state = review_summaries(config, base=str(tiny_model_dir), return_state=True)
     assert state.is_completed(), state.message
     result = state.result()
@@ -36,8 +47,7 @@ def test_review_summaries_flow_makes_its_model_then_summarises(spark, prefect_se
     summary = result["summary"]
     assert summary["groups"] > 0 and 0 <= summary["parse_rate"] <= 1
     assert summary["model"].startswith("models:/genai-reviews/")
-    assert summary["prompt_uri"] == tracking.load_prompt(
-        f"prompts:/{PROMPT_NAME}@latest").uri
+    assert summary["prompt_uri"] == tracking.load_prompt(f"prompts:/{PROMPT_NAME}@latest").uri
     rows = spark.read.format("delta").load(summary["summaries"]["table"]).collect()
     assert len(rows) == summary["groups"]
     assert {r.mlflow_run_id for r in rows} == {summary["mlflow_run_id"]}
@@ -47,8 +57,11 @@ def test_review_summaries_flow_makes_its_model_then_summarises(spark, prefect_se
 
     run = tracking.client().get_run(summary["mlflow_run_id"])
     traces = mlflow.search_traces(locations=[run.info.experiment_id], return_type="list")
-    mine = [t for t in traces
-            if t.info.request_metadata.get("mlflow.sourceRun") == summary["mlflow_run_id"]]
+    mine = [
+        t
+        for t in traces
+        if t.info.request_metadata.get("mlflow.sourceRun") == summary["mlflow_run_id"]
+    ]
     assert len(mine) == summary["groups"]
     assert "parse_rate" in run.data.metrics
 
@@ -57,8 +70,7 @@ def test_review_summaries_flow_makes_its_model_then_summarises(spark, prefect_se
     assert "<h1>Review summaries</h1>" in html and rows[0].product_id in html
 
     # a night with reviews of new products: only their groups are summarised, the rest kept
-    later = config.model_copy(update={"reviews": config.reviews.model_copy(
-        update={"seed": 7})})
+    later = config.model_copy(update={"reviews": config.reviews.model_copy(update={"seed": 7})})
     second = review_summaries(later, base=str(tiny_model_dir))["summary"]
     assert second["incremental"] and second["since_version"] == summary["reviews_version"]
     rows_after = spark.read.format("delta").load(summary["summaries"]["table"]).collect()

@@ -1,4 +1,5 @@
 """Kill the writing process for real at the lake's fault points and check what survived."""
+
 import os
 import signal
 import subprocess
@@ -20,9 +21,14 @@ def write_in_child(root: Path, txn: str, fault: str | None = None) -> subprocess
     env.pop("GENAI_FAULT", None)
     if fault:
         env["GENAI_FAULT"] = fault
-    return subprocess.run([sys.executable, str(HERE / "write_batch.py"), str(root), txn],
-                          env=env, capture_output=True, text=True, timeout=300,
-                          start_new_session=True)  # its own process group: the kill stays there
+    return subprocess.run(
+        [sys.executable, str(HERE / "write_batch.py"), str(root), txn],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        start_new_session=True,
+    )  # its own process group: the kill stays there
 
 
 def test_kill_after_data_files_before_commit_changes_nothing(spark, lake_dir):

@@ -76,13 +76,20 @@ print("RESULT " + json.dumps(out, default=str))
 
 def old_tree(into: Path) -> Path:
     """The pre-move code, extracted from git (the clone's history holds it)."""
-    found = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{PRE_MOVE_COMMIT}^{{commit}}"],
-                           capture_output=True)
+    found = subprocess.run(
+        ["git", "-C", str(REPO), "cat-file", "-e", f"{PRE_MOVE_COMMIT}^{{commit}}"],
+        capture_output=True,
+    )
     if found.returncode != 0:
-        pytest.skip(f"commit {PRE_MOVE_COMMIT[:8]} (the pre-move code) is not in this clone's "
-                    "history: a shallow clone cannot run the upgrade test")
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", PRE_MOVE_COMMIT,
-                              *OLD_TREE_PATHS], capture_output=True, check=True).stdout
+        pytest.skip(
+            f"commit {PRE_MOVE_COMMIT[:8]} (the pre-move code) is not in this clone's "
+            "history: a shallow clone cannot run the upgrade test"
+        )
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", PRE_MOVE_COMMIT, *OLD_TREE_PATHS],
+        capture_output=True,
+        check=True,
+    ).stdout
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")
     return into
@@ -90,10 +97,20 @@ def old_tree(into: Path) -> Path:
 
 def run_script(tree: Path, workspace: Path, mode: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "GENAI_FAULT"))}
-    env.update(GENAI_HOME=str(workspace), PYTHONPATH=str(tree), PYTHONSAFEPATH="1",
-               GENAI_JARS_DIR=os.environ.get("GENAI_JARS_DIR", str(REPO / ".genai" / "jars")))
-    done = subprocess.run([sys.executable, "-c", SCRIPT, mode], cwd=tree, env=env, text=True,
-                          capture_output=True, timeout=420)
+    env.update(
+        GENAI_HOME=str(workspace),
+        PYTHONPATH=str(tree),
+        PYTHONSAFEPATH="1",
+        GENAI_JARS_DIR=os.environ.get("GENAI_JARS_DIR", str(REPO / ".genai" / "jars")),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, mode],
+        cwd=tree,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=420,
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stderr[-4000:]
     result = json.loads(lines[-1].removeprefix("RESULT "))

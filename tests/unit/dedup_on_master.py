@@ -2,6 +2,7 @@
 
 usage: dedup_on_master.py <master URL>
 """
+
 import json
 import sys
 
@@ -33,13 +34,15 @@ def decisions(spark) -> dict:
     result = deduplicate(df, DedupConfig())
     return {
         "kept": sorted(r.id for r in result.kept.select("id").collect()),
-        "duplicates": sorted((r.id, r.representative_id, r.cluster_id)
-                             for r in result.duplicates.collect()),
+        "duplicates": sorted(
+            (r.id, r.representative_id, r.cluster_id) for r in result.duplicates.collect()
+        ),
     }
 
 
 if __name__ == "__main__":
-    session = get_spark(master=sys.argv[1], extra_conf={"spark.ui.enabled": "false",
-                                                        "spark.cores.max": "2"})
+    session = get_spark(
+        master=sys.argv[1], extra_conf={"spark.ui.enabled": "false", "spark.cores.max": "2"}
+    )
     print("DECISIONS " + json.dumps(decisions(session)))
     session.stop()

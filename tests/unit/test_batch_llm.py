@@ -1,13 +1,14 @@
 """Review summaries: prompt, parsing, map-reduce, the answer cache, and the incremental Spark
 job over bronze/reviews (Change Data Feed, MERGE, rerun, an endpoint that fails midway)."""
+
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from fake_openai import FakeServer  # noqa: E402  (tests/ is on sys.path)
+
 from infra.llm import GenerationParams, parse_fields
 from infra.tracking import PromptRef
 from pipelines.prompts.summaries import (
@@ -33,8 +34,13 @@ ASPECT_WORDS = ("noise", "battery", "price", "strap", "screen")
 
 
 def review(i: int, rating: int, text: str, day: int = 1) -> dict:
-    return {"review_id": f"r{i}", "rating": rating, "title": "t", "text": text,
-            "reviewed_at": str(datetime(2024, 1, day, tzinfo=timezone.utc))}
+    return {
+        "review_id": f"r{i}",
+        "rating": rating,
+        "title": "t",
+        "text": text,
+        "reviewed_at": str(datetime(2024, 1, day, tzinfo=UTC)),
+    }
 
 
 class AspectLLM:
@@ -57,8 +63,11 @@ class AspectLLM:
             ranked = [w for w in sorted(counts, key=lambda w: -counts[w]) if counts[w]]
             return " " + "; ".join(ranked[:3]) + "\n"
         if field.startswith("Flagged reviews:"):
-            return " " + (", ".join(label for label, text in quoted if "awful" in text)
-                          or "none") + "\n"
+            return (
+                " "
+                + (", ".join(label for label, text in quoted if "awful" in text) or "none")
+                + "\n"
+            )
         return " fine\n"
 
 
@@ -68,11 +77,18 @@ def group_of(reviews: list[dict]) -> Group:
 
 def test_parse_maps_labels_to_ids_and_names_a_bad_label():
     reviews = [review(1, 1, "a"), review(2, 2, "b")]
-    values = {"negative_points": "loud; none; hard to clean.", "liked_features": "none",
-              "value_for_money": "No.", "flagged": "R2, R1, R2"}
+    values = {
+        "negative_points": "loud; none; hard to clean.",
+        "liked_features": "none",
+        "value_for_money": "No.",
+        "flagged": "R2, R1, R2",
+    }
     assert parse_summary(values, reviews) == {
-        "negative_points": ["loud", "hard to clean"], "liked_features": [],
-        "value_for_money": "No.", "flagged_review_ids": ["r2", "r1"]}
+        "negative_points": ["loud", "hard to clean"],
+        "liked_features": [],
+        "value_for_money": "No.",
+        "flagged_review_ids": ["r2", "r1"],
+    }
     with pytest.raises(SummaryParseError, match="R3.*R1..R2"):
         parse_summary({**values, "flagged": "R3"}, reviews)
 
@@ -85,9 +101,10 @@ def test_a_review_cannot_close_its_quote_or_inject_a_label():
 
 
 def test_map_reduce_ranks_points_by_the_reviews_behind_them_and_unites_flags():
-    reviews = ([review(i, 1, "the noise and the battery, awful" if i == 0 else
-                       "the noise is bad") for i in range(6)]
-               + [review(6 + i, 2, "price too high, screen dim") for i in range(2)])
+    reviews = [
+        review(i, 1, "the noise and the battery, awful" if i == 0 else "the noise is bad")
+        for i in range(6)
+    ] + [review(6 + i, 2, "price too high, screen dim") for i in range(2)]
     llm = AspectLLM()
     config = SummaryConfig(context_tokens=120, review_tokens=64)
     answer = Summariser(llm, TEMPLATE, config).summarise([group_of(reviews)])[0]
@@ -107,18 +124,36 @@ def test_chunks_hold_at_most_max_reviews_per_chunk():
     assert answer["chunks"] == 5
     assert all(p.count("<<<R") == 1 for p in llm.prompts)
     assert answer["negative_points"] == ["noise", "battery"]  # 3 chunks against 2
-    assert Summariser(AspectLLM(), TEMPLATE, SummaryConfig()).summarise(
-        [group_of(reviews)])[0]["chunks"] == 1
+    assert (
+        Summariser(AspectLLM(), TEMPLATE, SummaryConfig()).summarise([group_of(reviews)])[0][
+            "chunks"
+        ]
+        == 1
+    )
 
 
 def test_merge_prefers_points_named_by_more_reviews():
-    partials = [{"negative_points": ["loud"], "liked_features": [], "value_for_money": "none",
-                 "flagged_review_ids": ["a"]},
-                {"negative_points": ["slow", "Loud"], "liked_features": ["size"],
-                 "value_for_money": "Cheap.", "flagged_review_ids": ["b", "a"]}]
+    partials = [
+        {
+            "negative_points": ["loud"],
+            "liked_features": [],
+            "value_for_money": "none",
+            "flagged_review_ids": ["a"],
+        },
+        {
+            "negative_points": ["slow", "Loud"],
+            "liked_features": ["size"],
+            "value_for_money": "Cheap.",
+            "flagged_review_ids": ["b", "a"],
+        },
+    ]
     merged = merge_partials(partials, [5, 2])
-    assert merged == {"negative_points": ["loud", "slow"], "liked_features": ["size"],
-                      "value_for_money": "Cheap.", "flagged_review_ids": ["a", "b"]}
+    assert merged == {
+        "negative_points": ["loud", "slow"],
+        "liked_features": ["size"],
+        "value_for_money": "Cheap.",
+        "flagged_review_ids": ["a", "b"],
+    }
 
 
 def test_an_unparseable_answer_keeps_its_raw_text_and_error():
@@ -127,14 +162,16 @@ def test_an_unparseable_answer_keeps_its_raw_text_and_error():
             return [" R7 or so\n" for _ in prompts]
 
     answer = Summariser(Garbage(), TEMPLATE, SummaryConfig()).summarise(
-        [group_of([review(1, 1, "bad")])])[0]
+        [group_of([review(1, 1, "bad")])]
+    )[0]
     assert answer["parse_error"].startswith("flagged:") and answer["negative_points"] is None
     assert parse_fields(SUMMARY_FIELDS, answer["raw"])["flagged"] == "R7 or so"
 
 
 def test_cached_groups_are_never_asked_again(tmp_path):
-    groups = [Group(f"p{k}", "low", "2024-01-01", "week", [review(k, 1, "noise")])
-              for k in range(5)]
+    groups = [
+        Group(f"p{k}", "low", "2024-01-01", "week", [review(k, 1, "noise")]) for k in range(5)
+    ]
     cache = AnswerCache(tmp_path)
     llm = AspectLLM()
     summariser = Summariser(llm, TEMPLATE, SummaryConfig(groups_per_batch=2))
@@ -153,6 +190,7 @@ def test_quote_reviews_labels_in_order():
 
 
 # --- the Spark job ------------------------------------------------------------------------
+
 
 def summaries_by_key(spark, root) -> dict:
     rows = spark.read.format("delta").load(str(REVIEW_SUMMARIES.path(root))).collect()
@@ -187,25 +225,38 @@ def write_reviews_rows(spark, rows: list[dict], root, txn: str) -> dict:
     from infra.lake import write_table
     from pipelines.prompts.schema import REVIEW_FIELDS, REVIEWS
 
-    df = spark.createDataFrame([tuple(r.get(f) for f in REVIEW_FIELDS) for r in rows],
-                               REVIEWS.schema)
+    df = spark.createDataFrame(
+        [tuple(r.get(f) for f in REVIEW_FIELDS) for r in rows], REVIEWS.schema
+    )
     return write_table(spark, REVIEWS, df, txn_id=txn, mode="merge", root=root)
 
 
 def bronze_rows(product: str, start: int, n: int, day: datetime) -> list[dict]:
-    return [{"review_id": f"{product}-{start + i}", "product_id": product, "rating": 1 + i % 5,
-             "title": "t", "text": f"review {start + i} of {product}: the noise",
-             "reviewed_at": day,
-             "source": "test", "origin": "test"} for i in range(n)]
+    return [
+        {
+            "review_id": f"{product}-{start + i}",
+            "product_id": product,
+            "rating": 1 + i % 5,
+            "title": "t",
+            "text": f"review {start + i} of {product}: the noise",
+            "reviewed_at": day,
+            "source": "test",
+            "origin": "test",
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.mark.spark
 @pytest.mark.slow
 def test_nightly_run_recomputes_only_groups_with_new_reviews(spark, tmp_path, endpoint):
     root = tmp_path / "lake"
-    monday = datetime(2024, 1, 1, 12, tzinfo=timezone.utc)
-    rows = (bronze_rows("pA", 0, 5, monday) + bronze_rows("pB", 0, 5, monday)
-            + bronze_rows("pA", 100, 3, monday + timedelta(days=7)))
+    monday = datetime(2024, 1, 1, 12, tzinfo=UTC)
+    rows = (
+        bronze_rows("pA", 0, 5, monday)
+        + bronze_rows("pB", 0, 5, monday)
+        + bronze_rows("pA", 100, 3, monday + timedelta(days=7))
+    )
     first = write_reviews_rows(spark, rows, root, "ingest-1")
     spec = {"base_url": endpoint.base_url, "model": "m", "max_retries": 0, "backoff_s": 0.0}
     config = SummaryConfig(groups_per_batch=1, partitions=1)
@@ -213,8 +264,17 @@ def test_nightly_run_recomputes_only_groups_with_new_reviews(spark, tmp_path, en
 
     def update(manifest, txn):
         return update_review_summaries(
-            spark, manifest, config, llm_spec=spec, model_id="m", prompt=prompt, txn_id=txn,
-            run_id="run-" + txn, cache_dir=tmp_path / "cache", root=root)
+            spark,
+            manifest,
+            config,
+            llm_spec=spec,
+            model_id="m",
+            prompt=prompt,
+            txn_id=txn,
+            run_id="run-" + txn,
+            cache_dir=tmp_path / "cache",
+            root=root,
+        )
 
     # the endpoint fails for pB: the job fails clearly, pA's groups are already cached
     endpoint.down.add("pB")
@@ -235,18 +295,21 @@ def test_nightly_run_recomputes_only_groups_with_new_reviews(spark, tmp_path, en
     assert versions == [delta_version(spark, t.path(root)) for t in gold]
 
     # new reviews for pB in week 2: only pB's week-2 groups are recomputed
-    second = write_reviews_rows(spark, bronze_rows("pB", 200, 2, monday + timedelta(days=8)),
-                                root, "ingest-2")
+    second = write_reviews_rows(
+        spark, bronze_rows("pB", 200, 2, monday + timedelta(days=8)), root, "ingest-2"
+    )
     again = update(second, "s4")
     assert again["incremental"] and again["groups"] == 1  # ratings 1 and 2: the low band
     after = summaries_by_key(spark, root)
-    assert {k for k in after if after[k].mlflow_run_id == "run-s4"} == {("pB", "low",
-                                                                         "2024-01-08")}
+    assert {k for k in after if after[k].mlflow_run_id == "run-s4"} == {
+        ("pB", "low", "2024-01-08")
+    }
     assert all(after[k].mlflow_run_id == before[k].mlflow_run_id for k in before)
     flags = spark.read.format("delta").load(str(REVIEW_FLAGS.path(root)))
     assert flags.count() == len(rows) + 2
-    metrics = {(r.product_id, str(r.window_start)): r for r in
-               spark.read.format("delta").load(str(REVIEW_METRICS.path(root)))
-               .collect()}
+    metrics = {
+        (r.product_id, str(r.window_start)): r
+        for r in spark.read.format("delta").load(str(REVIEW_METRICS.path(root))).collect()
+    }
     assert metrics[("pB", "2024-01-08")].reviews == 2
     assert metrics[("pB", "2024-01-08")].previous_reviews == 5

@@ -1,4 +1,5 @@
 """pipelines.corpus.ingest: package documentation and user folders become raw corpus records."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from pipelines.corpus.ingest import build_corpus_raw, source_fingerprint
-from pipelines.shared.input_files import InputFileError
 from pipelines.shared.documents import (
     CorpusConfig,
     WorkItem,
@@ -18,6 +18,7 @@ from pipelines.shared.documents import (
     iter_records,
     list_work_items,
 )
+from pipelines.shared.input_files import InputFileError
 
 SYNTH_MODULE = '''\
 """Synthetic module docstring."""
@@ -76,8 +77,14 @@ def _private_helper():
 
 
 def _docstring_item(path: Path, module: str) -> WorkItem:
-    return WorkItem("docstring", "synthpkg", "MIT", str(path), module,
-                    f"site-packages/{module.replace('.', '/')}.py")
+    return WorkItem(
+        "docstring",
+        "synthpkg",
+        "MIT",
+        str(path),
+        module,
+        f"site-packages/{module.replace('.', '/')}.py",
+    )
 
 
 @pytest.fixture
@@ -114,19 +121,22 @@ def test_docstrings_get_qualified_ids_and_def_lines(synth_package):
     assert by_id["py:synthpkg.mod.Widget.size"]["origin"].endswith("mod.py:24")
     assert {r["source"] for r in records} == {"docstring"}
     assert {(r["package"], r["licence"], r["ingest_error"]) for r in records} == {
-        ("synthpkg", "MIT", None)}
+        ("synthpkg", "MIT", None)
+    }
 
 
 def test_private_names_are_read_when_asked(synth_package):
     item = _docstring_item(synth_package / "mod.py", "synthpkg.mod")._replace(
-        exclude_private=False)
+        exclude_private=False
+    )
     ids = {r["id"] for r in extract_records(item)}
     assert {"py:synthpkg.mod.Widget._hidden", "py:synthpkg.mod._private_helper"} <= ids
 
 
 def test_syntax_error_file_is_skipped_and_flagged(synth_package):
     records, unparseable = extract_with_status(
-        _docstring_item(synth_package / "broken.py", "synthpkg.broken"))
+        _docstring_item(synth_package / "broken.py", "synthpkg.broken")
+    )
     assert records == [] and unparseable is True
 
 
@@ -139,6 +149,7 @@ def test_undecodable_python_keeps_docstrings_with_an_error(tmp_path):
 
 
 # ----------------------------------------------------------- installed distributions --------
+
 
 @pytest.fixture(scope="module")
 def mlflow_records() -> list[dict]:
@@ -156,8 +167,12 @@ def test_installed_package_docs_are_read(mlflow_records):
     assert metadata["source"] == "metadata" and "MLflow" in metadata["text"]
     assert "pkg:mlflow-skinny:METADATA" in by_id
     licences = [r for r in mlflow_records if r["source"] == "licence"]
-    assert any(r["id"].startswith("pkg:mlflow:mlflow-") and r["id"].endswith("LICENSE.txt")
-               and "Apache License" in r["text"] for r in licences)
+    assert any(
+        r["id"].startswith("pkg:mlflow:mlflow-")
+        and r["id"].endswith("LICENSE.txt")
+        and "Apache License" in r["text"]
+        for r in licences
+    )
     # mlflow's METADATA `License:` holds the whole licence text: the record gets a short name
     assert metadata["licence"] == "Apache Software License"
 
@@ -190,6 +205,7 @@ def test_listing_everything_skips_this_project():
 
 # --------------------------------------------------------------------- user folders --------
 
+
 @pytest.fixture
 def user_root(tmp_path) -> Path:
     import pyarrow as pa
@@ -211,8 +227,9 @@ def user_root(tmp_path) -> Path:
     (root / "sub" / "note.txt").write_bytes(b"hello \xff world")
     (root / "sub" / "readme.md").write_text("# Title\n\nBody.\n")
     (root / "image.png").write_bytes(b"\x89PNG")  # not corpus: skipped in a folder
-    pq.write_table(pa.table({"id": ["p0", None], "text": ["row zero", "row one"]}),
-                   root / "rows.parquet")
+    pq.write_table(
+        pa.table({"id": ["p0", None], "text": ["row zero", "row one"]}), root / "rows.parquet"
+    )
     pq.write_table(pa.table({"id": ["q0"], "text": [7]}), root / "sub" / "typed.parquet")
     return root
 
@@ -223,8 +240,14 @@ def test_user_folder_records_name_their_problems(user_root):
     jsonl, txt = user_root / "docs.jsonl", user_root / "sub" / "note.txt"
 
     assert by_origin[f"{jsonl}:1"] == {
-        "id": "u1", "source": "user", "package": None, "licence": None, "text": "fine",
-        "origin": f"{jsonl}:1", "ingest_error": None}
+        "id": "u1",
+        "source": "user",
+        "package": None,
+        "licence": None,
+        "text": "fine",
+        "origin": f"{jsonl}:1",
+        "ingest_error": None,
+    }
     assert by_origin[f"{jsonl}:2"]["ingest_error"].startswith("invalid JSON: ")
     assert by_origin[f"{jsonl}:2"]["id"] is None
     assert by_origin[f"{jsonl}:3"]["ingest_error"] == "missing field 'id'"
@@ -234,8 +257,9 @@ def test_user_folder_records_name_their_problems(user_root):
     assert f"{jsonl}:5" not in by_origin  # a blank line is no record
     assert by_origin[f"{jsonl}:6"]["ingest_error"] == "expected a JSON object, got list"
     bad_utf8_offset = jsonl.read_bytes().index(b"\xe9")  # counted from the file's start
-    assert by_origin[f"{jsonl}:7"]["ingest_error"] == \
-        f"undecodable UTF-8 at byte {bad_utf8_offset}"
+    assert (
+        by_origin[f"{jsonl}:7"]["ingest_error"] == f"undecodable UTF-8 at byte {bad_utf8_offset}"
+    )
     assert by_origin[f"{jsonl}:7"]["text"] == "caf\ufffd"
     assert by_origin[f"{jsonl}:8"]["source"] == "wiki"
 
@@ -286,8 +310,11 @@ def test_single_file_path_ids_are_relative_to_its_folder(tmp_path):
     path = tmp_path / "one.md"
     path.write_text("Just one.")
     (record,) = iter_records(CorpusConfig(paths=[str(path)]))
-    assert (record["id"], record["origin"], record["text"]) == ("file:one.md", str(path),
-                                                                 "Just one.")
+    assert (record["id"], record["origin"], record["text"]) == (
+        "file:one.md",
+        str(path),
+        "Just one.",
+    )
 
 
 def test_fingerprint_follows_user_files(user_root):
@@ -304,13 +331,16 @@ def test_fingerprint_follows_user_files(user_root):
 
 
 def test_fingerprint_follows_package_filter():
-    assert source_fingerprint(CorpusConfig(packages=["pyyaml"])) == \
-        source_fingerprint(CorpusConfig(packages=["PyYAML"]))
-    assert source_fingerprint(CorpusConfig(packages=["pyyaml"])) != \
-        source_fingerprint(CorpusConfig(packages=["pyyaml", "six"]))
+    assert source_fingerprint(CorpusConfig(packages=["pyyaml"])) == source_fingerprint(
+        CorpusConfig(packages=["PyYAML"])
+    )
+    assert source_fingerprint(CorpusConfig(packages=["pyyaml"])) != source_fingerprint(
+        CorpusConfig(packages=["pyyaml", "six"])
+    )
 
 
 # ---------------------------------------------------------------------------- Spark --------
+
 
 @pytest.mark.spark
 def test_spark_build_equals_in_process_records(spark, user_root, tmp_path):
@@ -333,8 +363,10 @@ def test_spark_build_equals_in_process_records(spark, user_root, tmp_path):
 def test_spark_counts_syntax_error_files(spark, synth_package, monkeypatch):
     import pipelines.corpus.ingest as corpus
 
-    items = [_docstring_item(synth_package / "mod.py", "synthpkg.mod"),
-             _docstring_item(synth_package / "broken.py", "synthpkg.broken")]
+    items = [
+        _docstring_item(synth_package / "mod.py", "synthpkg.mod"),
+        _docstring_item(synth_package / "broken.py", "synthpkg.broken"),
+    ]
     monkeypatch.setattr(corpus, "list_work_items", lambda config: items)  # driver-side listing
     frame, stats = build_corpus_raw(spark, CorpusConfig(packages=["synthpkg"]))
     assert frame.count() == stats["records"] == 11

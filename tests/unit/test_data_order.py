@@ -1,4 +1,5 @@
 """Sample order: a pure function of (seed, epoch), the same for any world size, resumable."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,10 @@ def global_batches(world_size: int, start: int = 0, end: int = END) -> list[list
     by_batch: dict[int, list[tuple[int, int]]] = {}
     for rank in range(world_size):
         sampler = ResumableSampler(N, SEED, BATCH, world_size, rank, start, end)
-        steps = [s.tolist() for s in
-                 ResumableSampler(N, SEED, BATCH, world_size, rank, start, end).steps()]
+        steps = [
+            s.tolist()
+            for s in ResumableSampler(N, SEED, BATCH, world_size, rank, start, end).steps()
+        ]
         samples = list(sampler)
         # steps() and per-sample iteration agree, step by step
         assert [i for step in steps for i in step] == [s.index for s in samples]
@@ -43,8 +46,7 @@ def test_the_global_order_concatenates_epoch_permutations():
 
 @pytest.mark.parametrize("world_size", [1, 2, 3, 4])
 def test_every_world_size_sees_the_same_global_batches(world_size):
-    reference = [s.tolist() for s in
-                 ResumableSampler(N, SEED, BATCH, end_sample=END).steps()]
+    reference = [s.tolist() for s in ResumableSampler(N, SEED, BATCH, end_sample=END).steps()]
     assert global_batches(world_size) == reference
     flat = [i for step in reference for i in step]
     order = GlobalOrder(N, SEED)
@@ -67,8 +69,10 @@ def test_resuming_anywhere_yields_exactly_the_remaining_samples(world_size):
         seen = sorted(
             (s.position, s.index)
             for rank in range(world_size)
-            for s in ResumableSampler(N, SEED, BATCH, world_size, rank, start_sample=start,
-                                      end_sample=END))
+            for s in ResumableSampler(
+                N, SEED, BATCH, world_size, rank, start_sample=start, end_sample=END
+            )
+        )
         assert [p for p, _ in seen] == list(range(start, END))
         assert [i for _, i in seen] == full[start:]
 
@@ -81,16 +85,19 @@ def test_state_dict_round_trip_resumes_mid_run_with_another_world_size():
     state = sampler.state_dict()
     assert state["position"] == 5 * BATCH
     # the job restarts on 4 ranks: together they see exactly what the 2-rank job had left
-    reference = [s.tolist() for s in
-                 ResumableSampler(N, SEED, BATCH, end_sample=WHOLE,
-                                  start_sample=5 * BATCH).steps()]
+    reference = [
+        s.tolist()
+        for s in ResumableSampler(N, SEED, BATCH, end_sample=WHOLE, start_sample=5 * BATCH).steps()
+    ]
     resumed = []
     for rank in range(4):
         s = ResumableSampler(N, SEED, BATCH, world_size=4, rank=rank, end_sample=WHOLE)
         s.load_state_dict(state)
         resumed.append(list(s.steps()))
-    merged = [[int(x) for x in np.stack(per_step, axis=1).ravel()]
-              for per_step in zip(*resumed)]
+    merged = [
+        [int(x) for x in np.stack(per_step, axis=1).ravel()]
+        for per_step in zip(*resumed, strict=False)
+    ]
     assert merged == reference
 
 

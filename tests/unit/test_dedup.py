@@ -1,4 +1,5 @@
 """pipelines/corpus/dedup.py: shingles, MinHash, exact Jaccard and the Spark job's decisions."""
+
 from __future__ import annotations
 
 import random
@@ -23,7 +24,7 @@ def py_shingles(text: str, k: int = 5) -> set[int]:
     data = text.encode("utf-8")
     if len(data) < k:
         return {int.from_bytes(data, "big")}
-    return {int.from_bytes(data[i:i + k], "big") for i in range(len(data) - k + 1)}
+    return {int.from_bytes(data[i : i + k], "big") for i in range(len(data) - k + 1)}
 
 
 def py_jaccard(a: str, b: str, k: int = 5) -> float:
@@ -32,8 +33,10 @@ def py_jaccard(a: str, b: str, k: int = 5) -> float:
 
 
 def random_words(rng: random.Random, n: int) -> list[str]:
-    return ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(4, 8)))
-            for _ in range(n)]
+    return [
+        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(4, 8)))
+        for _ in range(n)
+    ]
 
 
 def edited(text: str, rng: random.Random, vocabulary: list[str], rate: float) -> str:
@@ -73,8 +76,15 @@ def chain_texts() -> tuple[str, str, str]:
 
 @pytest.mark.parametrize("k", [1, 3, 5, 8])
 def test_shingles_are_the_unique_byte_kgrams(k):
-    for text in ["", "a", "abcd", "abcde", "to be or not to be, to be", "héllo wörld ✓✓ ✓✓",
-                 "x" * 50]:
+    for text in [
+        "",
+        "a",
+        "abcd",
+        "abcde",
+        "to be or not to be, to be",
+        "héllo wörld ✓✓ ✓✓",
+        "x" * 50,
+    ]:
         got = shingles(text, k)
         assert got.dtype == np.uint64
         assert got.tolist() == sorted(py_shingles(text, k)), (text, k)
@@ -88,13 +98,16 @@ def test_exact_jaccard_matches_python_sets():
     texts_a += ["", "abc", "same"]
     texts_b += ["", "abd", "same"]
     got = exact_jaccard(texts_a, texts_b)
-    want = [py_jaccard(a, b) for a, b in zip(texts_a, texts_b)]
+    want = [py_jaccard(a, b) for a, b in zip(texts_a, texts_b, strict=False)]
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
 
 
 def test_identical_texts_have_identical_signatures():
-    texts = ["The quick brown fox jumps over the lazy dog.", "Something else entirely here.",
-             "The quick brown fox jumps over the lazy dog."]
+    texts = [
+        "The quick brown fox jumps over the lazy dog.",
+        "Something else entirely here.",
+        "The quick brown fox jumps over the lazy dog.",
+    ]
     signatures = minhash_signatures(texts, CONFIG)
     assert signatures.shape == (3, CONFIG.num_perm) and signatures.dtype == np.uint32
     assert (signatures[0] == signatures[2]).all()
@@ -154,14 +167,19 @@ def corpus(seed: int = 7) -> tuple[list[tuple[str, str, str]], list[tuple[str, s
     for j in range(60):
         source = rng.randrange(len(originals))
         copy_id = f"doc-{labels[230 + j]:03d}"
-        rows.append((copy_id, edited(originals[source], rng, vocabulary, rng.uniform(0.0, 0.12)),
-                     "copy"))
+        rows.append(
+            (copy_id, edited(originals[source], rng, vocabulary, rng.uniform(0.0, 0.12)), "copy")
+        )
         pairs.append((rows[source][0], copy_id))
     exact = " ".join(rng.choices(vocabulary, k=50))
     rows += [("exact-3", exact, "exact"), ("exact-1", exact, "exact"), ("exact-2", exact, "exact")]
     a, b, c = chain_texts()
-    rows += [("chain-a", a, "chain"), ("chain-b", b, "chain"), ("chain-c", c, "chain"),
-             ("chain-b2", b, "chain")]
+    rows += [
+        ("chain-a", a, "chain"),
+        ("chain-b", b, "chain"),
+        ("chain-c", c, "chain"),
+        ("chain-b2", b, "chain"),
+    ]
     return rows, pairs
 
 
@@ -196,8 +214,10 @@ def test_nothing_lost_and_schemas(first_run, rows_and_pairs):
     assert not set(kept) & set(duplicates)
     extra = [f.split()[0] for f in CORPUS_DEDUP_SCHEMA_EXTRA.split(",")]
     assert result.kept.columns == ["id", "text", "source", *extra]
-    assert result.kept.schema.simpleString() == \
-        "struct<id:string,text:string,source:string,cluster_id:string,cluster_size:int>"
+    assert (
+        result.kept.schema.simpleString()
+        == "struct<id:string,text:string,source:string,cluster_id:string,cluster_size:int>"
+    )
     from pyspark.sql.types import _parse_datatype_string
 
     assert result.duplicates.schema == _parse_datatype_string(DUPLICATES_SCHEMA)
@@ -209,9 +229,13 @@ def test_exact_duplicates_keep_the_smallest_id(first_run):
     _, kept, duplicates = first_run
     assert kept["exact-1"]["cluster_id"] == "exact-1" and kept["exact-1"]["cluster_size"] == 3
     for copy in ("exact-2", "exact-3"):
-        assert duplicates[copy] == {"id": copy, "cluster_id": "exact-1",
-                                    "representative_id": "exact-1", "kind": "exact",
-                                    "jaccard": 1.0}
+        assert duplicates[copy] == {
+            "id": copy,
+            "cluster_id": "exact-1",
+            "representative_id": "exact-1",
+            "kind": "exact",
+            "jaccard": 1.0,
+        }
 
 
 @pytest.mark.spark
@@ -222,8 +246,10 @@ def test_injected_near_duplicates_found_precisely(first_run, rows_and_pairs):
     truth = [(a, b) for a, b in pairs if py_jaccard(text[a], text[b]) >= CONFIG.threshold]
     assert 30 <= len(truth) < len(pairs)  # some copies were edited below the threshold
     recall = sum(a in duplicates or b in duplicates for a, b in truth) / len(truth)
-    similar = [py_jaccard(text[d], text[v["representative_id"]]) >= CONFIG.threshold
-               for d, v in duplicates.items()]
+    similar = [
+        py_jaccard(text[d], text[v["representative_id"]]) >= CONFIG.threshold
+        for d, v in duplicates.items()
+    ]
     assert recall >= 0.95
     assert sum(similar) / len(similar) >= 0.95
     assert all(similar)  # stronger: every removal is checked with the exact Jaccard
@@ -243,8 +269,9 @@ def test_chain_end_is_kept_and_copies_follow_their_survivor(first_run, rows_and_
     # B's exact copy: removed as exact, represented by the KEPT doc its survivor B points at
     assert duplicates["chain-b2"]["kind"] == "exact"
     assert duplicates["chain-b2"]["representative_id"] == "chain-a"
-    assert duplicates["chain-b2"]["jaccard"] == pytest.approx(py_jaccard(text["chain-b"],
-                                                                         text["chain-a"]))
+    assert duplicates["chain-b2"]["jaccard"] == pytest.approx(
+        py_jaccard(text["chain-b"], text["chain-a"])
+    )
     assert {kept["chain-a"]["cluster_id"], kept["chain-c"]["cluster_id"]} == {"chain-a"}
     assert kept["chain-c"]["cluster_size"] == 4
 
@@ -285,7 +312,7 @@ def test_connected_components_of_a_long_path_and_a_triangle(spark):
 
     rng = random.Random(4)
     path = rng.sample(range(10, 1000), 40)  # a 40-node path, node ids in random order
-    edges = list(zip(path, path[1:])) + [(1, 2), (2, 3), (3, 1)]
+    edges = list(zip(path, path[1:], strict=False)) + [(1, 2), (2, 3), (3, 1)]
     components = connected_components(spark.createDataFrame(edges, "src LONG, dst LONG"))
     got = {r.node: r.component for r in components.collect()}
     assert got == {**{n: min(path) for n in path}, 1: 1, 2: 1, 3: 1}

@@ -1,5 +1,6 @@
 """LoRA fine-tuning: parameter counts against the formula, target discovery, response-only
 loss, merge equivalence, and a real 2-step run through the launcher on the tiny model."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,11 @@ def test_trainable_parameters_equal_the_lora_formula(preset, targets):
 
 def test_a_missing_target_module_lists_the_modules_the_model_has():
     base = build_model(model_config("tiny", vocab_size=512), seed=0)
-    with pytest.raises(ValueError, match="no linear module named query_key_value; its linear "
-                                         "modules are: down_proj, gate_proj, k_proj"):
+    with pytest.raises(
+        ValueError,
+        match="no linear module named query_key_value; its linear "
+        "modules are: down_proj, gate_proj, k_proj",
+    ):
         resolve_targets(base, ["query_key_value"])
 
 
@@ -53,11 +57,11 @@ def test_only_response_tokens_are_scored_and_long_prompts_lose_their_head(tiny_m
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
     ids, labels = encode_example(tokenizer, "The pipeline reads", " delta rows", max_len=64)
     response = tokenizer.encode(" delta rows", add_special_tokens=False)
-    assert labels[-len(response) - 1:] == response + [tokenizer.eos_token_id]
-    assert set(labels[:-len(response) - 1]) == {IGNORE}
+    assert labels[-len(response) - 1 :] == response + [tokenizer.eos_token_id]
+    assert set(labels[: -len(response) - 1]) == {IGNORE}
     assert ids[-1] == tokenizer.eos_token_id and len(ids) == len(labels)
     ids, labels = encode_example(tokenizer, "the mix " * 40, " delta rows", max_len=16)
-    assert len(ids) == 16 and labels[-len(response) - 1:] == response + [tokenizer.eos_token_id]
+    assert len(ids) == 16 and labels[-len(response) - 1 :] == response + [tokenizer.eos_token_id]
     batch = Examples([("a table", " checks"), ("the model packs", " an index")], tokenizer, 32)
     inputs, batch_labels = batch.batch([1, 0])
     assert inputs.shape == batch_labels.shape == (2, batch.seq_len)
@@ -68,16 +72,20 @@ def test_a_batch_is_cut_to_its_longest_row_without_changing_the_loss(tiny_model_
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
-    examples = Examples([("a table", " checks"), ("the model packs " * 6, " an index")],
-                        tokenizer, 64)
+    examples = Examples(
+        [("a table", " checks"), ("the model packs " * 6, " an index")], tokenizer, 64
+    )
     short_ids, short_labels = examples.batch([0])
     assert short_ids.shape[1] == examples.lengths[0] < examples.seq_len
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)).eval()
     with torch.no_grad():
-        cut = model(input_ids=torch.from_numpy(short_ids),
-                    labels=torch.from_numpy(short_labels)).loss
-        full = model(input_ids=torch.from_numpy(examples.input_ids[[0]]),
-                     labels=torch.from_numpy(examples.labels[[0]])).loss
+        cut = model(
+            input_ids=torch.from_numpy(short_ids), labels=torch.from_numpy(short_labels)
+        ).loss
+        full = model(
+            input_ids=torch.from_numpy(examples.input_ids[[0]]),
+            labels=torch.from_numpy(examples.labels[[0]]),
+        ).loss
     assert torch.allclose(cut, full, atol=1e-5)
 
 
@@ -85,8 +93,10 @@ def test_the_merged_model_gives_the_adapter_models_logits(tiny_model_dir, tmp_pa
     import torch
     from transformers import AutoModelForCausalLM
 
-    adapted = apply_lora(load_base(tiny_model_dir, 32),
-                         LoraSettings(r=4, alpha=8, dropout=0.0, targets="all-linear"))
+    adapted = apply_lora(
+        load_base(tiny_model_dir, 32),
+        LoraSettings(r=4, alpha=8, dropout=0.0, targets="all-linear"),
+    )
     with torch.no_grad():  # B starts at zero (a no-op adapter): give it weight to merge
         for name, param in adapted.named_parameters():
             if "lora_B" in name:
@@ -110,14 +120,16 @@ def test_trained_embeddings_stay_tied_and_survive_the_merge(tiny_model_dir, tmp_
     import torch
     from transformers import AutoModelForCausalLM
 
-    adapted = apply_lora(load_base(tiny_model_dir, 32),
-                         LoraSettings(r=4, alpha=8, dropout=0.0, targets="attention",
-                                      train_embeddings=True))
+    adapted = apply_lora(
+        load_base(tiny_model_dir, 32),
+        LoraSettings(r=4, alpha=8, dropout=0.0, targets="attention", train_embeddings=True),
+    )
     embeddings = adapted.get_input_embeddings().weight  # the trainable copy
     assert embeddings.requires_grad
     with torch.no_grad():
-        embeddings.add_(torch.randn(embeddings.shape, generator=torch.Generator()
-                                    .manual_seed(0)) * 0.05)
+        embeddings.add_(
+            torch.randn(embeddings.shape, generator=torch.Generator().manual_seed(0)) * 0.05
+        )
     # the output layer is the same (trained) matrix
     assert adapted.get_output_embeddings().weight.data_ptr() == embeddings.data_ptr()
     adapted.eval()
@@ -125,11 +137,14 @@ def test_trained_embeddings_stay_tied_and_survive_the_merge(tiny_model_dir, tmp_
     with torch.no_grad():
         expected = adapted(input_ids=ids).logits
     merged = AutoModelForCausalLM.from_pretrained(
-        str(merge_and_export(adapted, tiny_model_dir, tmp_path / "merged"))).eval()
+        str(merge_and_export(adapted, tiny_model_dir, tmp_path / "merged"))
+    ).eval()
     with torch.no_grad():
         assert (merged(input_ids=ids).logits - expected).abs().max() < 1e-4
-    assert merged.get_output_embeddings().weight.data_ptr() == \
-        merged.get_input_embeddings().weight.data_ptr()
+    assert (
+        merged.get_output_embeddings().weight.data_ptr()
+        == merged.get_input_embeddings().weight.data_ptr()
+    )
 
 
 def test_qlora_without_cuda_is_a_clear_error_not_a_downgrade(tiny_model_dir):
@@ -147,24 +162,46 @@ def test_two_steps_through_the_launcher_train_export_and_resume(tiny_model_dir, 
 
     from pipelines.training.launch import launch_finetune
 
-    pairs = [(f"Instruction {i}: describe table t{i}\n### Response:\n", f" t{i} holds rows.")
-             for i in range(24)]
+    pairs = [
+        (f"Instruction {i}: describe table t{i}\n### Response:\n", f" t{i} holds rows.")
+        for i in range(24)
+    ]
     train_file = write_pairs(pairs[:20], tmp_path / "train.jsonl")
     eval_file = write_pairs(pairs[20:], tmp_path / "eval.jsonl")
-    config = FinetuneConfig(max_steps=2, micro_batch=4, warmup_steps=1, max_len=64,
-                            checkpoint_every=1, eval_every=1, eval_batches=1, zero_stage=0,
-                            lora=LoraSettings(r=4, alpha=8, targets="attention"))
+    config = FinetuneConfig(
+        max_steps=2,
+        micro_batch=4,
+        warmup_steps=1,
+        max_len=64,
+        checkpoint_every=1,
+        eval_every=1,
+        eval_batches=1,
+        zero_stage=0,
+        lora=LoraSettings(r=4, alpha=8, targets="attention"),
+    )
     out = tmp_path / "run"
-    summary = launch_finetune(config, tiny_model_dir, train_file, out, eval_file=eval_file,
-                              base_ref="models:/genai-base@champion", timeout_s=300)
+    summary = launch_finetune(
+        config,
+        tiny_model_dir,
+        train_file,
+        out,
+        eval_file=eval_file,
+        base_ref="models:/genai-base@champion",
+        timeout_s=300,
+    )
     assert summary["steps"] == 2 and summary["train_examples"] == 20
     base = build_model(model_config("tiny", vocab_size=512), seed=0)
     assert summary["trainable_parameters"] == lora_parameter_count(base, ["q_proj", "v_proj"], 4)
-    losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text()
-              .splitlines() if '"event": "step"' in line]
+    losses = [
+        json.loads(line)["loss"]
+        for line in (out / "metrics.jsonl").read_text().splitlines()
+        if '"event": "step"' in line
+    ]
     assert len(losses) == 2 and all(loss > 0 for loss in losses)
-    assert json.loads((out / "adapter" / "base.json").read_text())["base"] == \
-        "models:/genai-base@champion"
+    assert (
+        json.loads((out / "adapter" / "base.json").read_text())["base"]
+        == "models:/genai-base@champion"
+    )
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     AutoModelForCausalLM.from_pretrained(summary["model_dir"])  # a plain HF dir
     # frozen base weights are not checkpointed: the tag holds the adapters only
@@ -172,6 +209,7 @@ def test_two_steps_through_the_launcher_train_export_and_resume(tiny_model_dir, 
     assert sum(f.stat().st_size for f in tag.rglob("*model_states.pt")) < 200_000
 
     longer = config.model_copy(update={"max_steps": 3})  # same dir, one more step: resumes
-    again = launch_finetune(longer, tiny_model_dir, train_file, out, eval_file=eval_file,
-                            timeout_s=300)
+    again = launch_finetune(
+        longer, tiny_model_dir, train_file, out, eval_file=eval_file, timeout_s=300
+    )
     assert again["resumed_from"] == "step00000002" and again["steps"] == 3

@@ -1,4 +1,5 @@
 """The table-write helper: quality gate, quarantine, idempotent commits, schema guard, MERGE."""
+
 import pytest
 
 from infra.lake import (
@@ -14,7 +15,10 @@ from infra.lake import (
 pytestmark = pytest.mark.spark
 
 DOCS = TableSpec(
-    layer="bronze", name="docs", schema="id STRING, text STRING, score INT", key=("id",),
+    layer="bronze",
+    name="docs",
+    schema="id STRING, text STRING, score INT",
+    key=("id",),
     expectations=(
         expect("column_value_lengths_to_be_between", column="text", min_value=1, max_value=20),
         expect("column_values_to_be_between", column="score", min_value=0, max_value=5),
@@ -81,10 +85,22 @@ def test_same_transaction_twice_writes_once(spark, lake_dir):
 
 def test_duplicate_keys_are_quarantined_and_merge_upserts(spark, lake_dir):
     write_table(spark, DOCS, frame(spark, rows(5)), txn_id="t1", root=lake_dir)
-    update = frame(spark, [("d0001", "changed", 1), ("d0100", "new", 2), ("d0100", "dup", 2),
-                           ("d0101", "new", 3), ("d0102", "new", 3), ("d0103", "new", 3),
-                           ("d0104", "new", 3), ("d0105", "new", 3), ("d0106", "new", 3),
-                           ("d0107", "new", 3), ("d0108", "new", 3)])
+    update = frame(
+        spark,
+        [
+            ("d0001", "changed", 1),
+            ("d0100", "new", 2),
+            ("d0100", "dup", 2),
+            ("d0101", "new", 3),
+            ("d0102", "new", 3),
+            ("d0103", "new", 3),
+            ("d0104", "new", 3),
+            ("d0105", "new", 3),
+            ("d0106", "new", 3),
+            ("d0107", "new", 3),
+            ("d0108", "new", 3),
+        ],
+    )
     manifest = write_table(spark, DOCS, update, txn_id="m1", mode="merge", root=lake_dir)
     table = {r.id: r.text for r in read_table(spark, manifest).collect()}
     assert table["d0001"] == "changed" and "d0100" not in table  # both copies quarantined
@@ -95,14 +111,18 @@ def test_duplicate_keys_are_quarantined_and_merge_upserts(spark, lake_dir):
 
 def test_unplanned_schema_changes_are_refused(spark, lake_dir):
     extra = frame(spark, rows(3)).withColumnRenamed("score", "rating")
-    with pytest.raises(SchemaMismatchError, match="missing column 'score'.*unexpected column 'rating'"):
+    with pytest.raises(
+        SchemaMismatchError, match="missing column 'score'.*unexpected column 'rating'"
+    ):
         write_table(spark, DOCS, extra, txn_id="t1", root=lake_dir)
     write_table(spark, DOCS, frame(spark, rows(3)), txn_id="t1", root=lake_dir)
     wider = TableSpec(layer="bronze", name="docs", schema=DOCS.schema + ", lang STRING")
     data = spark.createDataFrame([("x", "y", 1, "en")], wider.schema)
     with pytest.raises(SchemaMismatchError, match="allow_schema_change"):
         write_table(spark, wider, data, txn_id="t2", root=lake_dir)
-    manifest = write_table(spark, wider, data, txn_id="t2", root=lake_dir, allow_schema_change=True)
+    manifest = write_table(
+        spark, wider, data, txn_id="t2", root=lake_dir, allow_schema_change=True
+    )
     assert manifest["rows"] == 4
 
 

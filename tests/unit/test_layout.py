@@ -60,8 +60,9 @@ def import_cycles(package: str) -> list[list[str]]:
 
 
 def test_no_module_in_pipelines_or_infra_passes_the_size_limit():
-    too_long = {p: n for p, n in module_lengths("pipelines", "infra").items()
-                if n > MAX_MODULE_LINES}
+    too_long = {
+        p: n for p, n in module_lengths("pipelines", "infra").items() if n > MAX_MODULE_LINES
+    }
     assert not too_long, f"modules over {MAX_MODULE_LINES} lines: {too_long}"
 
 
@@ -89,17 +90,20 @@ def test_the_cycle_finder_finds_a_cycle(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_import_contracts_catch_a_pipelines_module_importing_prefect(tmp_path):
     for name in ("flows", "tasks", "pipelines", "infra"):
-        shutil.copytree(REPO / name, tmp_path / name,
-                        ignore=shutil.ignore_patterns("__pycache__", "data"))
+        shutil.copytree(
+            REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "data")
+        )
     shutil.copy(REPO / "pyproject.toml", tmp_path)
-    kept = subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=tmp_path, text=True,
-                          capture_output=True)
+    kept = subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"], cwd=tmp_path, text=True, capture_output=True
+    )
     assert kept.returncode == 0, kept.stdout[-2000:]
 
     victim = tmp_path / "pipelines" / "corpus" / "mix.py"
     victim.write_text(victim.read_text() + "\n\ndef _flow():\n    import prefect  # noqa: F401\n")
-    broken = subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=tmp_path, text=True,
-                            capture_output=True)
+    broken = subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"], cwd=tmp_path, text=True, capture_output=True
+    )
     assert broken.returncode == 1
     assert "pipelines never imports prefect BROKEN" in broken.stdout
     assert "pipelines.corpus.mix -> prefect" in broken.stdout

@@ -1,6 +1,7 @@
 """infra/llm.py: batched in-process generation, seeded sampling, stop sequences, structured
 output that always parses, and the HTTP client's retries, limits and key hygiene against a
 local server."""
+
 from __future__ import annotations
 
 import random
@@ -8,9 +9,9 @@ import time
 
 import pytest
 import torch
-
 from fake_openai import FakeServer, echo  # noqa: E402  (tests/ is on sys.path)
 from tiny_model import scramble_weights  # noqa: E402
+
 from infra.llm import (
     Field,
     GenerationParams,
@@ -26,9 +27,14 @@ from infra.llm import (
     render_fields,
 )
 
-PROMPTS = ["The", "a", "", "日本語 text the café",
-           "The pipeline reads delta rows 12 times. The model packs the mix 3 times. Each shard",
-           "Our tokenizer checks"]
+PROMPTS = [
+    "The",
+    "a",
+    "",
+    "日本語 text the café",
+    "The pipeline reads delta rows 12 times. The model packs the mix 3 times. Each shard",
+    "Our tokenizer checks",
+]
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +84,14 @@ def test_a_shared_prompt_prefix_is_computed_once_and_changes_no_output(llm, monk
     monkeypatch.setattr(llm, "tokens_per_batch", 1 << 16)  # all four in one batch
     shared_calls = []
     original = llm._static_cache
-    monkeypatch.setattr(llm, "_static_cache", lambda prefix, rows, length: (
-        shared_calls.append(prefix.shape[1]), original(prefix, rows, length))[1])
+    monkeypatch.setattr(
+        llm,
+        "_static_cache",
+        lambda prefix, rows, length: (
+            shared_calls.append(prefix.shape[1]),
+            original(prefix, rows, length),
+        )[1],
+    )
     batched = llm.generate(prompts, params)
     assert shared_calls and shared_calls[0] >= module.MIN_SHARED_PREFIX
     assert batched == [llm.generate([p], params)[0] for p in prompts]
@@ -112,7 +124,7 @@ def test_stop_sequence_cuts_output_and_stops_generation_early(llm, monkeypatch):
 
     monkeypatch.setattr(llm.model, "generate", spy)
     stopped = llm.generate([PROMPTS[4]], params.model_copy(update={"stop": [stop, "\x00"]}))
-    assert stopped == [full[4][:full[4].find(stop)]]
+    assert stopped == [full[4][: full[4].find(stop)]]
     assert stop not in stopped[0]
     assert widths[0] < 24  # generation ended at the stop, not at max_new_tokens
     stopped_all = llm.generate(PROMPTS, params.model_copy(update={"stop": [stop]}))
@@ -127,8 +139,11 @@ def test_cut_at_stop_uses_the_earliest_stop():
 # ---------------------------------------------------------------------------- structured
 
 
-FIELDS = [Field("topic", "Topic:", ["\n"], 8), Field("score", " Score:", [" ", "\n"], 4),
-          Field("why", "Why:", ["e", "."], 12)]
+FIELDS = [
+    Field("topic", "Topic:", ["\n"], 8),
+    Field("score", " Score:", [" ", "\n"], 4),
+    Field("why", "Why:", ["e", "."], 12),
+]
 
 
 def _assert_well_formed(results, fields):
@@ -159,8 +174,10 @@ class ScriptedLLM:
 
     def generate(self, prompts, params=None):
         self.calls.append(list(prompts))
-        return ["".join(self.rng.choice("ab e.\n:aa") for _ in range(self.rng.randint(0, 12)))
-                for _ in prompts]
+        return [
+            "".join(self.rng.choice("ab e.\n:aa") for _ in range(self.rng.randint(0, 12)))
+            for _ in prompts
+        ]
 
 
 def test_structured_output_parses_whatever_the_model_writes():
@@ -212,16 +229,26 @@ def test_completions_and_chat_hit_their_paths_with_their_bodies(serve):
     first = next(r for r in server.requests if r["body"].get("prompt") == "x|y")
     chat_request = server.requests[-1]
     assert first["path"] == "/v1/completions"
-    assert first["body"] == {"model": "m1", "prompt": "x|y", "max_tokens": 5, "temperature": 0.5,
-                             "top_p": 0.9, "seed": 4, "stop": ["|"]}
+    assert first["body"] == {
+        "model": "m1",
+        "prompt": "x|y",
+        "max_tokens": 5,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "seed": 4,
+        "stop": ["|"],
+    }
     assert chat_request["path"] == "/v1/chat/completions"
     assert chat_request["body"]["messages"] == [{"role": "user", "content": "hi"}]
     assert chat_request["body"]["model"] == "m2" and "prompt" not in chat_request["body"]
 
 
 def test_429_with_retry_after_is_retried_then_succeeds(serve):
-    server = serve(lambda n, path, body: (429, {"Retry-After": "0"}, "slow down") if n == 0
-                   else (200, {}, echo(path, body)))
+    server = serve(
+        lambda n, path, body: (
+            (429, {"Retry-After": "0"}, "slow down") if n == 0 else (200, {}, echo(path, body))
+        )
+    )
     llm = OpenAICompatibleLLM(server.base_url, "m", backoff_s=30)  # Retry-After wins
     started = time.perf_counter()
     assert llm.generate(["a"]) == ["text:a"]
@@ -230,8 +257,9 @@ def test_429_with_retry_after_is_retried_then_succeeds(serve):
 
 
 def test_read_timeout_is_retried(serve):
-    server = serve(lambda n, path, body: (time.sleep(1.0 if n == 0 else 0),
-                                          (200, {}, echo(path, body)))[1])
+    server = serve(
+        lambda n, path, body: (time.sleep(1.0 if n == 0 else 0), (200, {}, echo(path, body)))[1]
+    )
     llm = OpenAICompatibleLLM(server.base_url, "m", timeout_s=0.3, backoff_s=0.01)
     assert llm.generate(["a"]) == ["text:a"]
     assert len(server.requests) == 2
@@ -266,8 +294,11 @@ def test_concurrency_is_limited_and_order_kept(serve):
 
 def test_api_key_goes_in_the_header_and_never_in_errors(serve, monkeypatch):
     secret = "sk-test-0123456789"
-    server = serve(lambda n, path, body: (401, {}, f"invalid key {secret}") if n == 1
-                   else (200, {}, echo(path, body)))
+    server = serve(
+        lambda n, path, body: (
+            (401, {}, f"invalid key {secret}") if n == 1 else (200, {}, echo(path, body))
+        )
+    )
     llm = OpenAICompatibleLLM(server.base_url, "m", api_key=secret)
     assert llm.generate(["a"]) == ["text:a"]
     assert server.requests[0]["headers"]["Authorization"] == f"Bearer {secret}"
@@ -290,7 +321,10 @@ def test_load_llm_dispatches_on_the_spec(tiny_model_dir, tmp_path):
     remote = load_llm("http://127.0.0.1:9/v1#m")
     assert isinstance(remote, OpenAICompatibleLLM)
     assert (remote.base_url, remote.model, remote.url) == (
-        "http://127.0.0.1:9/v1", "m", "http://127.0.0.1:9/v1/completions")
+        "http://127.0.0.1:9/v1",
+        "m",
+        "http://127.0.0.1:9/v1/completions",
+    )
     chat = load_llm({"base_url": "https://host/v1", "model": "x", "mode": "chat"})
     assert chat.url == "https://host/v1/chat/completions"
     with pytest.raises(FileNotFoundError, match="no-such-model"):
@@ -302,12 +336,14 @@ def test_load_llm_dispatches_on_the_spec(tiny_model_dir, tmp_path):
 
 
 def test_templates_per_prompt_parse_and_join_their_prefix_and_value():
-    templates = [[Field("d", "D:", joiner=" ")]
-                 + [Field(f"c{k}", f"- c{k}:", joiner=" ") for k in range(n)] for n in (0, 1, 3)]
+    templates = [
+        [Field("d", "D:", joiner=" ")] + [Field(f"c{k}", f"- c{k}:", joiner=" ") for k in range(n)]
+        for n in (0, 1, 3)
+    ]
     fake = ScriptedLLM(seed=1)
     prompts = ["p0\n", "p1\n", "p2\n"]
     results = generate_templates(fake, prompts, templates)
-    for fields, values in zip(templates, results):
+    for fields, values in zip(templates, results, strict=False):
         _assert_well_formed([values], fields)
         assert set(values) == {f.name for f in fields}
     # the model continues right after the prefix; rendering puts the joiner back

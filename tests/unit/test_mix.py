@@ -1,4 +1,5 @@
 """Data mixing: byte shares per source, determinism by seed, repeats of small sources."""
+
 import pytest
 
 from pipelines.corpus.mix import MixConfig, build_mix, mix_stats

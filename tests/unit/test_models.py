@@ -1,4 +1,5 @@
 """Model presets: parameter counts, a finite loss, exact save/reload, MoE routing, FLOPs."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,8 +28,6 @@ EXPECTED_PARAMS = {
 }
 
 
-
-
 @pytest.mark.parametrize("preset", CPU_PRESETS)
 def test_each_cpu_preset_instantiates_with_its_parameter_count(preset):
     config = model_config(preset, VOCAB)
@@ -39,7 +38,8 @@ def test_each_cpu_preset_instantiates_with_its_parameter_count(preset):
     # plus the (tied) output projection
     norms = sum(p.numel() for name, p in model.named_parameters() if "norm" in name)
     assert matmul_parameters(config, active_only=False) == (
-        count_parameters(model, exclude_embeddings=True) - norms + VOCAB * config.hidden_size)
+        count_parameters(model, exclude_embeddings=True) - norms + VOCAB * config.hidden_size
+    )
 
 
 def test_the_gpu_preset_counts_125m_parameters_without_allocating_them():
@@ -66,8 +66,9 @@ def test_presets_use_rope_gqa_and_swiglu():
 def test_the_init_is_a_function_of_the_seed():
     config = model_config("tiny", 512)
     a, b, c = build_model(config, seed=1), build_model(config, seed=1), build_model(config, seed=2)
-    for (name, x), y, z in zip(a.state_dict().items(), b.state_dict().values(),
-                               c.state_dict().values()):
+    for (name, x), y, _z in zip(
+        a.state_dict().items(), b.state_dict().values(), c.state_dict().values(), strict=False
+    ):
         assert torch.equal(x, y), name
     assert not torch.equal(a.model.embed_tokens.weight, c.model.embed_tokens.weight)
 
@@ -91,8 +92,9 @@ def test_save_and_reload_gives_identical_logits(tiny_model_dir, tmp_path):
     assert not list(tiny_model_dir.glob("*.bin"))  # never a pickle
     model.save_pretrained(tmp_path)
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
-    ids = torch.randint(0, model.config.vocab_size, (2, 16),
-                        generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(
+        0, model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0)
+    )
     with torch.no_grad():
         assert torch.equal(model(ids).logits, reloaded(ids).logits)
 
@@ -102,7 +104,8 @@ def test_the_moe_preset_routes_each_token_to_4_of_16_experts():
     model = build_model(config).eval()
     routed = []
     handle = model.model.layers[0].mlp.gate.register_forward_hook(
-        lambda module, inputs, output: routed.append(output))
+        lambda module, inputs, output: routed.append(output)
+    )
     ids = torch.randint(0, VOCAB, (2, 10), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         out = model(ids, output_router_logits=True)
@@ -114,8 +117,9 @@ def test_the_moe_preset_routes_each_token_to_4_of_16_experts():
     assert len(out.router_logits) == config.num_hidden_layers
     # FLOPs count only the active experts: a quarter of the MLP weights
     dense_mlp = 3 * config.hidden_size * config.intermediate_size * config.num_hidden_layers
-    assert (matmul_parameters(config, active_only=False) - matmul_parameters(config)
-            == 12 * dense_mlp)
+    assert (
+        matmul_parameters(config, active_only=False) - matmul_parameters(config) == 12 * dense_mlp
+    )
 
 
 def test_flops_per_token_is_6n_plus_the_attention_term():

@@ -1,4 +1,5 @@
 """Double-blind pairwise evaluation: blind sheets, strict reading of votes, kappa and Wilson."""
+
 from __future__ import annotations
 
 import csv
@@ -26,10 +27,15 @@ N_ITEMS, N_RATERS = 62, 4  # the seed's setup: 4 raters, 62 unseen tables
 
 def table_items(n: int = N_ITEMS) -> list[dict]:
     """Multi-line inputs, so that CSV rows and file lines differ (row numbers must not)."""
-    return [{"item_id": f"table_{i:02d}",
-             "input": f"CREATE TABLE t{i} (\n  id INT,\n  note STRING -- \"free\", text\n)",
-             "output_a": f"Table t{i}: one row per order.\nColumns: id, note.",
-             "output_b": f"t{i} holds data."} for i in range(n)]
+    return [
+        {
+            "item_id": f"table_{i:02d}",
+            "input": f'CREATE TABLE t{i} (\n  id INT,\n  note STRING -- "free", text\n)',
+            "output_a": f"Table t{i}: one row per order.\nColumns: id, note.",
+            "output_b": f"t{i} holds data.",
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.fixture
@@ -53,7 +59,9 @@ def fill(sheet: dict, path: Path, winners: dict[str, str], spellings=("L", "R", 
     left, right, tie = spellings
     for row in rows:
         won = winners[row["item_id"]]
-        row["vote"] = tie if won == "tie" else left if key[row["item_id"]]["left"] == won else right
+        row["vote"] = (
+            tie if won == "tie" else left if key[row["item_id"]]["left"] == won else right
+        )
     return write_rows(path, rows)
 
 
@@ -65,15 +73,20 @@ def write_rows(path: Path, rows: list[dict], fields=None) -> Path:
     return path
 
 
-def simulate_raters(key: dict, n_raters: int, p_prefers_a: float, agreement: float,
-                    seed: int) -> dict[str, dict[str, str]]:
+def simulate_raters(
+    key: dict, n_raters: int, p_prefers_a: float, agreement: float, seed: int
+) -> dict[str, dict[str, str]]:
     """Each item has a true preference (A with p_prefers_a); each rater follows it with
     probability ``agreement``, else votes A, B or tie at random."""
     rng = random.Random(seed)
     truth = {i: MODEL_A if rng.random() < p_prefers_a else MODEL_B for i in key["items"]}
-    return {f"rater{r}": {i: t if rng.random() < agreement else rng.choice([MODEL_A, MODEL_B,
-                                                                            "tie"])
-                          for i, t in truth.items()} for r in range(n_raters)}
+    return {
+        f"rater{r}": {
+            i: t if rng.random() < agreement else rng.choice([MODEL_A, MODEL_B, "tie"])
+            for i, t in truth.items()
+        }
+        for r in range(n_raters)
+    }
 
 
 # ---------------------------------------------------------------------------- the sheet
@@ -118,13 +131,13 @@ def test_html_escapes_outputs_and_is_self_contained(tmp_path):
 
 def test_csv_round_trips_multiline_text_with_quotes_and_commas(tmp_path):
     tricky = 'He said "hi, there",\r\nthen left;\n\n  "quoted"  , trailing,'
-    items = [{"item_id": "x", "input": tricky, "output_a": tricky + "A", "output_b": "B\n,\""}]
+    items = [{"item_id": "x", "input": tricky, "output_a": tricky + "A", "output_b": 'B\n,"'}]
     out = make_rating_sheet(items, MODEL_A, MODEL_B, tmp_path, seed=3)
     (row,) = sheet_rows(out)
     key = load_key(out)["items"]["x"]
     shown = {key["left"]: row["left"], key["right"]: row["right"]}
     assert row["input"] == tricky
-    assert shown == {MODEL_A: tricky + "A", MODEL_B: "B\n,\""}
+    assert shown == {MODEL_A: tricky + "A", MODEL_B: 'B\n,"'}
 
 
 def test_bad_items_and_revealing_titles_are_refused(tmp_path):
@@ -141,8 +154,12 @@ def test_bad_items_and_revealing_titles_are_refused(tmp_path):
 
 def test_raters_who_always_prefer_a_give_a_win_rate_of_one(tmp_path, sheet):
     always_a = {i: MODEL_A for i in load_key(sheet)["items"]}
-    spellings = [("L", "R", "T"), (" left ", "RIGHT", "tie"), ("l", "r", "t"), ("Left", "Right",
-                                                                                 "Tie")]
+    spellings = [
+        ("L", "R", "T"),
+        (" left ", "RIGHT", "tie"),
+        ("l", "r", "t"),
+        ("Left", "Right", "Tie"),
+    ]
     paths = [fill(sheet, tmp_path / f"rater{r}.csv", always_a, spellings[r]) for r in range(4)]
     ratings = read_ratings(paths, sheet["key"])
     assert len(ratings) == N_RATERS * N_ITEMS
@@ -204,8 +221,9 @@ def test_every_file_is_checked_before_raising(tmp_path, sheet):
         read_ratings({"dave": no_vote, "erin": partial}, sheet["key"])
     assert len(info.value.problems) == 2
     message = str(info.value)
-    assert (f"{no_vote}: missing required column(s) vote; columns found: 'item_id', 'input', "
-            "'comment'") in message
+    assert (
+        f"{no_vote}: missing required column(s) vote; columns found: 'item_id', 'input', 'comment'"
+    ) in message
     assert f"{partial}: 52 of 62 items of the key have no row: table_10, table_11" in message
     ratings = read_ratings({"erin": partial}, sheet["key"], allow_missing=True)
     assert len(ratings) == 10 and set(ratings["winner"]) == {"tie"}
@@ -231,7 +249,7 @@ def test_wilson_interval_known_values():
     assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
     assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
     # by hand, 0/10: centre = half = (z^2/20) / (1 + z^2/10), so high = 2 * centre
-    z2 = 1.959963984540054 ** 2
+    z2 = 1.959963984540054**2
     assert wilson_interval(0, 10)[1] == pytest.approx((z2 / 10) / (1 + z2 / 10), rel=1e-12)
     with pytest.raises(ValueError):
         wilson_interval(1, 0)
@@ -251,13 +269,24 @@ def test_cohen_kappa_worked_example():
 
 def test_fleiss_kappa_worked_example():
     # Fleiss (1971) style example as worked on Wikipedia: 10 subjects, 14 raters, 5 categories
-    counts = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0],
-              [2, 2, 8, 1, 1], [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2],
-              [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+    counts = [
+        [0, 0, 0, 0, 14],
+        [0, 2, 6, 4, 2],
+        [0, 0, 3, 5, 6],
+        [0, 3, 9, 2, 0],
+        [2, 2, 8, 1, 1],
+        [7, 7, 0, 0, 0],
+        [3, 2, 6, 3, 0],
+        [2, 5, 3, 2, 2],
+        [6, 5, 2, 1, 0],
+        [0, 2, 2, 3, 7],
+    ]
     # P_1 = (14^2 - 14) / (14 * 13) = 1.0; P_2 = (4 + 36 + 16 + 4 - 14) / 182 = 46 / 182, ...
     p_items = [(sum(c * c for c in row) - 14) / 182 for row in counts]
     assert p_items[:2] == pytest.approx([1.0, 46 / 182])
-    p_cat = [sum(col) / 140 for col in zip(*counts)]  # 0.143, 0.200, 0.279, 0.150, 0.229
+    p_cat = [
+        sum(col) / 140 for col in zip(*counts, strict=False)
+    ]  # 0.143, 0.200, 0.279, 0.150, 0.229
     p_bar, p_e = sum(p_items) / 10, sum(p * p for p in p_cat)
     assert (round(p_bar, 3), round(p_e, 3)) == (0.378, 0.213)
     assert fleiss_kappa(counts) == pytest.approx((p_bar - p_e) / (1 - p_e))
@@ -267,8 +296,13 @@ def test_fleiss_kappa_worked_example():
 
 def votes_frame(table: dict[str, list[str]]) -> pd.DataFrame:
     """{item: [winner of rater 0, rater 1, ...]} -> the ratings frame summarise takes."""
-    return pd.DataFrame([{"rater": f"r{j}", "item_id": item, "winner": w}
-                         for item, ws in table.items() for j, w in enumerate(ws)])
+    return pd.DataFrame(
+        [
+            {"rater": f"r{j}", "item_id": item, "winner": w}
+            for item, ws in table.items()
+            for j, w in enumerate(ws)
+        ]
+    )
 
 
 def test_summarise_kappa_small_example_by_hand():
@@ -293,8 +327,12 @@ def test_fleiss_uses_only_items_rated_by_everyone_and_handles_one_rater():
     summary = summarise(ratings, a, b)
     assert summary["agreement"]["fleiss"]["items"] == 1 and summary["items"] == 3
     solo = summarise(votes_frame({"i1": [a], "i2": [b]}), a, b)
-    assert solo["agreement"]["fleiss"] == {"kappa": None, "items": 2, "raters": 1,
-                                           "note": "needs at least 2 raters"}
+    assert solo["agreement"]["fleiss"] == {
+        "kappa": None,
+        "items": 2,
+        "raters": 1,
+        "note": "needs at least 2 raters",
+    }
     assert solo["agreement"]["cohen"] == [] and solo["left_share_of_decisive"] is None
     with pytest.raises(ValueError, match="neither"):
         summarise(votes_frame({"i1": ["someone-else"]}), a, b)

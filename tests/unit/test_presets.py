@@ -1,5 +1,6 @@
 """Every shipped preset validates against its stage's config (a misplaced or misspelt field
 fails here, not in a user's scheduled run)."""
+
 from pathlib import Path
 
 import pytest
@@ -19,11 +20,16 @@ def _config_classes() -> dict:
     from pipelines.rag.feature_tables import SyncOnlineFeaturesConfig
     from pipelines.rag.index import IndexConfig
 
-    return {"build_index": IndexConfig, "evaluate_retrieval": EvaluateRetrievalConfig,
-            "finetune_sweep": SweepConfig, "prepare_corpus": PrepareCorpusConfig,
-            "pretrain": PretrainFlowConfig, "rag": RagConfig,
-            "review_summaries": ReviewSummariesConfig,
-            "sync_online_features": SyncOnlineFeaturesConfig}
+    return {
+        "build_index": IndexConfig,
+        "evaluate_retrieval": EvaluateRetrievalConfig,
+        "finetune_sweep": SweepConfig,
+        "prepare_corpus": PrepareCorpusConfig,
+        "pretrain": PretrainFlowConfig,
+        "rag": RagConfig,
+        "review_summaries": ReviewSummariesConfig,
+        "sync_online_features": SyncOnlineFeaturesConfig,
+    }
 
 
 PRESETS = sorted((p.parent.name, p.stem) for p in CONFIGS.glob("*/*.yaml"))
@@ -44,6 +50,9 @@ def test_a_misspelt_nested_field_names_its_path(tmp_path):
 
     preset = tmp_path / "typo.yaml"
     preset.write_text("summary:\n  window: week\n  context_token: 256\n")  # context_tokens
-    with pytest.raises(ValueError, match=r"no such field\(s\) in ReviewSummariesConfig: "
-                                         r"summary\.context_token"):
+    with pytest.raises(
+        ValueError,
+        match=r"no such field\(s\) in ReviewSummariesConfig: "
+        r"summary\.context_token",
+    ):
         load_preset(ReviewSummariesConfig, "review_summaries", str(preset))

@@ -3,6 +3,7 @@
 Shards are written directly in pipelines.pretrain.tokens' documented format (index.json + .npy +
 _COMPLETE), from the tiny tokenizer and sentences: no Spark, so the file stays fast.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,17 +14,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_model import tiny_sentences, write_tiny_shards  # tests/ is on sys.path
 
+from pipelines.pretrain.tokenizer import TokenizerConfig, save_tokenizer, train_tokenizer
 from pipelines.pretrain.train import PretrainConfig, train
-from pipelines.training.loop import METRICS
 from pipelines.training.checkpoints import (
     COMPLETE,
     LATEST,
     find_resume_checkpoint,
     verify_checkpoint,
 )
-from pipelines.pretrain.tokenizer import TokenizerConfig, save_tokenizer, train_tokenizer
-from tiny_model import tiny_sentences, write_tiny_shards  # tests/ is on sys.path
+from pipelines.training.loop import METRICS
 
 REPO = Path(__file__).resolve().parents[2]
 SEQ_LEN = 32
@@ -35,9 +36,22 @@ def shards(tmp_path_factory) -> Path:
 
 
 def config(**overrides) -> PretrainConfig:
-    base = dict(preset="tiny", seq_len=SEQ_LEN, micro_batch=4, grad_accum=2, max_steps=3,
-                lr=3e-3, warmup_steps=1, min_lr_ratio=0.1, checkpoint_every=100, eval_every=0,
-                eval_batches=2, zero_stage=1, seed=3, keep_checkpoints=2)
+    base = dict(
+        preset="tiny",
+        seq_len=SEQ_LEN,
+        micro_batch=4,
+        grad_accum=2,
+        max_steps=3,
+        lr=3e-3,
+        warmup_steps=1,
+        min_lr_ratio=0.1,
+        checkpoint_every=100,
+        eval_every=0,
+        eval_batches=2,
+        zero_stage=1,
+        seed=3,
+        keep_checkpoints=2,
+    )
     return PretrainConfig(**{**base, **overrides})
 
 
@@ -51,23 +65,51 @@ def step_losses(out: Path) -> dict[int, float]:
     return losses
 
 
-def run_cli(cfg: PretrainConfig, shards: Path, out: Path, fault: str | None = None,
-            skip: int = 0) -> subprocess.CompletedProcess:
+def run_cli(
+    cfg: PretrainConfig, shards: Path, out: Path, fault: str | None = None, skip: int = 0
+) -> subprocess.CompletedProcess:
     config_file = out.parent / f"{out.name}-config.json"
     config_file.write_text(cfg.model_dump_json())
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("GENAI_FAULT", "GENAI_FAULT_SKIP", "RANK", "WORLD_SIZE", "LOCAL_RANK",
-                        "MASTER_ADDR", "MASTER_PORT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "GENAI_FAULT",
+            "GENAI_FAULT_SKIP",
+            "RANK",
+            "WORLD_SIZE",
+            "LOCAL_RANK",
+            "MASTER_ADDR",
+            "MASTER_PORT",
+        )
+    }
     env["PYTHONPATH"] = str(REPO)
     if fault:
         env.update(GENAI_FAULT=fault, GENAI_FAULT_SKIP=str(skip))
-    return subprocess.run([sys.executable, "-m", "pipelines.pretrain.train", "--config",
-                           str(config_file), "--shards", str(shards), "--out", str(out)],
-                          env=env, cwd=REPO, capture_output=True, text=True, timeout=120,
-                          start_new_session=True)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.pretrain.train",
+            "--config",
+            str(config_file),
+            "--shards",
+            str(shards),
+            "--out",
+            str(out),
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        start_new_session=True,
+    )
 
 
 # --- loss and determinism -------------------------------------------------------------------
+
 
 def test_a_short_run_gives_finite_falling_losses_and_is_deterministic(shards, tmp_path):
     records = []
@@ -97,8 +139,8 @@ def test_the_mixture_of_experts_preset_trains_through_the_same_code(shards, tmp_
 
 # --- checkpoint layout ----------------------------------------------------------------------
 
-def test_checkpoints_are_marked_complete_latest_points_at_newest_and_k_are_kept(shards,
-                                                                                tmp_path):
+
+def test_checkpoints_are_marked_complete_latest_points_at_newest_and_k_are_kept(shards, tmp_path):
     out = tmp_path / "run"
     train(config(max_steps=5, checkpoint_every=1, keep_checkpoints=2), shards, out)
     ckpt = out / "checkpoints"
@@ -133,6 +175,7 @@ def test_only_incomplete_tags_is_an_error_and_corrupt_files_are_named(shards, tm
 
 
 # --- kill and resume, for real --------------------------------------------------------------
+
 
 def test_killed_after_a_checkpoint_resumes_with_bitwise_equal_losses(shards, tmp_path):
     cfg = config(max_steps=6, checkpoint_every=3)
@@ -171,6 +214,7 @@ def test_killed_during_a_checkpoint_write_resumes_from_the_previous_one(shards, 
 
 # --- EMA and export -------------------------------------------------------------------------
 
+
 def test_ema_weights_differ_from_raw_and_both_exports_load_and_generate(shards, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -186,13 +230,19 @@ def test_ema_weights_differ_from_raw_and_both_exports_load_and_generate(shards, 
     tokenizer = AutoTokenizer.from_pretrained(summary["ema_model_dir"])
     prompt = tokenizer("The pipeline reads", return_tensors="pt")
     for model in (raw, ema):
-        out = model.generate(**prompt, max_new_tokens=5, min_new_tokens=5, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)
+        out = model.generate(
+            **prompt,
+            max_new_tokens=5,
+            min_new_tokens=5,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         assert out.shape[1] == prompt["input_ids"].shape[1] + 5
     assert (tmp_path / "run" / "checkpoints" / "step00000004" / "ema.safetensors").is_file()
 
 
 # --- bad input ------------------------------------------------------------------------------
+
 
 def test_bad_inputs_fail_fast_with_clear_errors(shards, tmp_path):
     with pytest.raises(ValueError, match="preset 'huge'"):
@@ -201,8 +251,10 @@ def test_bad_inputs_fail_fast_with_clear_errors(shards, tmp_path):
         PretrainConfig.model_validate({"max_step": 3})  # a misspelt field is not ignored
     with pytest.raises(ValueError, match="seq_len 64 does not match the shards' seq_len 32"):
         train(config(seq_len=64), shards, tmp_path / "a")
-    other = save_tokenizer(train_tokenizer(tiny_sentences(), TokenizerConfig(vocab_size=400)),
-                           tmp_path / "other-tokenizer")
+    other = save_tokenizer(
+        train_tokenizer(tiny_sentences(), TokenizerConfig(vocab_size=400)),
+        tmp_path / "other-tokenizer",
+    )
     with pytest.raises(ValueError, match="is not the one the shards .* were built with"):
         train(config(), shards, tmp_path / "b", tokenizer_dir=other)
     with pytest.raises(FileNotFoundError, match="no DeepSpeed config"):
@@ -210,8 +262,8 @@ def test_bad_inputs_fail_fast_with_clear_errors(shards, tmp_path):
 
 
 def test_vocab_mismatch_between_tokenizer_and_model_is_refused(shards):
-    from pipelines.training.models import model_config
     from pipelines.pretrain.tokenizer import check_vocab
+    from pipelines.training.models import model_config
 
     with pytest.raises(ValueError, match="embedding has 300 rows"):
         check_vocab(shards / "tokenizer", model_config("tiny", vocab_size=300))
@@ -223,4 +275,4 @@ def test_lr_schedule_warms_up_without_a_zero_step_then_decays_to_the_floor():
     ratios = [lr_schedule(i, warmup_steps=2, max_steps=10, min_lr_ratio=0.1) for i in range(11)]
     assert ratios[0] == pytest.approx(1 / 3) and ratios[1] == pytest.approx(2 / 3)
     assert ratios[2] == 1.0 and ratios[10] == pytest.approx(0.1)
-    assert all(a >= b for a, b in zip(ratios[2:], ratios[3:]))
+    assert all(a >= b for a, b in zip(ratios[2:], ratios[3:], strict=False))

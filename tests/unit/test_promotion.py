@@ -1,5 +1,6 @@
 """pipelines.shared.promotion: the one champion gate — direction, margin, precedence,
 comparability, missing values, and the three gates it replaces deciding as they did."""
+
 from __future__ import annotations
 
 import math
@@ -35,30 +36,37 @@ def test_a_tie_is_not_a_win():
 def test_a_gain_within_the_noise_margin_is_not_promoted():
     noisy = one_metric("val_bpb", "lower", margin=0.01)
     assert not decide({"val_bpb": 1.995}, {"val_bpb": 2.0}, noisy).promote
-    assert not decide({"val_bpb": 1.5}, {"val_bpb": 2.0},
-                      one_metric("val_bpb", "lower", 0.5)).promote
+    assert not decide(
+        {"val_bpb": 1.5}, {"val_bpb": 2.0}, one_metric("val_bpb", "lower", 0.5)
+    ).promote
     assert decide({"val_bpb": 1.9}, {"val_bpb": 2.0}, noisy).promote
 
 
 def test_a_later_metric_only_breaks_a_tie_on_the_earlier_ones():
-    rule = PromotionRule((Criterion("format_validity", "higher", margin=0.05),
-                          Criterion("rouge_l", "higher")))
-    tied_first = decide({"format_validity": 0.92, "rouge_l": 0.6},
-                        {"format_validity": 0.9, "rouge_l": 0.5}, rule)
+    rule = PromotionRule(
+        (Criterion("format_validity", "higher", margin=0.05), Criterion("rouge_l", "higher"))
+    )
+    tied_first = decide(
+        {"format_validity": 0.92, "rouge_l": 0.6}, {"format_validity": 0.9, "rouge_l": 0.5}, rule
+    )
     assert tied_first.promote and "rouge_l" in tied_first.reason
-    worse_first = decide({"format_validity": 0.7, "rouge_l": 0.9},
-                         {"format_validity": 0.9, "rouge_l": 0.5}, rule)
+    worse_first = decide(
+        {"format_validity": 0.7, "rouge_l": 0.9}, {"format_validity": 0.9, "rouge_l": 0.5}, rule
+    )
     assert not worse_first.promote and "format_validity" in worse_first.reason
-    assert not decide({"format_validity": 0.9, "rouge_l": 0.5},
-                      {"format_validity": 0.9, "rouge_l": 0.5}, rule).promote
+    assert not decide(
+        {"format_validity": 0.9, "rouge_l": 0.5}, {"format_validity": 0.9, "rouge_l": 0.5}, rule
+    ).promote
 
 
 def test_a_champion_scored_on_other_data_is_replaced():
     rule = one_metric("eval_loss", "lower", same=("pairs",))
-    assert decide({"eval_loss": 9.0, "pairs": "new"}, {"eval_loss": 1.0, "pairs": "old"},
-                  rule).promote
-    assert not decide({"eval_loss": 9.0, "pairs": "old"}, {"eval_loss": 1.0, "pairs": "old"},
-                      rule).promote
+    assert decide(
+        {"eval_loss": 9.0, "pairs": "new"}, {"eval_loss": 1.0, "pairs": "old"}, rule
+    ).promote
+    assert not decide(
+        {"eval_loss": 9.0, "pairs": "old"}, {"eval_loss": 1.0, "pairs": "old"}, rule
+    ).promote
 
 
 def test_missing_and_nan_values():
@@ -85,11 +93,15 @@ def test_the_finetune_task_gate_decides_as_before(challenger, champion, comparab
     """finetune_task's former inline gate, on its own inputs."""
     has_champion = champion != "none"
     previous = champion if has_champion and comparable else None
-    before = not has_champion or not comparable or (
-        challenger is not None and (previous is None or challenger < previous))
+    before = (
+        not has_champion
+        or not comparable
+        or (challenger is not None and (previous is None or challenger < previous))
+    )
     mine = {"eval_loss": challenger, "pairs": "k1"}
-    theirs = {"eval_loss": champion, "pairs": "k1" if comparable else "k0"} \
-        if has_champion else None
+    theirs = (
+        {"eval_loss": champion, "pairs": "k1" if comparable else "k0"} if has_champion else None
+    )
     rule = one_metric("eval_loss", "lower", same=("pairs",))
     assert decide(mine, theirs, rule).promote == before
 
@@ -100,6 +112,8 @@ def test_the_bpb_and_sweep_gates_decide_as_before(score, champion):
     """register_base_model (lower bits per byte) and register_finetuned (higher metric)."""
     theirs = None if champion is None else {"m": champion}
     assert decide({"m": score}, theirs, one_metric("m", "lower")).promote == (
-        champion is None or score < champion)
+        champion is None or score < champion
+    )
     assert decide({"m": score}, theirs, one_metric("m", "higher")).promote == (
-        champion is None or score > champion)
+        champion is None or score > champion
+    )

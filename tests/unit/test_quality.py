@@ -1,4 +1,6 @@
-"""Text cleaning, PII redaction and quality filters of the pretraining corpus (pipelines/corpus/quality.py)."""
+"""Text cleaning, PII redaction and quality filters of the pretraining corpus
+(pipelines/corpus/quality.py, pipelines/corpus/pii.py)."""
+
 from __future__ import annotations
 
 import ast
@@ -7,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.corpus.pii import redact_pii
 from pipelines.corpus.quality import (
     CORPUS_CLEAN_SCHEMA,
     CORPUS_REJECTED_SCHEMA,
@@ -18,7 +21,6 @@ from pipelines.corpus.quality import (
     normalise_text,
     quality_stats,
 )
-from pipelines.corpus.pii import redact_pii
 
 NORMAL_DOCSTRING = """Compute the weighted mean of an array along the given axis.
 
@@ -45,15 +47,17 @@ Examples
 
 
 def test_normalise_keeps_code_indentation_and_collapses_blank_lines():
-    text = ("Summary  line\twith   blanks.   \r\n\r\n\r\n\r\n"
-            "Example::\n\n"
-            "    def f(x):\n"
-            "        if x:\n"
-            "            return  x   # aligned\n"
-            "\n\n\n"
-            "    >>> for i in range(2):\n"
-            "    ...     print(i)\n"
-            "Tail.   ")
+    text = (
+        "Summary  line\twith   blanks.   \r\n\r\n\r\n\r\n"
+        "Example::\n\n"
+        "    def f(x):\n"
+        "        if x:\n"
+        "            return  x   # aligned\n"
+        "\n\n\n"
+        "    >>> for i in range(2):\n"
+        "    ...     print(i)\n"
+        "Tail.   "
+    )
     assert normalise_text(text) == (
         "Summary line with blanks.\n\n"
         "Example::\n\n"
@@ -83,20 +87,31 @@ def test_normalise_strips_common_indentation_and_blank_edges():
 RANDOM_KEY = "kjasBS523KdkAILD2k78NdcJSk2k3KHG6xQ"  # 34 chars, mixed classes, random-looking
 
 
-@pytest.mark.parametrize("text, redacted, kind", [
-    ("Write to jane.doe+lists@example.co.uk today.", "Write to <EMAIL> today.", "email"),
-    ("Server at 127.0.0.1:8080 and 10.0.0.255.", "Server at <IP>:8080 and <IP>.", "ip"),
-    ("Bind 2001:db8::ff00:42:8329 or fe80::1%eth0 now", "Bind <IP> or <IP> now", "ip"),
-    ("Mapped ::ffff:192.168.0.1 host", "Mapped <IP> host", "ip"),
-    ("key=sk-proj-AbCdEfGhIjKlMnOpQrStUvWx12", "key=<SECRET>", "secret"),
-    ("aws AKIAIOSFODNN7EXAMPLE id", "aws <SECRET> id", "secret"),
-    ("gh ghp_" + "aB3" * 12 + " token", "gh <SECRET> token", "secret"),
-    ("pat github_pat_11ABCDEFG0123456789_abcdefghij", "pat <SECRET>", "secret"),
-    ("slack xoxb-123456789012-abcdefghijkl", "slack <SECRET>", "secret"),
-    ("google AIza" + "SyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY" + ".", "google <SECRET>.", "secret"),
-    (f"token={RANDOM_KEY} end", "token=<SECRET> end", "secret"),
-    ("-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----", "<SECRET>", "secret"),
-])
+@pytest.mark.parametrize(
+    "text, redacted, kind",
+    [
+        ("Write to jane.doe+lists@example.co.uk today.", "Write to <EMAIL> today.", "email"),
+        ("Server at 127.0.0.1:8080 and 10.0.0.255.", "Server at <IP>:8080 and <IP>.", "ip"),
+        ("Bind 2001:db8::ff00:42:8329 or fe80::1%eth0 now", "Bind <IP> or <IP> now", "ip"),
+        ("Mapped ::ffff:192.168.0.1 host", "Mapped <IP> host", "ip"),
+        ("key=sk-proj-AbCdEfGhIjKlMnOpQrStUvWx12", "key=<SECRET>", "secret"),
+        ("aws AKIAIOSFODNN7EXAMPLE id", "aws <SECRET> id", "secret"),
+        ("gh ghp_" + "aB3" * 12 + " token", "gh <SECRET> token", "secret"),
+        ("pat github_pat_11ABCDEFG0123456789_abcdefghij", "pat <SECRET>", "secret"),
+        ("slack xoxb-123456789012-abcdefghijkl", "slack <SECRET>", "secret"),
+        (
+            "google AIza" + "SyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY" + ".",
+            "google <SECRET>.",
+            "secret",
+        ),
+        (f"token={RANDOM_KEY} end", "token=<SECRET> end", "secret"),
+        (
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----",
+            "<SECRET>",
+            "secret",
+        ),
+    ],
+)
 def test_each_pii_kind_is_redacted_and_counted(text, redacted, kind):
     out, counts = redact_pii(text)
     assert out == redacted
@@ -105,18 +120,21 @@ def test_each_pii_kind_is_redacted_and_counted(text, redacted, kind):
     assert counts == expected
 
 
-@pytest.mark.parametrize("text", [
-    "Requires version 1.2.3 or later.",
-    "Tested on v3.11.7 and v3.11.7.1.",
-    "Python 3.11.7.1 and pkg==1.2.3.4 and section 3.4.1.2",
-    "The dotted path 1.2.3.4.5 and 1.02.3.4 and 256.1.1.1 are no addresses.",
-    "The AKIA prefix alone is not a key, nor is AKIAshort.",
-    "Commit 0123456789abcdef0123456789abcdef01234567 fixed it (sha1 hex).",
-    "Slices x[::2], a[2::2], std::vector, dead::beef and 12:30:45 stay.",
-    "Class HintSignPep484585GenericUnsubbedAndMore is a name, not a key.",
-    "See https://example.com/Kilo59/82f227d9dba4e5cce62bc22b245b2638/Paper2003 for it.",
-    "Use the @property decorator and a @ b for matmul.",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Requires version 1.2.3 or later.",
+        "Tested on v3.11.7 and v3.11.7.1.",
+        "Python 3.11.7.1 and pkg==1.2.3.4 and section 3.4.1.2",
+        "The dotted path 1.2.3.4.5 and 1.02.3.4 and 256.1.1.1 are no addresses.",
+        "The AKIA prefix alone is not a key, nor is AKIAshort.",
+        "Commit 0123456789abcdef0123456789abcdef01234567 fixed it (sha1 hex).",
+        "Slices x[::2], a[2::2], std::vector, dead::beef and 12:30:45 stay.",
+        "Class HintSignPep484585GenericUnsubbedAndMore is a name, not a key.",
+        "See https://example.com/Kilo59/82f227d9dba4e5cce62bc22b245b2638/Paper2003 for it.",
+        "Use the @property decorator and a @ b for matmul.",
+    ],
+)
 def test_pii_near_misses_are_left_alone(text):
     assert redact_pii(text) == (text, {"email": 0, "ip": 0, "secret": 0})
 
@@ -126,22 +144,41 @@ def test_pii_near_misses_are_left_alone(text):
 SENTENCE = "the quick brown fox jumps over the lazy dog near river banks today"
 
 
-@pytest.mark.parametrize("name, text", [
-    ("empty", None),
-    ("empty", " \n\t \n"),
-    ("min_chars", "Return the name."),
-    ("max_chars", "word " * 25_000),
-    ("min_words", "Supercalifragilistic antidisestablishmentarianism floccinaucinihilipilification"),
-    ("mean_word_length", " ".join(["abcdefghijklmnopqrstuvwxyz0123"] * 10)),
-    ("mean_word_length", " ".join("abcdefghijklmnopqrstuvwxyz")),
-    ("symbol_ratio", "x = {'a': [1, 2]} ;; ## ** -> <= >= != == ${}  ((()))  [[[]]] ||| &&& ~~~ @@@ !!! %%%"),
-    ("alpha_words", "Values 1024 2048 4096 8192 16384 32768 65536 131072 262144 524288 and more"),
-    ("bullet_lines", "\n".join(f"- item number {i} of the shopping list" for i in range(10))),
-    ("ellipsis_lines", "\n".join(f"Read the full story number {i} on our site..." for i in range(10))),
-    ("repeated_lines", "\n".join(["Click here to subscribe now"] * 6 + ["A real line", "Another one"])),
-    ("top_ngram", " ".join(["buy now"] * 30 + ["the best offer of the year is here"])),
-    ("duplicate_ngram", " ".join([SENTENCE] * 3)),
-])
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("empty", None),
+        ("empty", " \n\t \n"),
+        ("min_chars", "Return the name."),
+        ("max_chars", "word " * 25_000),
+        (
+            "min_words",
+            "Supercalifragilistic antidisestablishmentarianism floccinaucinihilipilification",
+        ),
+        ("mean_word_length", " ".join(["abcdefghijklmnopqrstuvwxyz0123"] * 10)),
+        ("mean_word_length", " ".join("abcdefghijklmnopqrstuvwxyz")),
+        (
+            "symbol_ratio",
+            "x = {'a': [1, 2]} ;; ## ** -> <= >= != == ${}  ((()))  [[[]]] ||| &&& ~~~ @@@ "
+            "!!! %%%",
+        ),
+        (
+            "alpha_words",
+            "Values 1024 2048 4096 8192 16384 32768 65536 131072 262144 524288 and more",
+        ),
+        ("bullet_lines", "\n".join(f"- item number {i} of the shopping list" for i in range(10))),
+        (
+            "ellipsis_lines",
+            "\n".join(f"Read the full story number {i} on our site..." for i in range(10)),
+        ),
+        (
+            "repeated_lines",
+            "\n".join(["Click here to subscribe now"] * 6 + ["A real line", "Another one"]),
+        ),
+        ("top_ngram", " ".join(["buy now"] * 30 + ["the best offer of the year is here"])),
+        ("duplicate_ngram", " ".join([SENTENCE] * 3)),
+    ],
+)
 def test_each_filter_rejects_its_bad_text(name, text):
     _, _, rejected_by, detail = clean_one(text)
     assert rejected_by == name, detail
@@ -162,7 +199,9 @@ def test_first_failing_filter_in_fixed_order_wins_and_detail_names_threshold():
     cfg = QualityConfig(max_symbol_ratio=0.2)
     text = "Pass pairs = [(b, c), {d: e}] # f; g -> h: i, j to the mapper."
     rejected_by, detail = check_quality(text, cfg)
-    assert rejected_by == "symbol_ratio" and detail.startswith("symbol_ratio=") and "> 0.2" in detail
+    assert (
+        rejected_by == "symbol_ratio" and detail.startswith("symbol_ratio=") and "> 0.2" in detail
+    )
 
 
 def test_config_switches_filters_off_and_rejects_unknown_fields():
@@ -174,7 +213,9 @@ def test_config_switches_filters_off_and_rejects_unknown_fields():
 
 def test_repetition_filters_spare_short_docstrings():
     # "session context" covers > 30 % of this short text; n-gram statistics are noise here.
-    text = "Update session context.\n\nArgs:\n    context: Context data to merge into session context"
+    text = (
+        "Update session context.\n\nArgs:\n    context: Context data to merge into session context"
+    )
     assert clean_one(text)[2] is None
 
 
@@ -206,7 +247,8 @@ def test_defaults_keep_most_docstring_characters_of_a_real_package():
 
 BAD_TEXTS = {
     "min_chars": "Return the name.",
-    "symbol_ratio": "x = {'a': [1, 2]} ;; ## ** -> <= >= != == ${}  ((()))  [[[]]] ||| &&& ~~~ @@@",
+    "symbol_ratio": "x = {'a': [1, 2]} ;; ## ** -> <= >= != == ${}  ((()))  [[[]]] ||| &&& "
+    "~~~ @@@",
     "bullet_lines": "\n".join(f"- item number {i} of the list" for i in range(10)),
     "duplicate_ngram": " ".join([SENTENCE] * 3),
 }
@@ -225,8 +267,17 @@ def _corpus_rows(n: int = 200) -> list[tuple]:
             text = NORMAL_DOCSTRING + f"\nContact dev{i}@example.org or 192.168.0.{i % 250}.\n"
         else:
             text = NORMAL_DOCSTRING.replace("weighted", f"weighted-{i}")
-        rows.append((f"doc-{i}", "docstring" if i % 2 else "metadata", f"pkg{i % 5}", "MIT",
-                     text, f"site-packages/pkg{i % 5}/mod.py", None))
+        rows.append(
+            (
+                f"doc-{i}",
+                "docstring" if i % 2 else "metadata",
+                f"pkg{i % 5}",
+                "MIT",
+                text,
+                f"site-packages/pkg{i % 5}/mod.py",
+                None,
+            )
+        )
     return rows
 
 
@@ -236,8 +287,10 @@ def test_clean_corpus_splits_every_row_once_with_schemas_and_stats(spark):
 
     rows = _corpus_rows()
     df = spark.createDataFrame(
-        rows, "id STRING, source STRING, package STRING, licence STRING, text STRING, "
-              "origin STRING, ingest_error STRING").repartition(3)
+        rows,
+        "id STRING, source STRING, package STRING, licence STRING, text STRING, "
+        "origin STRING, ingest_error STRING",
+    ).repartition(3)
     kept, rejected = clean_corpus(df, QualityConfig())
 
     def names_types(schema):
@@ -260,7 +313,10 @@ def test_clean_corpus_splits_every_row_once_with_schemas_and_stats(spark):
             got = kept_rows[row_id]
             assert got["text"] == cleaned and got["n_chars"] == len(cleaned)
             assert (got["pii_email"], got["pii_ip"], got["pii_secret"]) == (
-                counts["email"], counts["ip"], counts["secret"])
+                counts["email"],
+                counts["ip"],
+                counts["secret"],
+            )
         else:
             got = rejected_rows[row_id]
             assert (got["filter"], got["detail"]) == (rejected_by, detail)
@@ -272,9 +328,11 @@ def test_clean_corpus_splits_every_row_once_with_schemas_and_stats(spark):
     assert stats["rows_in"] == len(rows)
     assert stats["rows_kept"] == len(kept_rows)
     assert stats["rejected_by_filter"] == dict(sorted(expected_filters.items()))
-    assert stats["pii"] == {"email": sum(1 for r in rows if "@example.org" in (r[4] or "")),
-                            "ip": sum(1 for r in rows if "192.168.0." in (r[4] or "")),
-                            "secret": 0}
+    assert stats["pii"] == {
+        "email": sum(1 for r in rows if "@example.org" in (r[4] or "")),
+        "ip": sum(1 for r in rows if "192.168.0." in (r[4] or "")),
+        "secret": 0,
+    }
     assert set(stats["by_source"]) == {"docstring", "metadata"}
     assert stats["chars_kept"] == sum(r["n_chars"] for r in kept_rows.values())
     spark.catalog.clearCache()

@@ -1,6 +1,7 @@
 """RAG documents, chunks and embeddings: offsets that round-trip, token budgets that hold,
 stable chunk ids, refused symlinks and escaping paths, quarantined files, and embeddings equal
 to sentence-transformers' for the same model."""
+
 import os
 
 import numpy as np
@@ -26,14 +27,18 @@ from pipelines.rag.embedder import Embedder, embedder_name
 
 STRATEGIES = ["fixed", "recursive", "token"]
 
-MARKDOWN = """# Tracking runs
+MARKDOWN = (
+    """# Tracking runs
 
 Start a run with `start_run()`. Every parameter and metric logged inside it is kept.
 
 ## Parameters
 
-""" + " ".join(f"Parameter number {i} controls the learning-rate schedule's warm-up." for i in
-               range(12)) + """
+"""
+    + " ".join(
+        f"Parameter number {i} controls the learning-rate schedule's warm-up." for i in range(12)
+    )
+    + """
 
 ## Artifacts
 Artifacts are files.
@@ -44,8 +49,12 @@ Returns
 Run
     The active run, which is a context manager.
 
-Words the vocabulary has never seen: """ + "zqxjvkbwpyfmgh" * 6 + " " + \
-    "qwrtzpsdfghjklyxcvbnm" * 4 + "."
+Words the vocabulary has never seen: """
+    + "zqxjvkbwpyfmgh" * 6
+    + " "
+    + "qwrtzpsdfghjklyxcvbnm" * 4
+    + "."
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +73,7 @@ def md_doc(text: str = MARKDOWN, source_id: str = "file:guide.md") -> Document:
 
 # ------------------------------------------------------------------------ chunking --------
 
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_chunks_round_trip_their_offsets_and_fit_the_budget(tokenizer, strategy):
     doc = md_doc()
@@ -72,7 +82,7 @@ def test_chunks_round_trip_their_offsets_and_fit_the_budget(tokenizer, strategy)
 
     assert len(chunks) > 5
     for chunk in chunks:
-        assert doc.text[chunk.start:chunk.end] == chunk.text
+        assert doc.text[chunk.start : chunk.end] == chunk.text
         assert chunk.source_id == doc.source_id and chunk.text.strip() == chunk.text
     assert max(count_tokens(tokenizer, [c.text for c in chunks])) <= 32  # specials included
     covered = set().union(*(range(c.start, c.end) for c in chunks))
@@ -83,12 +93,11 @@ def test_chunks_round_trip_their_offsets_and_fit_the_budget(tokenizer, strategy)
 
 def test_strategies_differ_as_documented(tokenizer):
     doc = md_doc(" ".join(f"Sentence {i} says something quite ordinary." for i in range(80)))
-    token = chunk_documents([doc], ChunkingConfig(strategy="token", size=40, overlap=0),
-                            tokenizer)
-    fixed = chunk_documents([doc], ChunkingConfig(strategy="fixed", size=40, overlap=0),
-                            tokenizer)
-    recursive = chunk_documents([doc], ChunkingConfig(strategy="recursive", size=40,
-                                                      overlap=0), tokenizer)
+    token = chunk_documents([doc], ChunkingConfig(strategy="token", size=40, overlap=0), tokenizer)
+    fixed = chunk_documents([doc], ChunkingConfig(strategy="fixed", size=40, overlap=0), tokenizer)
+    recursive = chunk_documents(
+        [doc], ChunkingConfig(strategy="recursive", size=40, overlap=0), tokenizer
+    )
     # token: exact windows, every chunk but the last is full
     assert set(count_tokens(tokenizer, [c.text for c in token[:-1]])) == {40}
     # fixed: windows end at whitespace, never inside a word
@@ -98,8 +107,9 @@ def test_strategies_differ_as_documented(tokenizer):
 
 
 def test_recursive_keeps_headings_with_their_section(tokenizer):
-    chunks = chunk_documents([md_doc()], ChunkingConfig(strategy="recursive", size=48,
-                                                        overlap=0), tokenizer)
+    chunks = chunk_documents(
+        [md_doc()], ChunkingConfig(strategy="recursive", size=48, overlap=0), tokenizer
+    )
     texts = [c.text for c in chunks]
     assert any(t.startswith("## Parameters\n\nParameter number 0") for t in texts)
     assert not any(t.rstrip().endswith(("## Parameters", "## Artifacts")) for t in texts)
@@ -107,16 +117,18 @@ def test_recursive_keeps_headings_with_their_section(tokenizer):
 
 def test_chunk_ids_are_stable_and_change_only_with_their_document(tokenizer):
     config = ChunkingConfig(strategy="recursive", size=32, overlap=4)
-    other = md_doc("# Other\n\nA second document about model registries and aliases.",
-                   "file:other.md")
+    other = md_doc(
+        "# Other\n\nA second document about model registries and aliases.", "file:other.md"
+    )
     first = chunk_documents([md_doc(), other], config, tokenizer)
     again = chunk_documents([md_doc(), other], config, tokenizer)
     assert [c.chunk_id for c in first] == [c.chunk_id for c in again]
 
     edited = md_doc(MARKDOWN.replace("Start a run", "Begin a run"))
     changed = chunk_documents([edited, other], config, tokenizer)
-    assert [c.chunk_id for c in changed if c.source_id == "file:other.md"] == \
-        [c.chunk_id for c in first if c.source_id == "file:other.md"]
+    assert [c.chunk_id for c in changed if c.source_id == "file:other.md"] == [
+        c.chunk_id for c in first if c.source_id == "file:other.md"
+    ]
     guide_before = {c.chunk_id for c in first if c.source_id == "file:guide.md"}
     guide_after = {c.chunk_id for c in changed if c.source_id == "file:guide.md"}
     assert guide_before != guide_after  # the edited chunk got a new id...
@@ -140,6 +152,7 @@ def test_duplicate_document_ids_are_refused(tokenizer):
 
 # ----------------------------------------------------------------------- documents --------
 
+
 def write(path, content):
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(content, bytes):
@@ -153,10 +166,12 @@ def test_folders_are_read_with_html_stripped_and_bad_files_quarantined(tmp_path)
     docs = tmp_path / "docs"
     write(docs / "guide.md", "# Guide\n\nRead me.\r\n")
     write(docs / "notes.txt", "plain notes")
-    write(docs / "sub" / "page.html",
-          "<html><head><title>Page</title><style>p {color: red}</style>"
-          "<script>alert('x')</script></head><body><h2>Serving</h2><p>Fish &amp; chips"
-          "<br>second line</p><ul><li>one</li><li>two</li></ul></body></html>")
+    write(
+        docs / "sub" / "page.html",
+        "<html><head><title>Page</title><style>p {color: red}</style>"
+        "<script>alert('x')</script></head><body><h2>Serving</h2><p>Fish &amp; chips"
+        "<br>second line</p><ul><li>one</li><li>two</li></ul></body></html>",
+    )
     write(docs / "latin1.md", "caf\xe9".encode("latin-1"))
     write(docs / "blank.txt", "  \n")
     write(docs / "image.png", b"\x89PNG")
@@ -169,14 +184,18 @@ def test_folders_are_read_with_html_stripped_and_bad_files_quarantined(tmp_path)
     page = by_id["file:sub/page.html"].text
     assert page == "Page\n\n## Serving\n\nFish & chips\nsecond line\n\n- one\n- two"
     reasons = {q["source_id"]: q["reason"] for q in loaded.quarantined}
-    assert reasons == {"file:latin1.md": "undecodable UTF-8 at byte 3",
-                       "file:blank.txt": "no text"}
+    assert reasons == {
+        "file:latin1.md": "undecodable UTF-8 at byte 3",
+        "file:blank.txt": "no text",
+    }
     assert loaded.stats["quarantined"] == 2 and loaded.stats["skipped_files"] == 1
 
 
 def test_html_to_text_keeps_pre_and_drops_scripts():
-    text = html_to_text("<p>a <b>bold</b>\n  word</p><pre>x = 1\n    y = 2</pre>"
-                        "<script>var hidden = 1;</script><noscript>nojs</noscript>")
+    text = html_to_text(
+        "<p>a <b>bold</b>\n  word</p><pre>x = 1\n    y = 2</pre>"
+        "<script>var hidden = 1;</script><noscript>nojs</noscript>"
+    )
     assert text == "a bold word\n\nx = 1\n    y = 2"
 
 
@@ -224,8 +243,9 @@ def test_package_docs_keep_corpus_ids_and_the_cap_is_deterministic():
     assert "py:packaging.version.Version" in ids
     assert all(i.startswith(("py:packaging", "pkg:packaging:")) for i in ids)
 
-    capped = config.model_copy(update={"max_documents": 10,
-                                       "include_ids": ["py:packaging.version.Version"]})
+    capped = config.model_copy(
+        update={"max_documents": 10, "include_ids": ["py:packaging.version.Version"]}
+    )
     first, second = load_documents(capped), load_documents(capped)
     assert [d.source_id for d in first.documents] == [d.source_id for d in second.documents]
     assert len(first.documents) == 10
@@ -234,15 +254,19 @@ def test_package_docs_keep_corpus_ids_and_the_cap_is_deterministic():
 
 # ----------------------------------------------------------------------- embedding --------
 
+
 def test_embeddings_match_sentence_transformers(embedder):
     from sentence_transformers import SentenceTransformer
 
-    sentences = ["Log a metric to the active MLflow run.",
-                 "A Prefect flow retries failed tasks.",
-                 "Spark DataFrames are lazily evaluated, distributed collections of rows."]
+    sentences = [
+        "Log a metric to the active MLflow run.",
+        "A Prefect flow retries failed tasks.",
+        "Spark DataFrames are lazily evaluated, distributed collections of rows.",
+    ]
     ours = embedder.embed(sentences)
     reference = SentenceTransformer(str(embedder.model_dir), device="cpu").encode(
-        sentences, normalize_embeddings=True)
+        sentences, normalize_embeddings=True
+    )
 
     assert ours.dtype == np.float32 and ours.shape == (3, 384) == (3, embedder.dim)
     assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)

@@ -1,6 +1,7 @@
 """infra/serving.py: the official ``openai`` client against the app around a tiny model —
 chat, completions, streaming equal to the non-streamed greedy text, concurrent requests in
 few model batches, OpenAI-shaped errors — plus the streaming decode path of infra/llm.py."""
+
 from __future__ import annotations
 
 import copy
@@ -16,17 +17,23 @@ import openai
 import pytest
 import torch
 import uvicorn
+from tiny_model import scramble_weights  # noqa: E402  (tests/ is on sys.path)
 
 from infra.llm import GenerationParams, OpenAICompatibleLLM, TransformersLLM, streamable_prefix
 from infra.serving import create_app
 from infra.serving.chat import instruction_stops, render_chat
 from infra.serving.schemas import ChatMessage
 from pipelines.shared import templates
-from tiny_model import scramble_weights  # noqa: E402  (tests/ is on sys.path)
 
 MODEL = "tiny"
-PROMPTS = ["The", "a", "", "日本語 text the café", "Each shard packs the ☕ corpus 3 times.",
-           "Our tokenizer checks"]
+PROMPTS = [
+    "The",
+    "a",
+    "",
+    "日本語 text the café",
+    "Each shard packs the ☕ corpus 3 times.",
+    "Our tokenizer checks",
+]
 GREEDY = dict(temperature=0, max_tokens=12)
 
 
@@ -49,8 +56,7 @@ def llm(tiny_model_dir, tmp_path_factory) -> TransformersLLM:
     for file in Path(tiny_model_dir).iterdir():
         (model_dir / file.name).write_bytes(file.read_bytes())
     config = json.loads((model_dir / "config.json").read_text())
-    (model_dir / "config.json").write_text(json.dumps({**config,
-                                                       "max_position_embeddings": 512}))
+    (model_dir / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 512}))
     model = TransformersLLM(model_dir, device="cpu")
     scramble_weights(model.model)
     return model
@@ -63,8 +69,9 @@ class ServerThread:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:
@@ -103,10 +110,14 @@ def chat_prompt(llm, text: str) -> str:
 # ---------------------------------------------------------------------------- decode path
 
 
-@pytest.mark.parametrize("params", [
-    GenerationParams(max_new_tokens=24),
-    GenerationParams(max_new_tokens=24, temperature=1.0, seed=5),
-], ids=["greedy", "sampled"])
+@pytest.mark.parametrize(
+    "params",
+    [
+        GenerationParams(max_new_tokens=24),
+        GenerationParams(max_new_tokens=24, temperature=1.0, seed=5),
+    ],
+    ids=["greedy", "sampled"],
+)
 def test_streamed_deltas_add_up_to_the_completions(llm, params):
     plain = llm.generate(PROMPTS, params)
     stop = plain[4][5:7]  # a stop the longest prompt's completion surely holds
@@ -114,7 +125,9 @@ def test_streamed_deltas_add_up_to_the_completions(llm, params):
     for stops in ([], [stop], ["\ufffd", " ", "e"]):
         step = params.model_copy(update={"stop": stops})
         deltas: dict[int, list[str]] = {i: [] for i in range(len(PROMPTS))}
-        completions = llm.complete(PROMPTS, step, on_delta=lambda i, d: deltas[i].append(d))
+        completions = llm.complete(
+            PROMPTS, step, on_delta=lambda i, d, deltas=deltas: deltas[i].append(d)
+        )
         assert [c.text for c in completions] == llm.generate(PROMPTS, step)
         assert ["".join(deltas[i]) for i in range(len(PROMPTS))] == [c.text for c in completions]
         assert all(d for parts in deltas.values() for d in parts)  # no empty deltas
@@ -131,10 +144,11 @@ def test_completion_counts_tokens_and_says_why_it_ended(llm):
     assert [c.prompt_tokens for c in full] == [llm.count_tokens(p) for p in PROMPTS]
     longest = max(full, key=lambda c: c.completion_tokens)
     stop = longest.text[3:5]
-    stopped = llm.complete([PROMPTS[full.index(longest)]],
-                           params.model_copy(update={"stop": [stop]}))
+    stopped = llm.complete(
+        [PROMPTS[full.index(longest)]], params.model_copy(update={"stop": [stop]})
+    )
     assert stopped[0].finish_reason == "stop" and stopped[0].completion_tokens < 10
-    assert stopped[0].text == longest.text[:longest.text.find(stop)]
+    assert stopped[0].text == longest.text[: longest.text.find(stop)]
 
 
 def test_streamable_prefix_holds_back_what_could_change():
@@ -151,17 +165,29 @@ def test_streamable_prefix_holds_back_what_could_change():
 def test_alpaca_template_for_chat_and_the_tokenizer_template_when_there_is_one(llm):
     from pipelines.shared.templates import format_example, prompt_of
 
-    one = [ChatMessage(role="system", content="Be brief."),
-           ChatMessage(role="user", content=[{"type": "text", "text": "Say hi"}])]
-    assert render_chat(one, llm.tokenizer, templates) == (prompt_of("Be brief.\n\nSay hi"), instruction_stops(templates))
-    turns = one + [ChatMessage(role="assistant", content="hi"),
-                   ChatMessage(role="user", content="Again")]
+    one = [
+        ChatMessage(role="system", content="Be brief."),
+        ChatMessage(role="user", content=[{"type": "text", "text": "Say hi"}]),
+    ]
+    assert render_chat(one, llm.tokenizer, templates) == (
+        prompt_of("Be brief.\n\nSay hi"),
+        instruction_stops(templates),
+    )
+    turns = one + [
+        ChatMessage(role="assistant", content="hi"),
+        ChatMessage(role="user", content="Again"),
+    ]
     prompt, _ = render_chat(turns, llm.tokenizer, templates)
     assert prompt == format_example("Say hi", "hi") + "\n\n" + prompt_of("Be brief.\n\nAgain")
     templated = copy.deepcopy(llm.tokenizer)
-    templated.chat_template = ("{% for m in messages %}<{{ m.role }}>{{ m.content }}"
-                               "{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}")
-    assert render_chat(one, templated, templates) == ("<system>Be brief.<user>Say hi<assistant>", [])
+    templated.chat_template = (
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}"
+        "{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
+    assert render_chat(one, templated, templates) == (
+        "<system>Be brief.<user>Say hi<assistant>",
+        [],
+    )
 
 
 # ---------------------------------------------------------------------------- the server
@@ -184,17 +210,23 @@ def test_completions_and_chat_answer_with_the_models_greedy_text(llm, client):
     assert reply.id.startswith("cmpl-") and reply.created > 0
     assert reply.choices[0].finish_reason == expected.finish_reason == "length"
     assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (
-        expected.prompt_tokens, 12)
+        expected.prompt_tokens,
+        12,
+    )
     several = client.completions.create(model=MODEL, prompt=PROMPTS[:3], **GREEDY)
-    assert [c.text for c in several.choices] == llm.generate(PROMPTS[:3],
-                                                             GenerationParams(max_new_tokens=12))
+    assert [c.text for c in several.choices] == llm.generate(
+        PROMPTS[:3], GenerationParams(max_new_tokens=12)
+    )
     assert [c.index for c in several.choices] == [0, 1, 2]
 
     chat = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Write the docs"}], **GREEDY)
+        model=MODEL, messages=[{"role": "user", "content": "Write the docs"}], **GREEDY
+    )
     chat_params = GenerationParams(max_new_tokens=12, stop=instruction_stops(templates))
-    assert chat.choices[0].message.content == llm.generate(
-        [chat_prompt(llm, "Write the docs")], chat_params)[0]
+    assert (
+        chat.choices[0].message.content
+        == llm.generate([chat_prompt(llm, "Write the docs")], chat_params)[0]
+    )
     assert chat.choices[0].message.role == "assistant" and chat.object == "chat.completion"
     assert chat.usage.total_tokens == chat.usage.prompt_tokens + chat.usage.completion_tokens
 
@@ -203,25 +235,36 @@ def test_completions_and_chat_answer_with_the_models_greedy_text(llm, client):
 def test_streamed_text_equals_the_non_streamed_greedy_text(client):
     prompt = PROMPTS[3]  # multi-byte characters in the prompt and in the output
     plain = client.completions.create(model=MODEL, prompt=prompt, temperature=0, max_tokens=20)
-    chunks = list(client.completions.create(model=MODEL, prompt=prompt, temperature=0,
-                                            max_tokens=20, stream=True))
+    chunks = list(
+        client.completions.create(
+            model=MODEL, prompt=prompt, temperature=0, max_tokens=20, stream=True
+        )
+    )
     assert "".join(c.choices[0].text for c in chunks) == plain.choices[0].text
     assert len(chunks) > 3  # token by token, not one lump
     assert [c.choices[0].finish_reason for c in chunks] == [None] * (len(chunks) - 1) + [
-        plain.choices[0].finish_reason]
+        plain.choices[0].finish_reason
+    ]
 
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": prompt}]
-    plain_chat = client.chat.completions.create(model=MODEL, messages=messages, temperature=0,
-                                                max_tokens=20)
-    stream = client.chat.completions.create(model=MODEL, messages=messages, temperature=0,
-                                            max_tokens=20, stream=True,
-                                            stream_options={"include_usage": True})
+    plain_chat = client.chat.completions.create(
+        model=MODEL, messages=messages, temperature=0, max_tokens=20
+    )
+    stream = client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        temperature=0,
+        max_tokens=20,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == plain_chat.choices[0].message.content
-    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == \
-        plain_chat.choices[0].finish_reason
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == plain_chat.choices[
+        0
+    ].finish_reason
     assert chunks[-1].usage.completion_tokens == plain_chat.usage.completion_tokens
     assert all(c.object == "chat.completion.chunk" for c in chunks)
 
@@ -236,10 +279,17 @@ def test_sixteen_concurrent_requests_share_at_most_four_model_batches(llm, serve
     def ask(i: int) -> str:
         start.wait()
         if i % 4 == 3:  # streaming requests batch with the others
-            return "".join(c.choices[0].text for c in client.completions.create(
-                model=MODEL, prompt=prompts[i], temperature=0, max_tokens=8, stream=True))
-        return client.completions.create(model=MODEL, prompt=prompts[i], temperature=0,
-                                         max_tokens=8).choices[0].text
+            return "".join(
+                c.choices[0].text
+                for c in client.completions.create(
+                    model=MODEL, prompt=prompts[i], temperature=0, max_tokens=8, stream=True
+                )
+            )
+        return (
+            client.completions.create(model=MODEL, prompt=prompts[i], temperature=0, max_tokens=8)
+            .choices[0]
+            .text
+        )
 
     with ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(ask, range(16)))
@@ -260,8 +310,9 @@ def test_bad_requests_get_openai_errors(client):
     with pytest.raises(openai.BadRequestError, match="context"):  # before the stream starts
         client.completions.create(model=MODEL, prompt="x " * 400, max_tokens=200, stream=True)
     with pytest.raises(openai.BadRequestError, match="last message"):
-        client.chat.completions.create(model=MODEL, max_tokens=2,
-                                       messages=[{"role": "assistant", "content": "hi"}])
+        client.chat.completions.create(
+            model=MODEL, max_tokens=2, messages=[{"role": "assistant", "content": "hi"}]
+        )
     with pytest.raises(openai.BadRequestError, match="frobnicate"):
         client.completions.create(model=MODEL, prompt="x", extra_body={"frobnicate": 1})
 

@@ -1,6 +1,7 @@
 """The table-doc examples (pipelines.finetune: industries, archetypes, tables, teachers,
 examples; pipelines.shared: tabledoc_format, instructions): seeded CREATE TABLE generation,
 teachers, Alpaca format, family split, the gated Delta table and the instruction-data loader."""
+
 from __future__ import annotations
 
 import hashlib
@@ -58,8 +59,10 @@ def docs(tables):
 
 def examples_digest(n: int, seed: int) -> str:
     tables = generate_tables(n, seed)
-    texts = [format_example(t.ddl, d.response(t))
-             for t, d in zip(tables, RuleTeacher().document(tables))]
+    texts = [
+        format_example(t.ddl, d.response(t))
+        for t, d in zip(tables, RuleTeacher().document(tables), strict=False)
+    ]
     return hashlib.sha256("\x00".join(texts).encode()).hexdigest()
 
 
@@ -71,11 +74,11 @@ def test_same_seed_gives_byte_identical_examples_and_another_seed_does_not():
     assert examples_digest(300, seed=0) == first
     assert examples_digest(300, seed=1) != first
     # not an accident of this process: another interpreter with another hash seed agrees
-    code = ("from tests.unit.test_synth import examples_digest; "
-            "print(examples_digest(300, seed=0))")
+    code = "from tests.unit.test_synth import examples_digest; print(examples_digest(300, seed=0))"
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True,
-                         capture_output=True, text=True).stdout.split()[-1]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, check=True, capture_output=True, text=True
+    ).stdout.split()[-1]
     assert out == first
 
 
@@ -97,16 +100,24 @@ def test_industry_flavours_the_columns(tables):
     hospital = [t for t in claims if t.industry_code.startswith(("621", "622"))]
     insurer = [t for t in claims if t.industry_code.startswith("524")]
     assert hospital and insurer
-    assert all("patient_id" in t.column_names and "policy_number" not in t.column_names
-               for t in hospital)
-    assert all("policyholder_id" in t.column_names and "policy_number" in t.column_names
-               for t in insurer)
+    assert all(
+        "patient_id" in t.column_names and "policy_number" not in t.column_names for t in hospital
+    )
+    assert all(
+        "policyholder_id" in t.column_names and "policy_number" in t.column_names for t in insurer
+    )
     assert any("diagnosis_code" in t.column_names for t in hospital)
     # a farm's customers are buyers, a school's are students
-    assert {t.table_name.split("_")[-1] for t in tables
-            if t.archetype == "customers" and t.sector == "61"} == {"students"}
-    assert {t.table_name.split("_")[-1] for t in tables
-            if t.archetype == "customers" and t.sector == "11"} == {"buyers"}
+    assert {
+        t.table_name.split("_")[-1]
+        for t in tables
+        if t.archetype == "customers" and t.sector == "61"
+    } == {"students"}
+    assert {
+        t.table_name.split("_")[-1]
+        for t in tables
+        if t.archetype == "customers" and t.sector == "11"
+    } == {"buyers"}
 
 
 def test_ddl_is_syntactically_plausible(tables):
@@ -122,8 +133,7 @@ def test_ddl_is_syntactically_plausible(tables):
         assert re.match(rf"CREATE TABLE (IF NOT EXISTS )?{t.table_name} \(\n", body), ddl
         assert body.endswith("\n);")
         definitions = [line.strip() for line in body.splitlines()[1:-1]]
-        column_lines = [d for d in definitions
-                        if not d.startswith(("PRIMARY KEY", "CONSTRAINT"))]
+        column_lines = [d for d in definitions if not d.startswith(("PRIMARY KEY", "CONSTRAINT"))]
         assert [d.split()[0] for d in column_lines] == t.column_names, ddl
         assert all(d.endswith(",") for d in definitions[:-1]) and not definitions[-1].endswith(",")
         assert ddl.count("PRIMARY KEY") == 1, ddl
@@ -154,14 +164,16 @@ def test_split_by_family_shares_no_family_and_is_deterministic(tables):
 
 
 def test_rule_teacher_documents_every_column(tables, docs):
-    for t, d in zip(tables, docs):
+    for t, d in zip(tables, docs, strict=False):
         response = d.response(t)
         assert format_valid(response, t.column_names), response
         assert column_coverage(response, t.column_names) == 1.0
         sentences = re.findall(r"[.!?](?:\s|$)", d.description)
         assert 1 <= len(sentences) <= 3, d.description
     # semantics, not just presence: keys, foreign keys, units, amounts, allowed values
-    by_name = {c: d.comments[c] for t, d in zip(tables, docs) for c in t.column_names}
+    by_name = {
+        c: d.comments[c] for t, d in zip(tables, docs, strict=False) for c in t.column_names
+    }
     assert any("Primary key" in v for v in by_name.values())
     first_fk = next((t, c) for t in tables for c in t.columns if c.references)
     table, column = first_fk
@@ -176,15 +188,17 @@ def test_rule_teacher_documents_every_column(tables, docs):
 
 def test_the_alpaca_template_is_the_seeds():
     text = format_example("Do X.", "Done.")
-    assert text == ("Below is an instruction that describes a task. Write a response that "
-                    "appropriately completes the request.\n\n### Instruction:\nDo X.\n\n"
-                    "### Response:\nDone.\n\n### End")
+    assert text == (
+        "Below is an instruction that describes a task. Write a response that "
+        "appropriately completes the request.\n\n### Instruction:\nDo X.\n\n"
+        "### Response:\nDone.\n\n### End"
+    )
     assert text.startswith(prompt_of("Do X.")) and prompt_of("Do X.").endswith("### Response:\n")
     assert RESPONSE_MARKER == "### Response:" and END_MARKER == "### End"
 
 
 def test_parse_response_round_trips(tables, docs):
-    for t, d in list(zip(tables, docs))[:200]:
+    for t, d in list(zip(tables, docs, strict=False))[:200]:
         response = d.response(t)
         assert parse_response(response, t.column_names) == (d.description, d.comments)
         # a whole Alpaca example parses to the same
@@ -243,7 +257,7 @@ def test_llm_teacher_parses_replies_and_falls_back_for_missing_columns(tables):
     assert [len(p) for p, _ in llm.calls] == [2, 2, 1]
     assert all(params == {"max_new_tokens": 256} for _, params in llm.calls)
     rule = RuleTeacher()
-    for t, d in zip(batch, docs):
+    for t, d in zip(batch, docs, strict=False):
         *known, last = t.columns
         assert d.description == "An LLM description."
         assert all(d.comments[c.name] == f"LLM comment on {c.name}" for c in known)
@@ -288,8 +302,10 @@ def test_config_validates_the_teacher():
 
 # --- loading any instruction data set --------------------------------------------------------
 
-ROWS = [{"instruction": "Describe the lamp.", "context": "brass, 40 cm", "response": "A lamp."},
-        {"instruction": "Describe the chair.", "context": "", "response": "A chair."}]
+ROWS = [
+    {"instruction": "Describe the lamp.", "context": "brass, 40 cm", "response": "A lamp."},
+    {"instruction": "Describe the chair.", "context": "", "response": "A chair."},
+]
 
 
 def test_loader_reads_jsonl_parquet_and_a_datasets_directory(tmp_path):
@@ -312,7 +328,8 @@ def test_loader_reads_jsonl_parquet_and_a_datasets_directory(tmp_path):
         expected = loaded
     renamed = [{"prompt": r["instruction"], "output": r["response"]} for r in ROWS]
     datasets.DatasetDict({"train": datasets.Dataset.from_list(renamed)}).save_to_disk(
-        str(tmp_path / "dd"))
+        str(tmp_path / "dd")
+    )
     loaded = load_instruction_dataset(tmp_path / "dd", "prompt", "output")
     assert [e["instruction"] for e in loaded] == ["Describe the lamp.", "Describe the chair."]
 
@@ -322,11 +339,21 @@ def test_loader_names_file_and_row_of_a_bad_row(tmp_path):
     import pyarrow.parquet as pq
 
     jsonl = tmp_path / "bad.jsonl"
-    jsonl.write_text(json.dumps(ROWS[0]) + "\n{not json\n"
-                     + json.dumps({"instruction": "x", "response": "  "}) + "\n"
-                     + json.dumps({"instruction": "y"}) + "\n" + json.dumps(ROWS[1]) + "\n")
-    with pytest.raises(InstructionDatasetError, match=rf"{re.escape(str(jsonl))}: line 2: "
-                                                      r"not valid JSON"):
+    jsonl.write_text(
+        json.dumps(ROWS[0])
+        + "\n{not json\n"
+        + json.dumps({"instruction": "x", "response": "  "})
+        + "\n"
+        + json.dumps({"instruction": "y"})
+        + "\n"
+        + json.dumps(ROWS[1])
+        + "\n"
+    )
+    with pytest.raises(
+        InstructionDatasetError,
+        match=rf"{re.escape(str(jsonl))}: line 2: "
+        r"not valid JSON",
+    ):
         load_instruction_dataset(jsonl)
     stats: dict = {}
     loaded = load_instruction_dataset(jsonl, on_error="skip", stats=stats)
@@ -337,8 +364,10 @@ def test_loader_names_file_and_row_of_a_bad_row(tmp_path):
 
     parquet = tmp_path / "bad.parquet"
     pq.write_table(pa.Table.from_pylist([ROWS[0], {**ROWS[1], "response": None}]), parquet)
-    with pytest.raises(InstructionDatasetError,
-                       match=rf"{re.escape(str(parquet))}: row 2: field 'response' is missing"):
+    with pytest.raises(
+        InstructionDatasetError,
+        match=rf"{re.escape(str(parquet))}: row 2: field 'response' is missing",
+    ):
         load_instruction_dataset(parquet)
     with pytest.raises(InstructionDatasetError, match="row 1: field 'answer' is missing"):
         load_instruction_dataset(parquet, response_field="answer")
@@ -358,9 +387,20 @@ def test_write_tabledoc_examples_writes_through_the_gate(spark, lake_dir):
     manifest = write_tabledoc_examples(spark, config, txn_id="synth-test", root=lake_dir)
     assert manifest["rows"] == 200 and manifest["quarantined"] == 0
     assert Path(manifest["table"]) == lake_dir / "silver" / "tabledoc_examples"
-    rows = read_table(spark, manifest).select(
-        "example_id", "family", "split", "text", "response", "n_columns", "columns_documented",
-        "format_ok").collect()
+    rows = (
+        read_table(spark, manifest)
+        .select(
+            "example_id",
+            "family",
+            "split",
+            "text",
+            "response",
+            "n_columns",
+            "columns_documented",
+            "format_ok",
+        )
+        .collect()
+    )
     assert len(rows) == len({r.example_id for r in rows}) == 200
     families = {s: {r.family for r in rows if r.split == s} for s in ("train", "test")}
     assert families["train"] and families["test"]
@@ -373,16 +413,19 @@ def test_write_tabledoc_examples_writes_through_the_gate(spark, lake_dir):
     by_id = {r.example_id: r for r in rows}
     assert by_id["tabledoc-3-000007"].text == format_example(
         tabledoc_instruction(expected[7].ddl),
-        RuleTeacher().document_table(expected[7]).response(expected[7]))
+        RuleTeacher().document_table(expected[7]).response(expected[7]),
+    )
 
 
 def test_ddl_columns_reads_every_generated_table_and_common_house_styles(tables):
     for table in tables[:500]:
         assert ddl_columns(prompt_of(tabledoc_instruction(table.ddl))) == table.column_names
-    ddl = ("-- staging\ncreate temporary table \"s\".\"t\" (\n  `order id` INT, -- key, first\n"
-           "  [note] VARCHAR(10) DEFAULT 'a,b)', amount NUMERIC(10, 2) CHECK (amount > 0),\n"
-           "  PRIMARY KEY (`order id`), CONSTRAINT fk FOREIGN KEY (amount) REFERENCES x(y),\n"
-           "  UNIQUE (note));")
+    ddl = (
+        '-- staging\ncreate temporary table "s"."t" (\n  `order id` INT, -- key, first\n'
+        "  [note] VARCHAR(10) DEFAULT 'a,b)', amount NUMERIC(10, 2) CHECK (amount > 0),\n"
+        "  PRIMARY KEY (`order id`), CONSTRAINT fk FOREIGN KEY (amount) REFERENCES x(y),\n"
+        "  UNIQUE (note));"
+    )
     assert ddl_columns(ddl) == ["order id", "note", "amount"]
     for bad in ("SELECT 1", "CREATE TABLE t (PRIMARY KEY (a))"):
         with pytest.raises(ValueError):

@@ -1,4 +1,5 @@
 """Tokenizer, validation holdout, packing, token shards (built from a real Delta mix table)."""
+
 from __future__ import annotations
 
 import json
@@ -6,8 +7,22 @@ import shutil
 
 import numpy as np
 import pytest
+from tiny_model import (  # noqa: E402  (tests/ is on sys.path)
+    build_tiny_model_and_tokenizer,
+    tiny_sentences,
+)
+from tiny_model import tiny_mix_rows as mix_rows  # noqa: E402
+from tiny_model import write_tiny_mix as write_mix  # noqa: E402
 
 from infra.faults import InjectedFault
+from pipelines.pretrain.holdout import is_validation
+from pipelines.pretrain.tokenizer import (
+    TokenizerConfig,
+    check_vocab,
+    save_tokenizer,
+    tokenizer_hash,
+    train_tokenizer,
+)
 from pipelines.pretrain.tokens import (
     COMPLETE_MARKER,
     INDEX_FILE,
@@ -19,21 +34,7 @@ from pipelines.pretrain.tokens import (
     tokenize_in_process,
     write_token_shards,
 )
-from pipelines.pretrain.holdout import is_validation
-from pipelines.pretrain.tokenizer import (
-    TokenizerConfig,
-    check_vocab,
-    save_tokenizer,
-    tokenizer_hash,
-    train_tokenizer,
-)
 from pipelines.training.hf import load_tokenizer
-from tiny_model import (  # noqa: E402  (tests/ is on sys.path)
-    build_tiny_model_and_tokenizer,
-    tiny_sentences,
-)
-from tiny_model import tiny_mix_rows as mix_rows  # noqa: E402
-from tiny_model import write_tiny_mix as write_mix  # noqa: E402
 
 UNICODE = "  Grüße, naïve café — 日本語のテキスト 🎉\ttabs\n\nand  double  spaces, ' quotes ' !"
 SEQ_LEN, VAL_FRACTION, SEED, SHARD_SEQUENCES = 32, 0.25, 7, 16
@@ -55,6 +56,7 @@ def tiny_model_dir(tmp_path_factory):
 
 
 # --- tokenizer ------------------------------------------------------------------------------
+
 
 def test_byte_level_bpe_round_trips_any_unicode_text(tokenizer):
     for text in (UNICODE, *tiny_sentences(20, seed=3), " leading space", "ends with space "):
@@ -108,6 +110,7 @@ def test_check_vocab_refuses_a_model_smaller_than_the_tokenizer(tokenizer, tiny_
 
 # --- holdout and packing --------------------------------------------------------------------
 
+
 def test_validation_split_is_a_pure_function_of_seed_and_id():
     ids = [f"doc-{i}" for i in range(4000)]
     chosen = [i for i in ids if is_validation(i, 0.1, seed=1)]
@@ -139,10 +142,18 @@ def test_a_long_document_fills_several_sequences():
 
 # --- shards from a Delta table --------------------------------------------------------------
 
+
 def build(spark, manifest, tokenizer_dir, out_root):
-    return build_token_shards(spark, manifest, tokenizer_dir, out_root, seq_len=SEQ_LEN,
-                              val_fraction=VAL_FRACTION, seed=SEED,
-                              shard_sequences=SHARD_SEQUENCES)
+    return build_token_shards(
+        spark,
+        manifest,
+        tokenizer_dir,
+        out_root,
+        seq_len=SEQ_LEN,
+        val_fraction=VAL_FRACTION,
+        seed=SEED,
+        shard_sequences=SHARD_SEQUENCES,
+    )
 
 
 def all_sequences(directory, split) -> np.ndarray:
@@ -198,8 +209,9 @@ def test_validation_documents_are_disjoint_from_train_documents(built, tokenizer
 
 
 @pytest.mark.spark
-def test_a_second_call_finds_the_complete_dir_and_does_no_work(spark, built, mix_manifest,
-                                                               tokenizer_dir):
+def test_a_second_call_finds_the_complete_dir_and_does_no_work(
+    spark, built, mix_manifest, tokenizer_dir
+):
     summary, out_root = built
     marker = out_root / summary["cache_key"] / COMPLETE_MARKER
     before = marker.stat().st_mtime_ns
@@ -210,8 +222,9 @@ def test_a_second_call_finds_the_complete_dir_and_does_no_work(spark, built, mix
 
 
 @pytest.mark.spark
-def test_shards_do_not_depend_on_the_tables_partitioning(spark, settings, built, tokenizer_dir,
-                                                         tmp_path):
+def test_shards_do_not_depend_on_the_tables_partitioning(
+    spark, settings, built, tokenizer_dir, tmp_path
+):
     from infra.lake import table_ref
     from pipelines.corpus.mix import PRETRAIN_MIX
 
@@ -219,21 +232,29 @@ def test_shards_do_not_depend_on_the_tables_partitioning(spark, settings, built,
     # the same rows, reversed, in 5 files: written directly (the gate is not under test here,
     # and a second gated write would double this file's Spark time)
     path = settings.home / "lakes" / "test_tokens_repartitioned"
-    (spark.createDataFrame(list(reversed(mix_rows())), PRETRAIN_MIX.schema).repartition(5)
-     .write.format("delta").mode("overwrite").save(str(path)))
+    (
+        spark.createDataFrame(list(reversed(mix_rows())), PRETRAIN_MIX.schema)
+        .repartition(5)
+        .write.format("delta")
+        .mode("overwrite")
+        .save(str(path))
+    )
     assert len(list(path.glob("*.parquet"))) == 5
     other = build(spark, table_ref(spark, path), tokenizer_dir, tmp_path)
     assert other["cache_key"] != summary["cache_key"]  # another Delta table id
     for split in ("train", "validation"):
-        np.testing.assert_array_equal(all_sequences(other["dir"], split),
-                                      all_sequences(summary["dir"], split))
+        np.testing.assert_array_equal(
+            all_sequences(other["dir"], split), all_sequences(summary["dir"], split)
+        )
 
 
 @pytest.mark.spark
 def test_a_crash_before_the_marker_never_leaves_a_dir_that_looks_complete(
-        spark, mix_manifest, tokenizer_dir, tmp_path, monkeypatch, built):
-    key = shard_cache_key(mix_manifest, tokenizer_hash(tokenizer_dir), SEQ_LEN, VAL_FRACTION,
-                          SEED, SHARD_SEQUENCES)
+    spark, mix_manifest, tokenizer_dir, tmp_path, monkeypatch, built
+):
+    key = shard_cache_key(
+        mix_manifest, tokenizer_hash(tokenizer_dir), SEQ_LEN, VAL_FRACTION, SEED, SHARD_SEQUENCES
+    )
     stray = tmp_path / f".{key}.tmp-deadbeef"  # a half-built temp dir from an earlier crash
     stray.mkdir()
     (stray / "train-00000.npy").write_bytes(b"half")
@@ -248,20 +269,19 @@ def test_a_crash_before_the_marker_never_leaves_a_dir_that_looks_complete(
     monkeypatch.delenv("GENAI_FAULT")
     rebuilt = build(spark, mix_manifest, tokenizer_dir, tmp_path)
     assert rebuilt["reused"] is False and (tmp_path / key / COMPLETE_MARKER).exists()
-    np.testing.assert_array_equal(all_sequences(rebuilt["dir"], "train"),
-                                  all_sequences(built[0]["dir"], "train"))
+    np.testing.assert_array_equal(
+        all_sequences(rebuilt["dir"], "train"), all_sequences(built[0]["dir"], "train")
+    )
 
 
 @pytest.mark.spark
-def test_an_empty_or_missing_mix_table_is_a_clear_error(spark, lake_dir, tokenizer_dir,
-                                                        tmp_path):
+def test_an_empty_or_missing_mix_table_is_a_clear_error(spark, lake_dir, tokenizer_dir, tmp_path):
     from infra.lake import ensure_table, table_ref
     from pipelines.corpus.mix import PRETRAIN_MIX
 
     path = PRETRAIN_MIX.path(lake_dir)
     with pytest.raises(FileNotFoundError, match=f"no Delta table at {path}"):
-        build(spark, {"table": str(path), "table_id": "x", "version": 0}, tokenizer_dir,
-              tmp_path)
+        build(spark, {"table": str(path), "table_id": "x", "version": 0}, tokenizer_dir, tmp_path)
     ensure_table(spark, path, PRETRAIN_MIX.schema)
     with pytest.raises(ValueError, match=f"mix table {path} .* has no rows"):
         build(spark, table_ref(spark, path), tokenizer_dir, tmp_path)
@@ -295,15 +315,31 @@ def test_the_reader_names_the_missing_or_corrupt_file(built, tmp_path):
 def test_in_process_shards_pack_the_documents_in_id_order_without_spark(tokenizer, tmp_path):
     records = [(r[1], r[5]) for r in mix_rows() if r[7] == 0][::-1]  # any input order
     table = {"table": "file:corpus.jsonl", "table_id": "abc", "version": 0}
-    summary = write_token_shards(lambda: tokenize_in_process(records, tokenizer, batch=7),
-                                 tokenizer, table, tmp_path, SEQ_LEN, VAL_FRACTION, SEED,
-                                 SHARD_SEQUENCES)
+    summary = write_token_shards(
+        lambda: tokenize_in_process(records, tokenizer, batch=7),
+        tokenizer,
+        table,
+        tmp_path,
+        SEQ_LEN,
+        VAL_FRACTION,
+        SEED,
+        SHARD_SEQUENCES,
+    )
     for split in ("train", "validation"):
-        docs = sorted(r for r in records
-                      if is_validation(r[0], VAL_FRACTION, SEED) == (split != "train"))
+        docs = sorted(
+            r for r in records if is_validation(r[0], VAL_FRACTION, SEED) == (split != "train")
+        )
         expected = pack_documents([tokenizer.encode(t) for _, t in docs], SEQ_LEN, eos_id=0)
         np.testing.assert_array_equal(all_sequences(summary["dir"], split), expected)
         assert summary["splits"][split]["text_bytes"] == sum(len(t.encode()) for _, t in docs)
-    again = write_token_shards(lambda: pytest.fail("a complete dir is rebuilt"), tokenizer,
-                               table, tmp_path, SEQ_LEN, VAL_FRACTION, SEED, SHARD_SEQUENCES)
+    again = write_token_shards(
+        lambda: pytest.fail("a complete dir is rebuilt"),
+        tokenizer,
+        table,
+        tmp_path,
+        SEQ_LEN,
+        VAL_FRACTION,
+        SEED,
+        SHARD_SEQUENCES,
+    )
     assert again["reused"] and again["dir"] == summary["dir"]

@@ -2,6 +2,7 @@
 
 Random normalised vectors and a handful of texts stand in for an embedder: a chunk's own
 vector is its nearest neighbour, and the texts use words no other document has."""
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -35,8 +36,15 @@ DOCS = {
 def chunks_of(source: str, texts: list[str], tag: str = "") -> list[Chunk]:
     out, start = [], 0
     for text in texts:
-        out.append(Chunk(f"{source}#{start}-{start + len(text)}{tag}", source, start,
-                         start + len(text), text))
+        out.append(
+            Chunk(
+                f"{source}#{start}-{start + len(text)}{tag}",
+                source,
+                start,
+                start + len(text),
+                text,
+            )
+        )
         start += len(text) + 1
     return out
 
@@ -55,7 +63,7 @@ def store(tmp_path):
     vectors = unit_vectors(len(chunks), seed=0)
     store.replace_sources(chunks, vectors)
     store.ensure_indexes()
-    store.vectors = {c.chunk_id: v for c, v in zip(chunks, vectors)}
+    store.vectors = {c.chunk_id: v for c, v in zip(chunks, vectors, strict=False)}
     return store
 
 
@@ -68,8 +76,9 @@ def sources(hits) -> set[str]:
 
 
 def all_three(store, text, vector, k=3, version=None) -> dict[str, list]:
-    return {r: store.search(text, vector, k, r, version=version)
-            for r in ("vector", "fts", "hybrid")}
+    return {
+        r: store.search(text, vector, k, r, version=version) for r in ("vector", "fts", "hybrid")
+    }
 
 
 def test_replacing_a_document_changes_only_its_chunks_in_all_three_retrievers(store):
@@ -91,14 +100,16 @@ def test_replacing_a_document_changes_only_its_chunks_in_all_three_retrievers(st
             assert hits[0].chunk_id == new_alpha[0].chunk_id, (state, retriever)
         # ... the old ones by nothing, even when asked with their own words and vector ...
         gone = {c.chunk_id for c in old_alpha}
-        for retriever, hits in all_three(store, "kettles whistle",
-                                         store.vectors[old_alpha[0].chunk_id], k=7).items():
+        for retriever, hits in all_three(
+            store, "kettles whistle", store.vectors[old_alpha[0].chunk_id], k=7
+        ).items():
             assert not gone & set(ids(hits)), (state, retriever)
         # ... and another document's results are what they were.
         beta_after = all_three(store, "bicycles chains", beta_vector)
         for retriever in beta_before:
-            assert [(h.chunk_id, h.rank) for h in beta_after[retriever]] == \
-                [(h.chunk_id, h.rank) for h in beta_before[retriever]], (state, retriever)
+            assert [(h.chunk_id, h.rank) for h in beta_after[retriever]] == [
+                (h.chunk_id, h.rank) for h in beta_before[retriever]
+            ], (state, retriever)
         store.ensure_indexes()
     assert all(info["unindexed"] == 0 for info in store.indexes().values())
 
@@ -125,8 +136,9 @@ def test_pinned_version_reads_the_table_as_it_was(store, tmp_path):
     reader = ChunkStore.open(tmp_path / "db", store.name, DIM, index=FLAT)  # another process
     assert reader.version == pinned
 
-    store.replace_sources(chunks_of("doc:alpha", ["alpha teapots"], tag="v2"),
-                          unit_vectors(1, seed=5))
+    store.replace_sources(
+        chunks_of("doc:alpha", ["alpha teapots"], tag="v2"), unit_vectors(1, seed=5)
+    )
     store.delete_sources(["doc:beta"])
     store.ensure_indexes()
 
@@ -138,7 +150,8 @@ def test_pinned_version_reads_the_table_as_it_was(store, tmp_path):
         assert "doc:beta" in sources(old["fts"])
         assert who.chunks(version=pinned) == sorted(
             [c for s, t in DOCS.items() for c in chunks_of(s, t)],
-            key=lambda c: (c.source_id, c.start, c.chunk_id))
+            key=lambda c: (c.source_id, c.start, c.chunk_id),
+        )
         # The pinned read left the live handle on the latest version.
         live = all_three(who, "kettles bicycles", alpha_vector, k=4)
         for retriever, hits in live.items():
@@ -171,9 +184,20 @@ def test_hybrid_fuses_the_vector_and_full_text_lists_by_reciprocal_rank(store):
     assert ids(store.search("", vector, 3, "hybrid")) == ids(by_vector)
 
 
-@pytest.mark.parametrize("text", ["", "   ", '"', '"kettles', '"kettles whistle"', "a:b AND (c",
-                                  "kettles\x00\u200b OR * ~ ^ [x] {y} \\", "+-&&||!(){}[]^~*?:/",
-                                  "x" * 10_000])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   ",
+        '"',
+        '"kettles',
+        '"kettles whistle"',
+        "a:b AND (c",
+        "kettles\x00\u200b OR * ~ ^ [x] {y} \\",
+        "+-&&||!(){}[]^~*?:/",
+        "x" * 10_000,
+    ],
+)
 def test_full_text_queries_never_break_on_syntax(store, text):
     hits = store.search(text, unit_vectors(1, seed=9)[0], 3, "fts")
     if "kettles" in text:
@@ -217,8 +241,12 @@ def test_vector_index_above_threshold_keeps_recall(tmp_path):
 
     exact = np.argsort(-(query @ data.T), axis=1)[:, :10]
     found = [store.search("", q, 10, "vector") for q in query]
-    recall = np.mean([len({int(h.chunk_id[1:]) for h in hits} & set(truth)) / 10
-                      for hits, truth in zip(found, exact)])
+    recall = np.mean(
+        [
+            len({int(h.chunk_id[1:]) for h in hits} & set(truth)) / 10
+            for hits, truth in zip(found, exact, strict=False)
+        ]
+    )
     assert recall >= 0.95
 
     # Rows written after the index was built are searched too, before and after optimize.
@@ -239,12 +267,15 @@ def test_vector_index_above_threshold_keeps_recall(tmp_path):
     assert set(store.indexes()) == {"text_fts"}
     hits = store.search("", data[2500], 10, "vector")
     assert [h.chunk_id for h in hits] == [
-        f"c{i}" for i in np.argsort(-(data[1500:] @ data[2500]))[:10] + 1500]
+        f"c{i}" for i in np.argsort(-(data[1500:] @ data[2500]))[:10] + 1500
+    ]
 
 
 def test_table_names_are_safe_and_distinct():
-    assert table_name("docs", "recursive-128-16", "all-MiniLM-L6-v2") == \
-        "docs__recursive-128-16__all-minilm-l6-v2"
+    assert (
+        table_name("docs", "recursive-128-16", "all-MiniLM-L6-v2")
+        == "docs__recursive-128-16__all-minilm-l6-v2"
+    )
     assert table_name("my docs/..", "a__b", "/models/e5 base") == "my-docs__a-b__models-e5-base"
     assert len(table_name("x" * 500, "y", "z")) <= 200
     with pytest.raises(ValueError, match="embedder"):
@@ -281,14 +312,18 @@ def test_pinned_reads_from_threads_are_stable_while_a_writer_commits(store):
     expected = {r: ids(h) for r, h in all_three(store, "kettles orchids", vector).items()}
 
     def read(_):
-        return {r: ids(h) for r, h in
-                all_three(store, "kettles orchids", vector, version=pinned).items()}
+        return {
+            r: ids(h)
+            for r, h in all_three(store, "kettles orchids", vector, version=pinned).items()
+        }
 
     with ThreadPoolExecutor(4) as pool:
         reads = [pool.submit(read, i) for i in range(12)]
         for round_ in range(4):  # the writer keeps committing meanwhile
-            store.replace_sources(chunks_of("doc:alpha", [f"alpha kettles round {round_}"],
-                                            tag=f"r{round_}"), unit_vectors(1, seed=round_))
+            store.replace_sources(
+                chunks_of("doc:alpha", [f"alpha kettles round {round_}"], tag=f"r{round_}"),
+                unit_vectors(1, seed=round_),
+            )
         assert all(future.result() == expected for future in reads)
     assert store.version > pinned
 
