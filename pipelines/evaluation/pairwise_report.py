@@ -8,13 +8,14 @@ import json
 from pathlib import Path
 
 from infra.files import write_bytes_atomic
+from pipelines.shared.markdown import md_cell
 
 
 def report_markdown(summary: dict) -> str:
     """The summary as markdown (for a Prefect artifact)."""
     a, b = summary["model_a"], summary["model_b"]
     lines = [
-        f"## Pairwise evaluation: {_md(a)} vs {_md(b)}",
+        f"## Pairwise evaluation: {md_cell(a)} vs {md_cell(b)}",
         "",
         f"{summary['votes']} votes from {len(summary['raters'])} raters on "
         f"{summary['items']} items; double-blind, sides drawn at random per item.",
@@ -32,16 +33,18 @@ def report_markdown(summary: dict) -> str:
         p = summary.get(field)
         if p is not None:
             ci = f"{_pct(p['ci95'][0])} to {_pct(p['ci95'][1])}" if p["ci95"] else "n/a"
-            lines.append(f"| {_md(label)} | {p['count']}/{p['n']} | {_pct(p['rate'])} | {ci} |")
+            lines.append(
+                f"| {md_cell(label)} | {p['count']}/{p['n']} | {_pct(p['rate'])} | {ci} |"
+            )
     lines += [
         "",
         "### Raters",
         "",
-        f"| rater | votes | {_md(a)} | {_md(b)} | tie |",
+        f"| rater | votes | {md_cell(a)} | {md_cell(b)} | tie |",
         "|---|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {_md(r)} | {t['votes']} | {t['a_wins']} | {t['b_wins']} | {t['ties']} |"
+        f"| {md_cell(r)} | {t['votes']} | {t['a_wins']} | {t['b_wins']} | {t['ties']} |"
         for r, t in summary["per_rater"].items()
     ]
     fleiss = summary["agreement"]["fleiss"]
@@ -56,7 +59,7 @@ def report_markdown(summary: dict) -> str:
         "|---|---:|---|",
     ]
     lines += [
-        f"| {_md(' / '.join(c['raters']))} | {c['items']} | {_kappa(c)} |"
+        f"| {md_cell(' / '.join(c['raters']))} | {c['items']} | {_kappa(c)} |"
         for c in summary["agreement"]["cohen"]
     ]
     lines += [
@@ -75,10 +78,6 @@ def write_report(summary: dict, out_dir: Path | str) -> dict:
     write_bytes_atomic(paths["json"], json.dumps(summary, indent=2, ensure_ascii=False).encode())
     write_bytes_atomic(paths["markdown"], report_markdown(summary).encode("utf-8"))
     return {k: str(p) for k, p in paths.items()}
-
-
-def _md(text: str) -> str:
-    return str(text).replace("|", "\\|")  # a pipe would split a table cell
 
 
 def _pct(x: float | None) -> str:

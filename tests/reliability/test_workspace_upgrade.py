@@ -59,17 +59,23 @@ if sys.argv[1] == "serve":
 
 config = PrepareCorpusConfig.model_validate(
     {"corpus": {"packages": ["idna"]}, "mix": {"byte_budget": 100000}})
-with prefect_test_harness(server_startup_timeout=180):
-    state = prepare_corpus(config, return_state=True)
-    out["completed"] = state.is_completed()
+
+
+def rerun():
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    state = prepare_corpus(config, return_state=True)
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
             id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
-    out["states"] = {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
-    out["mix_rows"] = state.result()["rows"] if out["completed"] else None
+    return {"completed": state.is_completed(),
+            "states": {r.name.rsplit("-", 1)[0]: r.state.name for r in runs},
+            "mix_rows": state.result()["rows"] if state.is_completed() else None}
+
+
+with prefect_test_harness(server_startup_timeout=180):
+    out["runs"] = [rerun() for _ in range(1 if sys.argv[1] == "make-model" else 2)]
 print("RESULT " + json.dumps(out, default=str))
 """
 
@@ -123,18 +129,17 @@ def test_a_workspace_from_before_the_move_serves_and_reruns(tmp_path):
     assert (old / "pipelines" / "synth.py").is_file()  # really the flat layout
     workspace = tmp_path / "workspace"
 
-    made = run_script(old, workspace, "make-model")
+    made = run_script(old, workspace, "make-model")["runs"][0]
     assert made["completed"] and made["mix_rows"] > 0
     assert set(made["states"].values()) == {"Completed"}
 
-    first = run_script(REPO, workspace, "serve")
-    assert first["serve_status"] == 200, first["serve_body"]
-    assert first["serve_body"]["choices"][0]["finish_reason"] in ("length", "stop")
+    served = run_script(REPO, workspace, "serve")
+    assert served["serve_status"] == 200, served["serve_body"]
+    assert served["serve_body"]["choices"][0]["finish_reason"] in ("length", "stop")
+    first, second = served["runs"]
     assert first["completed"] and first["mix_rows"] == made["mix_rows"]
     # every task's code moved, so none of the old cache entries may answer for it
     assert first["states"]["ingest-corpus"] == "Completed"
     assert first["states"]["mix-corpus"] == "Completed"
-
-    second = run_script(REPO, workspace, "rerun")
     assert second["completed"] and second["mix_rows"] == made["mix_rows"]
     assert set(second["states"].values()) == {"Cached"}
