@@ -115,7 +115,7 @@ def run_script(tree: Path, workspace: Path, mode: str) -> dict:
         env=env,
         text=True,
         capture_output=True,
-        timeout=420,
+        timeout=900,
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stderr[-4000:]
