@@ -91,12 +91,8 @@ def generate(
 ) -> list[str]:
     """Greedy generations of the model for each item's prompt, cut at the end marker; or,
     ``structured``, the response template of the item's CREATE TABLE filled field by field."""
-    from infra.llm import (
-        GenerationParams,
-        TransformersLLM,
-        generate_templates,
-        render_fields,
-    )
+    from infra.llm import GenerationParams, TransformersLLM
+    from infra.llm_fields import generate_templates, render_fields
 
     llm = TransformersLLM(model_dir, tokens_per_batch=tokens_per_batch)
     prompts = [i["prompt"] for i in items]

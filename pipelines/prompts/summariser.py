@@ -16,7 +16,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from infra.files import write_text_atomic
-from infra.llm import GenerationParams, generate_fields, render_fields
+from infra.llm import GenerationParams
+from infra.llm_fields import generate_fields, render_fields
 from pipelines.prompts.summary_prompt import (
     SUMMARY_FIELDS,
     Group,

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from infra.llm import Field, quote_block, render_fields
+from infra.llm_fields import Field, quote_block, render_fields
 from infra.tracking import PromptRef
 from pipelines.prompts.catalogue import RATING_BANDS, rating_band
 from pipelines.shared.templates import prompt_of

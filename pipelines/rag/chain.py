@@ -1,7 +1,7 @@
 """The RAG chain: question (+ user id) → top-k chunks of a pinned index version → the user's
 features and on-demand prices → a prompt that quotes every retrieved text as data → the LLM
 (infra/llm.py) → an answer that cites source ids. The prompt is the fine-tuning stage's Alpaca
-template; retrieved text and the question are quoted with ``infra.llm.quote_block``, so nothing
+template; retrieved text and the question are quoted (``infra.llm_fields.quote_block``), so nothing
 inside a block can close it and a document that says "ignore previous instructions" stays a
 quoted document.
 """
@@ -19,7 +19,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from infra.llm import LLM, GenerationParams, quote_block
+from infra.llm import LLM, GenerationParams
+from infra.llm_fields import quote_block
 from infra.online_store import OnlineStore
 from pipelines.rag.feature_spec import default_feature_spec, request_features
 from pipelines.rag.feature_tables import HOTELS

@@ -104,7 +104,7 @@ def _top_level_elements(body: str) -> list[str]:
 def response_template(columns: Sequence[str]) -> list:
     """The response layout as infra.llm fields (description, then one comment per column):
     filled field by field, a generation parses by construction."""
-    from infra.llm import Field
+    from infra.llm_fields import Field
 
     return [Field("description", "Description:", ["\n"], 96, joiner=" ")] + [
         Field(name, f"- {name}:", ["\n"], 64, joiner=" ") for name in columns

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fake_openai import FakeServer  # noqa: E402  (tests/ is on sys.path)
 
-from infra.llm import GenerationParams, parse_fields
+from infra.llm import GenerationParams
+from infra.llm_fields import parse_fields
 from infra.tracking import PromptRef
 from pipelines.prompts.summaries import (
     REVIEW_FLAGS,

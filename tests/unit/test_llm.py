@@ -13,17 +13,19 @@ from fake_openai import FakeServer, echo  # noqa: E402  (tests/ is on sys.path)
 from tiny_model import scramble_weights  # noqa: E402
 
 from infra.llm import (
-    Field,
     GenerationParams,
     LLMError,
     OpenAICompatibleLLM,
     TransformersLLM,
     cut_at_stop,
+    load_llm,
+    plan_batches,
+)
+from infra.llm_fields import (
+    Field,
     generate_fields,
     generate_templates,
-    load_llm,
     parse_fields,
-    plan_batches,
     render_fields,
 )
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from infra.llm import QUOTE_CLOSE
+from infra.llm_fields import QUOTE_CLOSE
 from pipelines.rag import chain as rag_chain
 from pipelines.rag import teacher
 from pipelines.rag.chain import NO_ANSWER, AnswerConfig, RagChain, RagInputError, Source

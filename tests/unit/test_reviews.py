@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from infra.lake import read_table
-from infra.llm import parse_fields
+from infra.llm_fields import parse_fields
 from pipelines.prompts import summary_prompt
 from pipelines.prompts.catalogue import ASPECTS, rating_band
 from pipelines.prompts.generator import generate_reviews

@@ -433,7 +433,7 @@ def test_ddl_columns_reads_every_generated_table_and_common_house_styles(tables)
 
 
 def test_response_template_renders_the_teachers_layout(tables):
-    from infra.llm import parse_fields, render_fields
+    from infra.llm_fields import parse_fields, render_fields
 
     table = tables[0]
     response = RuleTeacher().document([table])[0].response(table)
