@@ -34,22 +34,28 @@ class ServeConfig(BaseModel):
 @flow(name=FLOW_NAME, log_prints=True)
 def serve_model(config: ServeConfig = ServeConfig()) -> None:
     """Serve until cancelled (a long-running run by design: it never completes on its own)."""
-    from infra.serving import answer_router, serve
-    from pipelines.rag.config import preset_chain
-    from pipelines.shared import templates
-
     print(f"serving {config.model} on http://{config.host}:{config.port}/v1 until cancelled")
-    routers = (
-        [answer_router(preset_chain(config.rag_preset, config.model))] if config.rag_preset else []
-    )
-    serve(
+    serve_project_model(
         config.model,
         config.host,
         config.port,
+        rag_preset=config.rag_preset,
         model_name=config.model_name,
         max_batch=config.max_batch,
         batch_window_ms=config.batch_window_ms,
         api_key_env=config.api_key_env,
-        routers=routers,
-        template=templates,
     )
+
+
+def serve_project_model(
+    model: str, host: str, port: int, rag_preset: str | None = None, **options
+) -> None:
+    """The server around ``model``, chats rendered in the project's instruction template, plus
+    ``POST /answer`` over ``rag_preset``'s index when given (what the flow and `genai serve`
+    both run); ``options`` go to ``infra.serving.serve``."""
+    from infra.serving import answer_router, serve
+    from pipelines.rag.config import preset_chain
+    from pipelines.shared import templates
+
+    routers = [answer_router(preset_chain(rag_preset, model))] if rag_preset else []
+    serve(model, host, port, routers=routers, template=templates, **options)

@@ -183,26 +183,20 @@ def run_prepare_corpus(args) -> int:
 def run_serve(args) -> int:
     import logging
 
-    from infra.serving import answer_router, serve
-    from pipelines.rag.config import preset_chain
-    from pipelines.shared import templates
+    from flows.serve import serve_project_model
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     batching = {"max_batch": args.max_batch, "batch_window_ms": args.batch_window_ms}
     try:  # options left out take the server's defaults (infra.serving)
-        routers = (
-            [answer_router(preset_chain(args.rag_preset, args.model))] if args.rag_preset else []
-        )
-        serve(
+        serve_project_model(
             args.model,
             args.host,
             args.port,
+            rag_preset=args.rag_preset,
             model_name=args.name,
             api_key_env=args.api_key_env,
-            routers=routers,
-            template=templates,
             **{k: v for k, v in batching.items() if v is not None},
         )
     except (OSError, LookupError, ValueError) as err:  # bad --model, key variable or port

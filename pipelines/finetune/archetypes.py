@@ -14,7 +14,7 @@ from pipelines.finetune.industries import Industry
 # One column per string: "name TYPE[|TYPE…] [flags] [#DDL comment]". Flags: pk (primary key),
 # req (always present, NOT NULL), null (nullable), fk=<archetype>, in=a|b (allowed values,
 # sometimes a CHECK), s=<sector or subsector>,… (only in those industries). {customer}, {site},
-# {item} are the industry's words. Optional columns are drawn with OPTIONAL_RATE.
+# {item} are the industry's words. Optional columns are drawn with tables.OPTIONAL_RATE.
 
 
 @dataclass(frozen=True)
@@ -412,11 +412,6 @@ ARCHETYPES: tuple[Archetype, ...] = (
     ),
 )
 ARCHETYPE_BY_NAME = {a.name: a for a in ARCHETYPES}
-OPTIONAL_RATE = 0.6  # share of optional pool columns a table gets: tables of ~6-14 columns
-DDL_COMMENT_RATE = 0.3  # a column with a known meaning carries COMMENT '…' this often
-CHECK_RATE = 0.5  # a column with allowed values declares them in a CHECK this often
-PREFIX_RATE = 0.5  # tables named with the industry prefix (dentist_claims) this often
-HEADER_RATE = 0.5  # DDL opens with a "-- Industry: …" line this often
 
 
 @dataclass(frozen=True)
