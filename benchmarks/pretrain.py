@@ -95,7 +95,8 @@ def torch_path(config, shards: Path, compile_model: bool) -> dict:
 
     from pipelines.pretrain.tokens import TokenShards
     from pipelines.training.data_order import ResumableSampler
-    from pipelines.training.engine import lr_schedule, seed_everything
+    from pipelines.training.engine import seed_everything
+    from pipelines.training.phases import lr_schedule
     from pipelines.training.models import (
         build_model,
         device_peak_flops,

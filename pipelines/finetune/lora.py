@@ -302,6 +302,7 @@ def train(
     resuming from ``out_dir``'s last complete checkpoint; exports ``<out>/adapter`` (with a
     pointer to ``base_ref``) and the merged ``<out>/model``. Returns the run's summary."""
     from pipelines.training.loop import rank_context, run_training
+    from pipelines.training.objectives import NextTokenPrediction
 
     out_dir = Path(out_dir)
     with rank_context(config) as (rank, _world):
@@ -325,6 +326,7 @@ def train(
         return run_training(
             config,
             model,
+            NextTokenPrediction(),
             train_data,
             out_dir,
             eval_data=eval_data,

@@ -22,6 +22,7 @@ from pipelines.training.ema import full_state_dict
 from pipelines.training.export import export_model
 from pipelines.training.loop import rank_context, run_training
 from pipelines.training.models import PRESETS
+from pipelines.training.objectives import NextTokenPrediction
 from pipelines.training.rank import rank_main
 
 log_ = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ def train(
         return run_training(
             config,
             model,
+            NextTokenPrediction(),
             LanguageModeling(train_shards),
             out_dir,
             eval_data=_validation(shards_dir),

@@ -27,7 +27,7 @@ from pipelines.training.engine import barrier
 CHECKPOINTS = "checkpoints"  # under out_dir
 LATEST = "latest"  # our pointer file in the checkpoint dir: the newest COMPLETE tag's name
 COMPLETE = "COMPLETE"  # in a tag dir, written last: {files: {relpath: {bytes, sha256}}}
-TRAINER_STATE = "trainer_state.json"  # step, sampler position, config (rank 0)
+TRAINER_STATE = "trainer_state.json"  # step, phase, sampler position, config (rank 0)
 EMA_FILE = "ema.safetensors"  # EMA weights (rank 0), keyed by parameter name
 TAG_RE = re.compile(r"^step(\d{8})$")
 
@@ -82,18 +82,20 @@ def save_checkpoint(
     engine,
     ckpt_dir: Path,
     step: int,
-    sampler,
+    position: dict,
     ema: dict | None,
     config: TrainerConfig,
     rank: int = 0,
 ) -> Path:
-    """DeepSpeed's files, then ours, then the COMPLETE marker, then ``latest``, then pruning."""
+    """DeepSpeed's files, then ours, then the COMPLETE marker, then ``latest``, then pruning.
+
+    ``position``: where the data order stands, ``{"phase": index, "sampler": state}``."""
     import torch
     from safetensors.torch import save_file
 
     tag = tag_name(step)
     tag_dir = Path(ckpt_dir) / tag
-    state = {"step": step, "sampler": sampler.state_dict(), "config": config.model_dump()}
+    state = {"step": step, **position, "config": config.model_dump()}
     engine.save_checkpoint(
         str(ckpt_dir),
         tag=tag,
@@ -187,8 +189,9 @@ def verify_checkpoint(tag_dir: Path | str) -> None:
             )
 
 
-def load_checkpoint(engine, ckpt_dir: Path, tag: str, sampler, rank: int):
-    """Restore model/optimizer/scheduler (DeepSpeed), then sampler, step, RNGs and EMA."""
+def load_checkpoint(engine, ckpt_dir: Path, tag: str, max_steps: int, rank: int):
+    """Restore model/optimizer/scheduler (DeepSpeed), RNGs and EMA; returns (step, EMA,
+    data position ``{"phase": index, "sampler": state}``)."""
     from safetensors.torch import load_file
 
     tag_dir = ckpt_dir / tag
@@ -202,17 +205,18 @@ def load_checkpoint(engine, ckpt_dir: Path, tag: str, sampler, rank: int):
     if load_path is None:
         raise RuntimeError(f"DeepSpeed found no checkpoint to load in {tag_dir}")
     state = _read_json(tag_dir / TRAINER_STATE)
-    if int(state["sampler"]["position"]) > sampler.end_sample:
+    if int(state["step"]) > max_steps:
         raise ValueError(
             f"checkpoint {tag_dir} is at step {state['step']}, past this config's "
-            "max_steps; raise max_steps to continue it"
+            f"max_steps {max_steps}; raise max_steps to continue it"
         )
-    sampler.load_state_dict(state["sampler"])
     _restore_rng(tag_dir, rank)
     ema = (
         load_safetensors(tag_dir / EMA_FILE, load_file) if (tag_dir / EMA_FILE).is_file() else None
     )
-    return int(state["step"]), ema
+    # checkpoints from before phases existed hold one sampler: phase 0's
+    position = {"phase": int(state.get("phase", 0)), "sampler": state["sampler"]}
+    return int(state["step"]), ema, position
 
 
 def _prune(ckpt_dir: Path, keep: int) -> None:

@@ -1,12 +1,11 @@
 """One process as one DeepSpeed rank: accelerator choice, rank environment, seeds, the
-engine built from a JSON config with its "auto" values filled, and the lr schedule."""
+engine built from a JSON config with its "auto" values filled, scheduled by the run's phases."""
 
 from __future__ import annotations
 
 import functools
 import json
 import logging
-import math
 import os
 import random
 import socket
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.training.config import TrainerConfig
+from pipelines.training.phases import lr_multiplier, plan_phases
 
 DEEPSPEED_CONFIGS = Path(__file__).resolve().parents[2] / "infra" / "deepspeed"
 
@@ -117,11 +117,9 @@ def initialize_engine(config: TrainerConfig, model, world: int):
         if isinstance(compatible, dict):
             compatible["deepspeed_shm_comm"] = False
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False, verbose=False)
+    # a pure function of the global step: phases and resumption follow one schedule
     schedule = functools.partial(
-        lr_schedule,
-        warmup_steps=config.warmup_steps,
-        max_steps=config.max_steps,
-        min_lr_ratio=config.min_lr_ratio,
+        lr_multiplier, plan=plan_phases(config), min_lr_ratio=config.min_lr_ratio
     )
     engine, *_ = deepspeed.initialize(
         model=model,
@@ -134,18 +132,6 @@ def initialize_engine(config: TrainerConfig, model, world: int):
         # "reduce" and copy back every gradient each step; ZeRO stages need that copy
         engine.enable_backward_allreduce = False
     return engine
-
-
-def lr_schedule(done: int, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
-    """The lr multiplier for the step after ``done`` optimizer steps (nanoGPT's schedule).
-
-    Linear warmup that never trains at lr 0 ((done+1)/(warmup+1)), then cosine from 1 down
-    to ``min_lr_ratio`` at ``max_steps``.
-    """
-    if done < warmup_steps:
-        return (done + 1) / (warmup_steps + 1)
-    progress = min(1.0, (done - warmup_steps) / max(1, max_steps - warmup_steps))
-    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def mean_across_ranks(value, world: int) -> float:

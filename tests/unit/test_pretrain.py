@@ -270,7 +270,7 @@ def test_vocab_mismatch_between_tokenizer_and_model_is_refused(shards):
 
 
 def test_lr_schedule_warms_up_without_a_zero_step_then_decays_to_the_floor():
-    from pipelines.training.engine import lr_schedule
+    from pipelines.training.phases import lr_schedule
 
     ratios = [lr_schedule(i, warmup_steps=2, max_steps=10, min_lr_ratio=0.1) for i in range(11)]
     assert ratios[0] == pytest.approx(1 / 3) and ratios[1] == pytest.approx(2 / 3)
