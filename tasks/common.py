@@ -1,17 +1,18 @@
 """What every task shares: cache keys, result persistence, timeouts, tags, progress.
 
-A task's cache key hashes (1) its name, (2) its parameters — configs as JSON, upstream
-manifests with their (table path, Delta table id, version) — and (3) the source of the
-pipelines module it calls plus every project module that module imports. Change the data,
-the config or the code and the task runs again; change nothing and a rerun reuses its result.
-The same key is the Delta transaction id of the task's writes, so a retried write is a no-op.
+A task's cache key hashes (1) its name; (2) its parameters: configs as JSON, upstream
+manifests with their (table path, Delta table id, version), and for a file or folder given by
+path (outside the workspace, whose files the upstream manifests name) its content; (3) its own
+module's source and every project module its function reaches, transitively, with the data
+files those modules read (``infra.fingerprints``). Change the data, the config or the code and
+the task runs again; change nothing and a rerun reuses its result. The same key is the Delta
+transaction id of the task's writes, so a retried write is a no-op.
 """
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import importlib.util
+import inspect
 import json
 from contextlib import contextmanager
 from functools import cache
@@ -20,55 +21,16 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE_POLICY  # noqa: F401  (re-exported)
 
-PROJECT_PACKAGES = ("pipelines", "infra")
+from infra.fingerprints import (
+    HASHES_FILE,
+    code_fingerprint,
+    function_roots,
+    is_input_path,
+    path_fingerprint,
+)
+
 UNCACHED_PARAMETERS = ("parent_run",)  # the flow's MLflow run differs per flow run
 HEAVY = "heavy"  # tag shared by Spark/training tasks: a concurrency limit on it serialises them
-
-
-@cache
-def code_fingerprint(module: str) -> str:
-    """Hash of a project module's source and of every project module it imports, transitively."""
-    sources = project_sources(module)
-    digest = hashlib.sha256()
-    for name in sorted(sources):
-        digest.update(name.encode() + b"\0" + sources[name].encode() + b"\0")
-    return digest.hexdigest()
-
-
-def project_sources(module: str) -> dict[str, str]:
-    """Source text of a module and of the project modules it imports, by module name."""
-    seen: dict[str, str] = {}
-    pending = [module]
-    while pending:
-        name = pending.pop()
-        if name in seen:
-            continue
-        spec = _find_module(name)
-        if spec is None or spec.origin is None:
-            continue
-        source = Path(spec.origin).read_text()
-        seen[name] = source
-        pending.extend(_project_imports(source, name))
-    return seen
-
-
-def _project_imports(source: str, module: str) -> list[str]:
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.append(node.module)
-            found += [f"{node.module}.{alias.name}" for alias in node.names]
-    return [name for name in found if name.split(".")[0] in PROJECT_PACKAGES and name != module]
-
-
-def _find_module(name: str):
-    """The module's spec, or None for names that are not modules (``from m import function``)."""
-    try:
-        return importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return None
 
 
 def jsonable(value):
@@ -83,16 +45,47 @@ def jsonable(value):
     return value
 
 
-def task_key(task_name: str, pipelines_module: str, parameters: dict) -> str:
+def keyed(value, home: Path):
+    """A parameter as it enters the key: input files and folders by content as well."""
+    if isinstance(value, dict):
+        if "table_id" in value:  # a manifest: the Delta version pins its content
+            return value
+        return {k: keyed(v, home) for k, v in value.items()}
+    if isinstance(value, list):
+        return [keyed(v, home) for v in value]
+    if is_input_path(value) and not Path(value).resolve().is_relative_to(home):
+        return {
+            "path": value,
+            "sha256": path_fingerprint(Path(value), home / "cache" / HASHES_FILE),
+        }
+    return value
+
+
+def task_code(fn) -> str:
+    """Hash of the task's module source and of the project code its function reaches."""
+    own, roots = _task_module(fn)
+    return f"{own}:{code_fingerprint(*roots)}"
+
+
+@cache
+def _task_module(fn) -> tuple[str, tuple[str, ...]]:
+    module = inspect.getmodule(fn)
+    return hashlib.sha256(inspect.getsource(module).encode()).hexdigest(), function_roots(fn)
+
+
+def task_key(task_name: str, fn, parameters: dict) -> str:
     from infra.settings import load_settings
 
+    home = load_settings().home.resolve()
     payload = {
         "task": task_name,
-        "workspace": str(load_settings().home),  # results point into this workspace's lake
+        "workspace": str(home),  # results point into this workspace's lake
         "parameters": {
-            k: jsonable(v) for k, v in parameters.items() if k not in UNCACHED_PARAMETERS
+            k: keyed(jsonable(v), home)
+            for k, v in parameters.items()
+            if k not in UNCACHED_PARAMETERS
         },
-        "code": code_fingerprint(pipelines_module),
+        "code": task_code(fn),
     }
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return f"{task_name}-{hashlib.sha256(blob).hexdigest()[:32]}"
@@ -100,27 +93,29 @@ def task_key(task_name: str, pipelines_module: str, parameters: dict) -> str:
 
 def lake_task(
     name: str,
-    pipelines_module: str,
     timeout_seconds: float,
     retries: int = 1,
     tags: tuple[str, ...] = (HEAVY,),
 ):
-    """Decorate a task that calls one pipelines function and returns a JSON manifest."""
+    """Decorate a task that calls pipelines functions and returns a JSON manifest."""
 
-    def key_fn(context, parameters):
-        return task_key(name, pipelines_module, parameters)
+    def decorate(fn):
+        def key_fn(context, parameters):
+            return task_key(name, fn, parameters)
 
-    return task(
-        name=name,
-        cache_key_fn=key_fn,
-        persist_result=True,
-        result_serializer="json",  # manifests are small JSON documents, readable on disk
-        timeout_seconds=timeout_seconds,
-        retries=retries,
-        retry_delay_seconds=5,
-        tags=list(tags),
-        log_prints=True,
-    )
+        return task(
+            name=name,
+            cache_key_fn=key_fn,
+            persist_result=True,
+            result_serializer="json",  # manifests are small JSON documents, readable on disk
+            timeout_seconds=timeout_seconds,
+            retries=retries,
+            retry_delay_seconds=5,
+            tags=list(tags),
+            log_prints=True,
+        )(fn)
+
+    return decorate
 
 
 class Progress:

@@ -15,7 +15,7 @@ from tasks.common import NO_CACHE_POLICY, Progress, current_txn_id, lake_task, r
 HOUR = 3600  # seconds
 
 
-@lake_task("ingest-corpus", "pipelines.corpus.ingest", timeout_seconds=HOUR)
+@lake_task("ingest-corpus", timeout_seconds=HOUR)
 def ingest_corpus(
     config: CorpusConfig, source_fingerprint: str, parent_run: str | None = None
 ) -> dict:
@@ -34,7 +34,7 @@ def ingest_corpus(
     )
 
 
-@lake_task("clean-corpus", "pipelines.corpus.quality", timeout_seconds=HOUR)
+@lake_task("clean-corpus", timeout_seconds=HOUR)
 def clean_corpus(raw: dict, config: quality.QualityConfig, parent_run: str | None = None) -> dict:
     """Normalise, redact PII, apply quality filters → silver/corpus_clean (+ rejections)."""
     progress = Progress("normalising, redacting and filtering into silver/corpus_clean")
@@ -48,7 +48,7 @@ def clean_corpus(raw: dict, config: quality.QualityConfig, parent_run: str | Non
     )
 
 
-@lake_task("dedup-corpus", "pipelines.corpus.dedup", timeout_seconds=2 * HOUR)
+@lake_task("dedup-corpus", timeout_seconds=2 * HOUR)
 def dedup_corpus(clean: dict, config: DedupConfig, parent_run: str | None = None) -> dict:
     """Exact + MinHash near-duplicate removal → silver/corpus_dedup (+ duplicates)."""
     progress = Progress("exact + MinHash dedup into silver/corpus_dedup")
@@ -62,7 +62,7 @@ def dedup_corpus(clean: dict, config: DedupConfig, parent_run: str | None = None
     )
 
 
-@lake_task("mix-corpus", "pipelines.corpus.mix", timeout_seconds=HOUR)
+@lake_task("mix-corpus", timeout_seconds=HOUR)
 def mix_corpus(deduped: dict, config: mix.MixConfig, parent_run: str | None = None) -> dict:
     """Weighted sampling across sources to a byte budget → gold/pretrain_mix."""
     return run_step(

@@ -13,7 +13,7 @@ from tasks.common import HEAVY, NO_CACHE_POLICY, current_txn_id, lake_task, trac
 MINUTE = 60
 
 
-@lake_task("write-feature-tables", "pipelines.rag.feature_tables", timeout_seconds=30 * MINUTE)
+@lake_task("write-feature-tables", timeout_seconds=30 * MINUTE)
 def write_feature_tables(config: FeaturesConfig, parent_run: str | None = None) -> dict:
     """Generated users and hotels MERGEd on their keys into gold/user_preferences and
     gold/hotels through the quality gate: {"tables": {name: manifest}, "mlflow_run_id"}."""

@@ -40,7 +40,7 @@ def _workspace(*parts: str) -> Path:
     return load_settings().home.joinpath(*parts)
 
 
-@lake_task("make-tabledoc-examples", "pipelines.finetune.examples", timeout_seconds=2 * HOUR)
+@lake_task("make-tabledoc-examples", timeout_seconds=2 * HOUR)
 def make_tabledoc_examples(config: examples.SynthConfig, parent_run: str | None = None) -> dict:
     """Synthetic CREATE TABLE -> documentation examples into silver/tabledoc_examples."""
     return run_step(
@@ -51,7 +51,7 @@ def make_tabledoc_examples(config: examples.SynthConfig, parent_run: str | None 
     )
 
 
-@lake_task("export-pairs", "pipelines.finetune.pairs", timeout_seconds=HOUR, tags=())
+@lake_task("export-pairs", timeout_seconds=HOUR, tags=())
 def export_pairs(
     dataset: dict | str, test_fraction: float = 0.1, parent_run: str | None = None
 ) -> dict:
@@ -66,7 +66,7 @@ def export_pairs(
     return write_pair_files(dataset, test_fraction, _workspace("finetune", "pairs"), spark)
 
 
-@lake_task("finetune-model", "pipelines.finetune.lora", timeout_seconds=7 * 24 * HOUR)
+@lake_task("finetune-model", timeout_seconds=7 * 24 * HOUR)
 def finetune_model(
     pairs: dict,
     base: str,
@@ -129,7 +129,7 @@ def finetune_model(
         }
 
 
-@lake_task("evaluate-tabledoc", "pipelines.evaluation.tabledoc", timeout_seconds=2 * HOUR)
+@lake_task("evaluate-tabledoc", timeout_seconds=2 * HOUR)
 def evaluate_tabledoc(
     model: str,
     pairs: dict,
@@ -152,7 +152,7 @@ def evaluate_tabledoc(
     return {**result, "model": str(model)}
 
 
-@lake_task("register-finetuned", "pipelines.evaluation.tabledoc", timeout_seconds=2 * HOUR)
+@lake_task("register-finetuned", timeout_seconds=2 * HOUR)
 def register_finetuned(
     best: dict,
     quality: dict,

@@ -35,7 +35,7 @@ def _workspace(*parts: str) -> Path:
     return load_settings().home.joinpath(*parts)
 
 
-@lake_task("train-tokenizer", "pipelines.pretrain.tokenizer", timeout_seconds=2 * HOUR)
+@lake_task("train-tokenizer", timeout_seconds=2 * HOUR)
 def train_tokenizer(
     mix: dict,
     config: tokenizers.TokenizerConfig,
@@ -62,7 +62,7 @@ def train_tokenizer(
         return {**summary, "mlflow_run_id": run.run_id}
 
 
-@lake_task("build-token-shards", "pipelines.pretrain.tokens", timeout_seconds=4 * HOUR)
+@lake_task("build-token-shards", timeout_seconds=4 * HOUR)
 def build_token_shards(
     mix: dict,
     tokenizer: dict,
@@ -95,7 +95,7 @@ def build_token_shards(
         return {**summary, "mlflow_run_id": run.run_id}
 
 
-@lake_task("pretrain-model", "pipelines.pretrain.run", timeout_seconds=7 * 24 * HOUR)
+@lake_task("pretrain-model", timeout_seconds=7 * 24 * HOUR)
 def pretrain_model(
     shards: dict,
     tokenizer: dict,
@@ -136,7 +136,7 @@ def pretrain_model(
         )
 
 
-@lake_task("register-base-model", "pipelines.pretrain.registration", timeout_seconds=2 * HOUR)
+@lake_task("register-base-model", timeout_seconds=2 * HOUR)
 def register_base_model(
     trained: dict, shards: dict, name: str = "genai-base", parent_run: str | None = None
 ) -> dict:

@@ -24,7 +24,7 @@ def _workspace(*parts: str) -> Path:
     return load_settings().home.joinpath(*parts)
 
 
-@lake_task("ingest-reviews", "pipelines.prompts.ingest", timeout_seconds=2 * HOUR)
+@lake_task("ingest-reviews", timeout_seconds=2 * HOUR)
 def ingest_reviews(config: ReviewsConfig, parent_run: str | None = None) -> dict:
     """Review files by field mapping (or the seeded generator) into bronze/reviews through
     the quality gate; rejected rows quarantined and counted."""
@@ -65,9 +65,7 @@ def resolve_summary_model(spec: str | dict) -> tuple[str | dict, str]:
     return spec, spec if isinstance(spec, str) else f"{spec.get('base_url')}#{spec.get('model')}"
 
 
-@lake_task(
-    "summarise-reviews", "pipelines.prompts.summaries", timeout_seconds=12 * HOUR, retries=0
-)
+@lake_task("summarise-reviews", timeout_seconds=12 * HOUR, retries=0)
 def summarise_reviews(
     reviews_manifest: dict, config: SummaryConfig, parent_run: str | None = None
 ) -> dict:

@@ -51,13 +51,16 @@ def write_pair_files(
 ) -> dict:
     """Write ``<out_root>/<digest>/{train,test}.jsonl`` from a table manifest with
     instruction, response and split columns (read through ``spark``), or from an instruction
-    data set file/dir; returns the files, their sizes, the source and a content key."""
+    data set file/dir; returns the files, their sizes, the source and the key of their content."""
     if isinstance(dataset, dict):
         train, test, source = pairs_from_table(spark, dataset)
     else:
         train, test = pairs_from_dataset(dataset, test_fraction)
         source = {"path": str(dataset)}
-    out = Path(out_root) / digest([source, test_fraction])
+    # named by what was rendered: a dataset edited in place or a changed template gives new
+    # files and a new key (so the fine-tune reruns), and a model's pairs are never overwritten
+    key = digest([train, test])
+    out = Path(out_root) / key
     write_pairs(train, out / "train.jsonl")
     write_pairs(test, out / "test.jsonl")
     return {
@@ -66,7 +69,7 @@ def write_pair_files(
         "train_examples": len(train),
         "test_examples": len(test),
         "source": source,
-        "key": digest([source, test_fraction, len(train), len(test)]),
+        "key": key,
     }
 
 
