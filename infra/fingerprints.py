@@ -5,11 +5,12 @@ that code reads, and the content of files and folders given as inputs.
   ``from … import`` anywhere in a module (inside functions too) and through strings that name
   a module (``"pipelines.rag.chain"`` or ``"pipelines.rag.chain:make_chain"``), transitively.
   Modules are read as source files, never imported.
-* Data files: a file beside a reached module (in its folder or below it, e.g. ``data/``)
-  counts when the module's source names it by file name.
+* Data files: a project file that is not Python counts for a reached module when the
+  module's strings name it by file name, name its folder by path (``"infra"``,
+  ``"deepspeed"``), or name a folder beside the module (``"data"``).
 * Inputs: a file's SHA-256; a folder's hash over its files' relative paths and hashes. An
-  unchanged file (same size, mtime and ctime, hashed at least ``RACY_SECONDS`` after its mtime) reuses
-  its recorded hash; anything else is hashed again.
+  unchanged file (same size, mtime and ctime, hashed at least ``RACY_SECONDS`` after its
+  mtime) reuses its recorded hash; anything else is hashed again.
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ def data_files(roots) -> set[Path]:
         strings = _string_constants(source)
         for path in project_data_files():
             folder = path.parent
-            named_folder = set(folder.relative_to(PROJECT_ROOT).parts) <= strings
+            parts = folder.relative_to(PROJECT_ROOT).parts  # a package's own folder is
+            named_folder = len(parts) > 1 and set(parts) <= strings  # not named by "infra"
             beside = folder.name in strings and folder.is_relative_to(here)
             if path.name in strings or named_folder or beside:
                 found.add(path)

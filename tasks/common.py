@@ -53,6 +53,8 @@ def keyed(value, home: Path):
         return {k: keyed(v, home) for k, v in value.items()}
     if isinstance(value, list):
         return [keyed(v, home) for v in value]
+    if isinstance(value, str) and value.startswith("models:/") and "@" in value:
+        return registered_version(value)  # an alias moves: the version it names now
     if is_input_path(value) and not Path(value).resolve().is_relative_to(home):
         return {
             "path": value,
@@ -65,6 +67,22 @@ def task_code(fn) -> str:
     """Hash of the task's module source and of the project code its function reaches."""
     own, roots = _task_module(fn)
     return f"{own}:{code_fingerprint(*roots)}"
+
+
+def input_key(value):
+    """What a model or dataset reference stands for now, as cache keys see it."""
+    from infra.settings import load_settings
+
+    return keyed(jsonable(value), load_settings().home.resolve())
+
+
+def registered_version(uri: str) -> str:
+    """``models:/name@alias`` as ``models:/name/<version>`` (unchanged when unset)."""
+    from infra import registry
+
+    name, alias = uri.removeprefix("models:/").split("@", 1)
+    version = registry.alias_version(name, alias)
+    return uri if version is None else f"models:/{name}/{version.version}"
 
 
 @cache

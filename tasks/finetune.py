@@ -14,7 +14,7 @@ from pathlib import Path
 from prefect import task
 
 from pipelines.evaluation import tabledoc
-from pipelines.finetune import examples, lora, sweep
+from pipelines.finetune import examples, lora, runs, sweep
 from pipelines.finetune.lora import FinetuneConfig
 from pipelines.finetune.pairs import write_pair_files
 from pipelines.shared.promotion import decide
@@ -25,6 +25,7 @@ from tasks.common import (
     NO_CACHE_POLICY,
     Progress,
     current_txn_id,
+    input_key,
     jsonable,
     lake_task,
     run_step,
@@ -81,8 +82,8 @@ def finetune_model(
     from infra import registry
 
     base_dir = registry.model_dir(base)
-    out = sweep.run_dir(_workspace("runs", "finetune"), config, pairs, str(base), ranks)
-    name = sweep.cell_name(config)
+    out = runs.run_dir(_workspace("runs", "finetune"), config, pairs, input_key(base), ranks)
+    name = runs.cell_name(config)
     params = {**jsonable(config), "base": str(base), "ranks": ranks, "run_dir": str(out)}
     with tracked_step(f"finetune {name}", parent_run, params) as run:
         if "table" in pairs["source"]:

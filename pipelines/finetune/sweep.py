@@ -1,19 +1,18 @@
 """The LoRA sweep's plan and summary: its config, the grid of cells (rank x target modules x
-base precision, 4-bit cells listed as skipped without CUDA), each cell's name and run dir,
-the best cell, and the summary rows and markdown.
+base precision, 4-bit cells listed as skipped without CUDA), the best cell, and the summary
+rows and markdown.
 """
 
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.finetune.examples import SynthConfig
 from pipelines.finetune.lora import FinetuneConfig
-from pipelines.finetune.pairs import digest
+from pipelines.finetune.runs import cell_name
 from pipelines.shared.markdown import md_table
 
 METRICS = ("rouge_l", "column_coverage", "format_validity")
@@ -37,26 +36,6 @@ class SweepConfig(BaseModel):
     # field per column of the CREATE TABLE), as a serving path that needs parseable output would
     model_name: str = "genai-tabledoc"
     timeout_s: float = Field(24 * 3600, gt=0)  # per cell's launch
-
-
-def cell_name(config: FinetuneConfig) -> str:
-    targets = (
-        config.lora.targets
-        if isinstance(config.lora.targets, str)
-        else "+".join(config.lora.targets)
-    )
-    return f"r{config.lora.r}-{targets}-{config.base_bits}bit"
-
-
-def run_dir(root: Path, config: FinetuneConfig, pairs: dict, base: str, ranks: int) -> Path:
-    """A pure function of what the run's trajectory depends on (config, data, base, ranks)."""
-    payload = {
-        "config": config.model_dump(mode="json"),
-        "pairs": pairs["key"],
-        "base": base,
-        "ranks": ranks,
-    }
-    return Path(root) / f"r{config.lora.r}-{digest(payload)}"
 
 
 def grid(config: SweepConfig, cuda: bool | None = None) -> tuple[list[FinetuneConfig], list[dict]]:

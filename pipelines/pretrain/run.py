@@ -18,11 +18,15 @@ from pipelines.training.progress import LogFollower, plot_loss_curve
 
 def run_dir(runs_root: Path, config: PretrainConfig, shards: dict, ranks: int) -> Path:
     """Where a training run lives: a pure function of what its trajectory depends on (config,
-    data, world size) — not of the code — so a rerun after a fix resumes the same run."""
+    data, world size, the code the ranks run), so a rerun after a fix elsewhere (the task,
+    the registration) resumes the same run, and changed training code starts a new one."""
+    from infra.fingerprints import code_fingerprint
+
     payload = {
         "config": config.model_dump(mode="json"),
         "shards": shards["cache_key"],
         "ranks": ranks,
+        "code": code_fingerprint("pipelines.pretrain.train"),
     }
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
     return Path(runs_root) / "pretrain" / f"{config.preset}-{digest}"
