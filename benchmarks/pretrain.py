@@ -96,13 +96,13 @@ def torch_path(config, shards: Path, compile_model: bool) -> dict:
     from pipelines.pretrain.tokens import TokenShards
     from pipelines.training.data_order import ResumableSampler
     from pipelines.training.engine import seed_everything
-    from pipelines.training.phases import lr_schedule
     from pipelines.training.models import (
         build_model,
         device_peak_flops,
         flops_per_token,
         model_config,
     )
+    from pipelines.training.phases import lr_schedule
 
     data = TokenShards(shards, "train")
     seed_everything(config.seed, config.deterministic)

@@ -11,6 +11,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from pipelines.rag.index import IndexConfig, index_markdown
+from pipelines.shared.presets import config_or_preset
 from tasks.common import tracked_flow
 from tasks.rag import build_index as build_index_task
 
@@ -20,10 +21,7 @@ FLOW_NAME = "build-index"
 @flow(name=FLOW_NAME, log_prints=True)
 def build_index(config: IndexConfig | None = None, preset: str | None = None) -> dict:
     """``config``, or ``preset`` (configs/build_index/<name>.yaml, what deployments name)."""
-    if config is None:
-        from pipelines.shared.presets import load_preset
-
-        config = load_preset(IndexConfig, "build_index", preset) if preset else IndexConfig()
+    config = config_or_preset(IndexConfig, "build_index", config, preset)
     with tracked_flow(FLOW_NAME, config) as run:
         manifest = build_index_task(config, parent_run=run)
     create_markdown_artifact(

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines.evaluation.retrieval_cells import GridConfig
 from pipelines.evaluation.retrieval_templates import EvalQuestionsConfig
 from pipelines.rag.index import IndexConfig, with_chunk_size
+from pipelines.shared.presets import config_or_preset
 from tasks.common import tracked_flow
 from tasks.rag import build_index, evaluate_retrieval_grid
 
@@ -39,14 +40,7 @@ def evaluate_retrieval(
 ) -> dict:
     """``config`` or ``preset`` (configs/evaluate_retrieval/<name>.yaml); ``question_files``
     (CSV or JSONL of your own questions) are added to the configured eval set."""
-    if config is None:
-        from pipelines.shared.presets import load_preset
-
-        config = (
-            load_preset(EvaluateRetrievalConfig, "evaluate_retrieval", preset)
-            if preset
-            else EvaluateRetrievalConfig()
-        )
+    config = config_or_preset(EvaluateRetrievalConfig, "evaluate_retrieval", config, preset)
     questions = config.questions.model_copy(
         update={"files": [*config.questions.files, *(question_files or [])]}
     )

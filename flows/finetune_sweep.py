@@ -10,6 +10,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipelines.evaluation.tabledoc import copy_baseline_scores
 from pipelines.finetune.sweep import METRICS, SweepConfig, best_cell, grid
+from pipelines.shared.presets import config_or_preset
 from tasks.common import tracked_flow
 from tasks.finetune import (
     evaluate_tabledoc,
@@ -24,9 +25,13 @@ FLOW_NAME = "finetune-sweep"
 
 
 @flow(name=FLOW_NAME, log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
-def finetune_sweep(config: SweepConfig = SweepConfig(), base: str | None = None) -> dict:
-    """``base`` overrides ``config.base`` (the lifecycle passes the model it just trained).
-    One worker thread: cells train one after another (each uses every core)."""
+def finetune_sweep(
+    config: SweepConfig | None = None, base: str | None = None, preset: str | None = None
+) -> dict:
+    """``config``, or ``preset`` (configs/finetune_sweep/<name>.yaml); ``base`` overrides
+    ``config.base`` (the lifecycle passes the model it just trained). One worker thread:
+    cells train one after another (each uses every core)."""
+    config = config_or_preset(SweepConfig, "finetune_sweep", config, preset)
     base = base or config.base
     cells, skipped = grid(config)
     with tracked_flow(FLOW_NAME, config) as run:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import time
 
 from prefect import flow
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flows.finetune_sweep import SweepConfig, finetune_sweep
 from flows.prepare_corpus import PrepareCorpusConfig, prepare_corpus
 from flows.pretrain import PretrainFlowConfig, pretrain
 from flows.rag import RagConfig, rag
 from flows.review_summaries import ReviewSummariesConfig, review_summaries
+from pipelines.shared.presets import config_or_preset
 from tasks.lifecycle import publish_stage_times
 
 STAGE_BUDGETS_S = {  # DESIGN's demo budget per stage, seconds on 2 cores
@@ -29,15 +30,43 @@ TOTAL_BUDGET_S = 15 * 60
 
 
 class LifecycleConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     prepare_corpus: PrepareCorpusConfig = Field(default_factory=PrepareCorpusConfig)
     pretrain: PretrainFlowConfig = Field(default_factory=PretrainFlowConfig)
     finetune: SweepConfig = Field(default_factory=SweepConfig)
     review_summaries: ReviewSummariesConfig = Field(default_factory=ReviewSummariesConfig)
     rag: RagConfig = Field(default_factory=RagConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _stage_presets(cls, data):
+        """A stage given by name is that stage's preset (configs/<stage>/<name>.yaml)."""
+        if not isinstance(data, dict):
+            return data
+        return {
+            field: stage_preset(field, value) if isinstance(value, str) else value
+            for field, value in data.items()
+        }
+
+
+STAGE_DIRS = {"finetune": "finetune_sweep"}  # the configs/ folder of a field, where it differs
+
+
+def stage_preset(field: str, name: str):
+    from pipelines.shared.presets import load_preset
+
+    if field not in LifecycleConfig.model_fields:
+        raise ValueError(f"no such stage in the lifecycle: {field!r}")
+    model = LifecycleConfig.model_fields[field].annotation
+    return load_preset(model, STAGE_DIRS.get(field, field), name)
+
 
 @flow(name="lifecycle", log_prints=True)
-def lifecycle(config: LifecycleConfig = LifecycleConfig()) -> dict:
+def lifecycle(config: LifecycleConfig | None = None, preset: str | None = None) -> dict:
+    """Every stage in order, with its time against DESIGN's budget; ``config``, or
+    ``preset`` (configs/lifecycle/<name>.yaml)."""
+    config = config_or_preset(LifecycleConfig, "lifecycle", config, preset)
     stages: dict[str, float] = {}
     outputs: dict[str, dict] = {}
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from prefect import flow
 
 from pipelines.evaluation.pairwise_tabledoc import PairwiseConfig
+from pipelines.shared.presets import config_or_preset
 from tasks.common import tracked_flow
 from tasks.evaluation import current_tabledoc_examples, prepare_sheet, score_sheets
 from tasks.finetune import export_pairs
@@ -22,14 +23,17 @@ FLOW_NAME = "pairwise-eval"
 
 @flow(name=FLOW_NAME, log_prints=True)
 def pairwise_eval(
-    config: PairwiseConfig = PairwiseConfig(),
+    config: PairwiseConfig | None = None,
     pairs: dict | None = None,
     sheets: list[str] | None = None,
     key: str | None = None,
     allow_missing: bool = False,
+    preset: str | None = None,
 ) -> dict:
     """Without ``sheets``: prepare a sheet on ``pairs`` (default: the current
-    silver/tabledoc_examples held-out split). With ``sheets`` and ``key``: score them."""
+    silver/tabledoc_examples held-out split). With ``sheets`` and ``key``: score them.
+    ``config``, or ``preset`` (configs/pairwise_eval/<name>.yaml)."""
+    config = config_or_preset(PairwiseConfig, "pairwise_eval", config, preset)
     with tracked_flow(FLOW_NAME, config) as run:
         if sheets:
             if not key:

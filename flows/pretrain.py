@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipelines.pretrain.tokenizer import TokenizerConfig
 from pipelines.pretrain.train import PretrainConfig
+from pipelines.shared.presets import config_or_preset
 from tasks.common import tracked_flow
 from tasks.pretrain import (
     build_token_shards,
@@ -52,12 +53,7 @@ def pretrain(
     """``config``, or ``preset`` (a configs/pretrain/<name>.yaml: what a deployment names).
     ``mix`` is the manifest of the gold/pretrain_mix version to train on (the lifecycle
     passes it); without it, the table's current version in the workspace lake."""
-    if config is None:
-        from pipelines.shared.presets import load_preset
-
-        config = (
-            load_preset(PretrainFlowConfig, "pretrain", preset) if preset else PretrainFlowConfig()
-        )
+    config = config_or_preset(PretrainFlowConfig, "pretrain", config, preset)
     mix = mix or current_mix()
     with tracked_flow(FLOW_NAME, config) as run:
         tokenizer = train_tokenizer(

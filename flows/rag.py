@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from flows.sync_online_features import sync_online_features
 from pipelines.finetune.lora import FinetuneConfig, task_model_training
 from pipelines.rag.config import RagChainConfig, index_config
+from pipelines.shared.presets import config_or_preset
 from tasks.common import tracked_flow
 from tasks.finetune import task_model_needed
 from tasks.rag import RAG_MODEL, answer_questions, build_index, make_rag_model
@@ -50,10 +51,7 @@ def rag(
 ) -> dict:
     """``config``, or ``preset`` (configs/rag/<name>.yaml); ``base`` overrides
     ``config.base`` (the lifecycle passes the model it just pretrained)."""
-    if config is None:
-        from pipelines.shared.presets import load_preset
-
-        config = load_preset(RagConfig, "rag", preset) if preset else RagConfig()
+    config = config_or_preset(RagConfig, "rag", config, preset)
     base = base or config.base
     index = index_config(config)
     with tracked_flow(FLOW_NAME, config) as run:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines.finetune.lora import FinetuneConfig, task_model_training
 from pipelines.prompts.schema import ReviewsConfig
 from pipelines.prompts.summariser import SummaryConfig
+from pipelines.shared.presets import config_or_preset
 from tasks.common import tracked_flow
 from tasks.finetune import task_model_needed
 from tasks.reviews import (
@@ -49,14 +50,7 @@ def review_summaries(
     """``config``, or ``preset`` (configs/review_summaries/<name>.yaml: what a deployment
     names); ``base`` overrides ``config.base`` (the lifecycle passes the model it just
     trained)."""
-    if config is None:
-        from pipelines.shared.presets import load_preset
-
-        config = (
-            load_preset(ReviewSummariesConfig, "review_summaries", preset)
-            if preset
-            else ReviewSummariesConfig()
-        )
+    config = config_or_preset(ReviewSummariesConfig, "review_summaries", config, preset)
     base = base or config.base
     with tracked_flow(FLOW_NAME, config) as run:
         ingested = ingest_reviews(config.reviews, parent_run=run)

@@ -13,6 +13,7 @@ from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
 from infra.serving import DEFAULT_BATCH_WINDOW_MS, DEFAULT_MAX_BATCH
+from pipelines.shared.presets import config_or_preset
 
 FLOW_NAME = "serve-model"
 
@@ -32,8 +33,10 @@ class ServeConfig(BaseModel):
 
 
 @flow(name=FLOW_NAME, log_prints=True)
-def serve_model(config: ServeConfig = ServeConfig()) -> None:
-    """Serve until cancelled (a long-running run by design: it never completes on its own)."""
+def serve_model(config: ServeConfig | None = None, preset: str | None = None) -> None:
+    """Serve until cancelled (a long-running run by design: it never completes on its own);
+    ``config``, or ``preset`` (configs/serve_model/<name>.yaml)."""
+    config = config_or_preset(ServeConfig, "serve_model", config, preset)
     print(f"serving {config.model} on http://{config.host}:{config.port}/v1 until cancelled")
     serve_project_model(
         config.model,

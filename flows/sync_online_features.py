@@ -9,6 +9,7 @@ from __future__ import annotations
 from prefect import flow
 
 from pipelines.rag.feature_tables import SyncOnlineFeaturesConfig, needs_tables
+from pipelines.shared.presets import config_or_preset
 from tasks.common import tracked_flow
 from tasks.features import sync_online_features as sync_task
 from tasks.features import write_feature_tables
@@ -22,14 +23,7 @@ def sync_online_features(
 ) -> dict:
     """``config``, or ``preset`` (configs/sync_online_features/<name>.yaml: what a deployment
     names), or the defaults."""
-    if config is None:
-        from pipelines.shared.presets import load_preset
-
-        config = (
-            load_preset(SyncOnlineFeaturesConfig, "sync_online_features", preset)
-            if preset
-            else SyncOnlineFeaturesConfig()
-        )
+    config = config_or_preset(SyncOnlineFeaturesConfig, "sync_online_features", config, preset)
     with tracked_flow(FLOW_NAME, config) as run:
         written = (
             write_feature_tables(config.data, parent_run=run) if needs_tables(config) else None

@@ -17,22 +17,16 @@ from flows.cli.printing import (
 
 def run_demo(args) -> int:
     """The whole lifecycle at demo scale, each stage's time against its budget."""
-    from flows.finetune_sweep import SweepConfig
     from flows.lifecycle import STAGE_BUDGETS_S, TOTAL_BUDGET_S, LifecycleConfig, lifecycle
-    from flows.prepare_corpus import PrepareCorpusConfig
-    from flows.pretrain import PretrainFlowConfig
-    from flows.rag import RagConfig
-    from flows.review_summaries import ReviewSummariesConfig
-    from pipelines.shared.presets import load_preset
 
-    config = LifecycleConfig(
-        prepare_corpus=load_preset(PrepareCorpusConfig, "prepare_corpus", args.preset),
-        pretrain=load_preset(PretrainFlowConfig, "pretrain", args.pretrain_preset),
-        finetune=load_preset(SweepConfig, "finetune_sweep", args.finetune_preset),
-        review_summaries=load_preset(
-            ReviewSummariesConfig, "review_summaries", args.reviews_preset
-        ),
-        rag=load_preset(RagConfig, "rag", args.rag_preset),
+    config = LifecycleConfig.model_validate(  # each stage by its preset's name
+        {
+            "prepare_corpus": args.preset,
+            "pretrain": args.pretrain_preset,
+            "finetune": args.finetune_preset,
+            "review_summaries": args.reviews_preset,
+            "rag": args.rag_preset,
+        }
     )
     started = time.perf_counter()
     result = lifecycle(config)

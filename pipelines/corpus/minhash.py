@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class DedupConfig(BaseModel):
@@ -27,6 +27,8 @@ class DedupConfig(BaseModel):
     pair a candidate. Its false candidates (P(0.5) = 0.87) cost only verification time: step 4
     checks every candidate with the exact Jaccard, so precision does not depend on the bands.
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     shingle_size: int = Field(5, ge=1, le=8)  # bytes per shingle: UTF-8 byte 5-grams, packed
     # exactly into one uint64 (hence <= 8); 5 bytes ~ one short word, robust to small edits

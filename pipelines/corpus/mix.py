@@ -7,7 +7,7 @@ in a seeded hash order until its share is filled; a source smaller than its shar
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from infra.lake import TableSpec, expect
 
@@ -30,6 +30,8 @@ PRETRAIN_MIX = TableSpec(
 
 
 class MixConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     weights: dict[str, float] = Field(
         default_factory=lambda: {"docstring": 0.6, "metadata": 0.3, "licence": 0.1, "user": 1.0},
         description="relative share of the byte budget per source; sources not listed are out",

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 RETRIEVERS = ("vector", "fts", "hybrid")
 CHUNK_SIZES = (64, 128, 256)  # embedder tokens; all-MiniLM-L6-v2 reads at most 256
@@ -30,6 +30,8 @@ class GridCell(NamedTuple):
 
 class GridConfig(BaseModel):
     """The evaluate-retrieval grid (a flow parameter)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     # Chunk sizes in embedder tokens: one table each (all-MiniLM-L6-v2 reads at most 256).
     chunk_sizes: list[int] = Field(default_factory=lambda: list(CHUNK_SIZES))

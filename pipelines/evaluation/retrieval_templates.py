@@ -56,6 +56,8 @@ _ABBREVIATIONS = {
 class TemplateConfig(BaseModel):
     """How template questions are drawn from the docstring corpus."""
 
+    model_config = ConfigDict(extra="forbid")
+
     n: int | None = Field(DEFAULT_TEMPLATE_QUESTIONS, ge=1)  # questions; None = every document
     seed: int = 0  # which documents and templates; the same seed gives the same set
     min_summary_words: int = Field(MIN_SUMMARY_WORDS, ge=1)

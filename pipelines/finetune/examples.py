@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from infra.lake import TableSpec, expect
 from pipelines.finetune.tables import SynthTable, generate_tables, split_by_family
@@ -50,6 +50,8 @@ SYNTH_TABLEDOC = TableSpec(
 
 
 class SynthConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     n_examples: int = Field(3600, gt=0, description="tables to generate; the seed used ~3,600")
     test_fraction: float = Field(
         0.1, ge=0.0, lt=1.0, description="share of tables held out, as whole families"

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from infra.files import write_json_atomic
 from pipelines.pretrain.holdout import is_validation
@@ -21,6 +21,8 @@ from pipelines.training.hf import load_tokenizer
 
 
 class TokenizerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     vocab_size: int = Field(4096, ge=260, le=2**32)  # tokens incl. 256 byte symbols and the
     # specials; 4096 keeps the demo (~3M params) from spending most of itself on embeddings,
     # and any vocab < 65536 lets shards store uint16

@@ -128,6 +128,8 @@ class ReviewsInputError(ValueError):
 class ReviewsConfig(BaseModel):
     """Where reviews come from: files by mapping, or (empty ``paths``) the seeded generator."""
 
+    model_config = ConfigDict(extra="forbid")
+
     # Review files or folders (walked recursively, symlinks refused): .jsonl/.json/.ndjson
     # (JSON lines), .csv, .parquet; the text formats may be gzip'd (.json.gz).
     paths: list[str] = []

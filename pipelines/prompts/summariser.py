@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from infra.files import write_text_atomic
 from infra.llm import GenerationParams
@@ -30,6 +30,8 @@ from pipelines.prompts.summary_prompt import (
 
 
 class SummaryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     model: str | dict = "models:/genai-reviews@champion"  # models:/ URI, HF dir, or endpoint
     # ("http://host/v1#model" or {"base_url", "model", …}) as infra.llm.load_llm takes it
     prompt: str | None = None  # prompts:/<name>/<version|@alias>; None: the code's template,

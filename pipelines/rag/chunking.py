@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal, NamedTuple
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.rag.documents import Document
 
@@ -34,6 +34,8 @@ class ChunkTooLongError(InputTooLongError):
 
 class ChunkingConfig(BaseModel):
     """How documents are cut into chunks; sizes in the embedder's tokens."""
+
+    model_config = ConfigDict(extra="forbid")
 
     # fixed: character windows snapped to whitespace; token: exact token windows; recursive:
     # headings > paragraphs > lines > sentences > token windows, small pieces merged.

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipelines.rag.chain import AnswerConfig, RagChain, open_chain
 from pipelines.rag.feature_tables import SyncOnlineFeaturesConfig
 from pipelines.rag.index import IndexConfig, lancedb_dir
-from pipelines.shared.presets import preset_path, unknown_fields
+from pipelines.shared.presets import preset_path
 
 
 class RagChainConfig(BaseModel):
@@ -43,9 +43,6 @@ def load_chain_preset(preset: str) -> RagChainConfig:
         config = RagChainConfig.model_validate(chain_data)
     except Exception as err:
         raise ValueError(f"preset {path} is not a valid RagConfig: {err}") from err
-    unknown = unknown_fields(config, chain_data)
-    if unknown:
-        raise ValueError(f"preset {path}: no such field(s) in RagConfig: {', '.join(unknown)}")
     return config
 
 

@@ -18,7 +18,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import NamedTuple
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipelines.shared.documents import MAX_DOC_CHARS, CorpusConfig, iter_records
 from pipelines.shared.input_files import InputFileError, decode_utf8, walk_refusing_symlinks
@@ -45,6 +45,8 @@ class Document(NamedTuple):
 
 class RagCorpusConfig(BaseModel):
     """Which documents the index is built from. Empty ``paths`` = the packages' API docs."""
+
+    model_config = ConfigDict(extra="forbid")
 
     # Installed distributions whose METADATA description and docstrings are read.
     packages: list[str] = Field(default_factory=lambda: list(DEFAULT_PACKAGES))

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.shared.input_files import (
     InputFileError,
@@ -72,6 +72,8 @@ PARQUET_BATCH_ROWS = 4096  # rows per Arrow batch: bounded memory for big user f
 
 class CorpusConfig(BaseModel):
     """What the raw corpus reads. Empty ``paths`` = installed packages' documentation."""
+
+    model_config = ConfigDict(extra="forbid")
 
     # Distributions to read (names compared normalised: Great_Expectations == great-expectations);
     # None = every installed distribution except this project.

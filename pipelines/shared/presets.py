@@ -1,12 +1,12 @@
 """YAML presets for stage configs: ``configs/<stage>/<model-size>_<method>_<device>.yaml``.
 
-A preset only lists what differs from the config model's defaults; the model validates it, so
-a misspelt or missing field fails fast with the field's name.
+A preset only lists what differs from the config model's defaults; the model validates it and
+every config model forbids unknown fields, so a misspelt or missing field fails fast with the
+field's dotted path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -35,20 +35,14 @@ def load_preset(model: type[Model], stage: str, name: str) -> Model:
         config = model.model_validate(data)
     except Exception as err:
         raise ValueError(f"preset {path} is not a valid {model.__name__}: {err}") from err
-    unknown = unknown_fields(config, data)
-    if unknown:  # config classes that allow extra fields would drop these silently
-        raise ValueError(
-            f"preset {path}: no such field(s) in {model.__name__}: {', '.join(unknown)}"
-        )
     return config
 
 
-def unknown_fields(config: BaseModel, data: Mapping, where: str = "") -> list[str]:
-    """Dotted paths of the keys in ``data`` that ``config``, at any depth, has no field for."""
-    unknown = []
-    for key, value in data.items():
-        if key not in type(config).model_fields:
-            unknown.append(f"{where}{key}")
-        elif isinstance(value, Mapping) and isinstance(child := getattr(config, key), BaseModel):
-            unknown += unknown_fields(child, value, f"{where}{key}.")
-    return unknown
+def config_or_preset(model: type[Model], stage: str, config: Model | None, preset: str | None):
+    """A flow's config: ``config`` as given, else the ``preset`` named (what a deployment
+    names), else the model's defaults. Both at once is ambiguous and refused."""
+    if config is not None and preset:
+        raise ValueError(f"{stage}: give a config or a preset ({preset!r}), not both")
+    if config is not None:
+        return config
+    return load_preset(model, stage, preset) if preset else model()
