@@ -17,7 +17,7 @@ from pipelines.evaluation import tabledoc
 from pipelines.finetune import examples, lora, runs, sweep
 from pipelines.finetune.lora import FinetuneConfig
 from pipelines.finetune.pairs import write_pair_files
-from pipelines.shared.promotion import decide
+from pipelines.shared.promotion import register_challenger
 from pipelines.training import launch
 from pipelines.training.loop import METRICS
 from pipelines.training.progress import LogFollower, plot_loss_curve
@@ -178,11 +178,6 @@ def register_finetuned(
         champion_score = tabledoc.evaluate_held_out(
             champion_dir, pairs["test"], limit, max_new_tokens, structured=structured
         )[metric]
-    promote = decide(
-        {metric: quality[metric]},
-        None if champion_score is None else {metric: champion_score},
-        tabledoc.champion_rule(metric),
-    ).promote
     tracking.Run(best["mlflow_run_id"]).log_artifacts(best["adapter_dir"], "adapter")
     tags = {
         metric: f"{quality[metric]:.6f}",
@@ -192,15 +187,17 @@ def register_finetuned(
         **{f"source.{k}": v for k, v in pairs["source"].items()},
     }
     with tracked_step(f"register {name}", parent_run, {"name": name, "metric": metric}) as run:
-        version = registry.register_model_dir(
+        version, decision = register_challenger(
             name,
             best["model_dir"],
             best["mlflow_run_id"],
+            {metric: quality[metric]},
+            None if champion_score is None else {metric: champion_score},
+            tabledoc.champion_rule(metric),
             tags=tags,
             description=f"LoRA fine-tune of {best['base']}",
         )
-        if promote:
-            registry.set_alias(name, version)
+        promote = decision.promote
         run.set_tags({"model_version": version, "promoted": promote})
     get_run_logger().info(
         "%s version %s (%s %.4f) %s",
@@ -283,19 +280,16 @@ def finetune_task(
             "eval_loss": loss,
             "model_dir": trained["model_dir"],
         }
-    promote = decide(
-        {"eval_loss": loss, "pairs": pairs["key"]},
-        None if champion is None else lora.champion_metrics(champion.tags),
-        lora.CHAMPION_RULE,
-    ).promote
-    version = registry.register_model_dir(
+    version, decision = register_challenger(
         model_name,
         trained["model_dir"],
         trained["mlflow_run_id"],
+        {"eval_loss": loss, "pairs": pairs["key"]},
+        None if champion is None else lora.champion_metrics(champion.tags),
+        lora.CHAMPION_RULE,
         tags={"base": str(base), "eval_loss": loss, "pairs": pairs["key"]},
     )
-    if promote:
-        registry.set_alias(model_name, version)
+    promote = decision.promote
     return {
         "name": model_name,
         "version": version,

@@ -19,18 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.shared.promotion import Decision, decide, one_metric
+from pipelines.shared.promotion import one_metric
 
 DEFAULT_MAX_BYTES = 2_000_000  # cap on the text scored per model (minutes on CPU at most)
 # Bits per byte on the same pinned text is deterministic for given weights, so no noise margin
 CHAMPION_RULE = one_metric("val_bpb", "lower")
-
-
-def champion_gate(bpb: float, champion_bpb: float | None) -> Decision:
-    """Whether a model scoring ``bpb`` bits per byte replaces the champion scoring
-    ``champion_bpb`` on the same texts (None: there is no champion)."""
-    champion = None if champion_bpb is None else {"val_bpb": champion_bpb}
-    return decide({"val_bpb": bpb}, champion, CHAMPION_RULE)
 
 
 def unigram_baseline(shards_dir: Path | str) -> dict:

@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager
 
 from infra import registry
 from pipelines.pretrain import lm_metrics
+from pipelines.shared.promotion import register_challenger
 
 
 def register_base_model(
@@ -39,7 +40,6 @@ def register_base_model(
         champion_bpb = lm_metrics.bits_per_byte(
             registry.model_dir(f"models:/{name}/{champion.version}"), texts, window=window
         )
-    promote = lm_metrics.champion_gate(bpb, champion_bpb).promote
     tags = {
         "val_bpb": f"{bpb:.6f}",
         "validation_shards": shards["cache_key"],
@@ -48,15 +48,17 @@ def register_base_model(
         "tokens": trained["tokens"],
     }
     with open_run() as run:
-        version = registry.register_model_dir(
+        version, decision = register_challenger(
             name,
             trained["final_model_dir"],
             trained["mlflow_run_id"],
+            {"val_bpb": bpb},
+            None if champion_bpb is None else {"val_bpb": champion_bpb},
+            lm_metrics.CHAMPION_RULE,
             tags=tags,
             description="Base LLM pretrained by the pretrain flow",
         )
-        if promote:
-            registry.set_alias(name, version)
+        promote = decision.promote
         run.log_metrics(
             {
                 "val_bpb": bpb,

@@ -83,3 +83,26 @@ def decide(challenger: Mapping, champion: Mapping | None, rule: PromotionRule) -
             f"champion's {theirs:.6g}, {criterion.better} is better)",
         )
     return Decision(False, "no better than the champion beyond the noise margin")
+
+
+def register_challenger(
+    name: str,
+    model_dir,
+    run_id: str,
+    challenger: Mapping,
+    champion: Mapping | None,
+    rule: PromotionRule,
+    tags: Mapping | None = None,
+    description: str = "",
+) -> tuple[str, Decision]:
+    """Register ``model_dir`` as a new version of ``name`` and move ``champion`` to it only
+    when ``rule`` says the challenger beats the champion's metrics: (version, decision)."""
+    from infra import registry
+
+    decision = decide(challenger, champion, rule)
+    version = registry.register_model_dir(
+        name, model_dir, run_id, tags=dict(tags or {}), description=description
+    )
+    if decision.promote:
+        registry.set_alias(name, version)
+    return version, decision

@@ -108,7 +108,8 @@ def test_hotel_descriptions_are_written_from_the_facts():
 
 
 def test_hotel_documents_are_rag_documents():
-    rag = pytest.importorskip("pipelines.rag.documents")
+    from pipelines.rag import documents as rag
+
     documents = hotel_documents(SMALL)
     assert all(isinstance(d, rag.Document) for d in documents)
     assert [d.source_id for d in documents] == [s for s, _ in hotel_descriptions(SMALL)]

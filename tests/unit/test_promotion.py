@@ -117,3 +117,32 @@ def test_the_bpb_and_sweep_gates_decide_as_before(score, champion):
     assert decide({"m": score}, theirs, one_metric("m", "higher")).promote == (
         champion is None or score > champion
     )
+
+
+def test_the_alias_moves_only_for_a_challenger_that_wins_by_more_than_the_margin(
+    tiny_model_dir,
+):
+    """Through the real registry: every challenger becomes a version; ``champion`` moves
+    only when the rule says so (loses: stays; wins: moves; within the margin: stays)."""
+    from infra import registry, tracking
+    from pipelines.shared.promotion import register_challenger
+
+    name, rule = "genai-test-gate", one_metric("rouge_l", "higher", margin=0.01)
+
+    def challenge(score: float) -> tuple[str, bool]:
+        champion = registry.alias_version(name)
+        theirs = None if champion is None else {"rouge_l": float(champion.tags["rouge_l"])}
+        with tracking.start_run("test-gate", f"score {score}") as run:
+            version, decision = register_challenger(
+                name, tiny_model_dir, run.run_id, {"rouge_l": score}, theirs, rule,
+                tags={"rouge_l": score},
+            )  # fmt: skip
+        return version, decision.promote
+
+    assert challenge(0.40) == ("1", True)  # no champion yet
+    assert challenge(0.30) == ("2", False)  # loses
+    assert str(registry.alias_version(name).version) == "1"
+    assert challenge(0.45) == ("3", True)  # wins by 0.05 > 0.01
+    assert str(registry.alias_version(name).version) == "3"
+    assert challenge(0.455) == ("4", False)  # 0.005 better: noise
+    assert str(registry.alias_version(name).version) == "3"
