@@ -6,14 +6,16 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from statistics import fmean
 
 import pytest
 
 from flows.finetune_sweep import SweepConfig, finetune_sweep
 from flows.pairwise_eval import PairwiseConfig, pairwise_eval
 from infra import registry, tracking
+from pipelines.evaluation.text_metrics import rouge_l
 from pipelines.finetune.lora import lora_parameter_count, resolve_targets
-from pipelines.shared.tabledoc_format import ddl_columns
+from pipelines.shared.tabledoc_format import ddl_columns, format_valid, response_part
 from pipelines.training.models import build_model, model_config
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -91,6 +93,13 @@ def test_a_two_step_sweep_trains_each_cell_and_registers_the_best(sweep):
             f"- {column}" for column in ddl_columns(sample["prompt"])
         ]
         assert lines[0] == "Description"
+    # the best cell's scores are its held-out generations' (all 3 items are logged), recomputed
+    best = next(c for c in cells if c["best"])
+    answers = [(response_part(s["generated"]), s) for s in generations]
+    assert best["rouge_l"] == pytest.approx(fmean(rouge_l(a, s["reference"]) for a, s in answers))
+    assert best["format_validity"] == pytest.approx(
+        fmean(format_valid(a, ddl_columns(s["prompt"])) for a, s in answers)
+    )
 
 
 def test_pairwise_prepare_then_score_logs_win_rates(sweep, prefect_server, tmp_path):
