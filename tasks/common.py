@@ -23,6 +23,7 @@ from prefect.cache_policies import NONE as NO_CACHE_POLICY  # noqa: F401  (re-ex
 
 from infra.fingerprints import (
     HASHES_FILE,
+    MODULE_STRING,
     code_fingerprint,
     function_roots,
     is_input_path,
@@ -63,10 +64,22 @@ def keyed(value, home: Path):
     return value
 
 
-def task_code(fn) -> str:
-    """Hash of the task's module source and of the project code its function reaches."""
+def task_code(fn, named: tuple[str, ...] = ()) -> str:
+    """Hash of the task's module source and of the project code its function reaches, plus
+    the modules its parameters name (a preset's ``"pipelines.x.y:callable"``)."""
     own, roots = _task_module(fn)
-    return f"{own}:{code_fingerprint(*roots)}"
+    return f"{own}:{code_fingerprint(*roots, *named)}"
+
+
+def named_modules(value) -> tuple[str, ...]:
+    """Project modules that strings inside a parameter name."""
+    if isinstance(value, dict):
+        return tuple(m for v in value.values() for m in named_modules(v))
+    if isinstance(value, list):
+        return tuple(m for v in value for m in named_modules(v))
+    if isinstance(value, str) and (match := MODULE_STRING.match(value)):
+        return (match.group(1),)
+    return ()
 
 
 def input_key(value):
@@ -95,15 +108,12 @@ def task_key(task_name: str, fn, parameters: dict) -> str:
     from infra.settings import load_settings
 
     home = load_settings().home.resolve()
+    values = {k: jsonable(v) for k, v in parameters.items() if k not in UNCACHED_PARAMETERS}
     payload = {
         "task": task_name,
         "workspace": str(home),  # results point into this workspace's lake
-        "parameters": {
-            k: keyed(jsonable(v), home)
-            for k, v in parameters.items()
-            if k not in UNCACHED_PARAMETERS
-        },
-        "code": task_code(fn),
+        "parameters": {k: keyed(v, home) for k, v in values.items()},
+        "code": task_code(fn, tuple(sorted(set(named_modules(values))))),
     }
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
     return f"{task_name}-{hashlib.sha256(blob).hexdigest()[:32]}"

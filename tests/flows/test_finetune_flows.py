@@ -93,13 +93,17 @@ def test_a_two_step_sweep_trains_each_cell_and_registers_the_best(sweep):
             f"- {column}" for column in ddl_columns(sample["prompt"])
         ]
         assert lines[0] == "Description"
-    # the best cell's scores are its held-out generations' (all 3 items are logged), recomputed
-    best = next(c for c in cells if c["best"])
+    # the best cell's scores are its held-out generations' (all 3 items are logged), recomputed;
+    # the summary rows round them to 4 places
     answers = [(response_part(s["generated"]), s) for s in generations]
-    assert best["rouge_l"] == pytest.approx(fmean(rouge_l(a, s["reference"]) for a, s in answers))
-    assert best["format_validity"] == pytest.approx(
-        fmean(format_valid(a, ddl_columns(s["prompt"])) for a, s in answers)
-    )
+    expected = {
+        "rouge_l": fmean(rouge_l(a, s["reference"]) for a, s in answers),
+        "format_validity": fmean(format_valid(a, ddl_columns(s["prompt"])) for a, s in answers),
+    }
+    best_row = next(c for c in cells if c["best"])
+    for metric, value in expected.items():
+        assert sweep["best"][metric] == pytest.approx(value)
+        assert best_row[metric] == round(value, 4)
 
 
 def test_pairwise_prepare_then_score_logs_win_rates(sweep, prefect_server, tmp_path):

@@ -99,3 +99,16 @@ def test_a_recorded_hash_is_not_trusted_for_a_file_written_just_before_hashing(t
     data.write_text("two")  # within the racy window: same size, maybe the same mtime tick
     os.utime(data, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert path_fingerprint(data, hashes) != first
+
+
+def test_a_module_named_in_a_parameter_is_part_of_the_code_key(monkeypatch):
+    from tasks import common
+
+    named = common.named_modules({"chain": {"factory": "pipelines.rag.chain:open_chain"}})
+    assert named == ("pipelines.rag.chain",)
+    plain = mix_key({"config": {"factory": "none"}})
+    assert mix_key({"config": {"factory": "pipelines.rag.chain:open_chain"}}) != plain
+    seen = []
+    monkeypatch.setattr(common, "code_fingerprint", lambda *roots: seen.append(roots) or "x")
+    mix_key({"config": {"factory": "pipelines.rag.chain:open_chain"}})
+    assert "pipelines.rag.chain" in seen[-1]
