@@ -82,6 +82,7 @@ def extract(commit: str, into: Path) -> Path:
 
 def run(tree: Path, out: Path) -> dict:
     print(f"training with {tree}", file=sys.stderr)
+    out.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_PORT")}
     done = subprocess.run(
         [sys.executable, "-c", RUN, str(tree), str(out)],

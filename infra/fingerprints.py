@@ -258,9 +258,12 @@ def _save_hashes(hashes_file: Path | None, known: dict) -> None:
 def is_input_path(value) -> bool:
     """A parameter value that names an existing file or folder (not a bare word)."""
     if isinstance(value, Path):
-        return value.exists()
+        value = str(value)
     if not isinstance(value, str) or len(value) > 4096 or "\n" in value:
         return False
     if os.sep not in value and "." not in value:
         return False
-    return ":/" not in value and Path(value).exists()
+    if ":/" in value or not Path(value).exists():
+        return False
+    here = Path.cwd()  # "." or ".." name where a process runs, not an input to hash whole
+    return Path(value).resolve() not in (here, *here.parents)

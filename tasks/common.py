@@ -51,7 +51,7 @@ def keyed(value, home: Path):
     if isinstance(value, dict):
         if "table_id" in value:  # a manifest: the Delta version pins its content
             return value
-        return {k: keyed(v, home) for k, v in value.items()}
+        return {k: v if is_output_field(k) else keyed(v, home) for k, v in value.items()}
     if isinstance(value, list):
         return [keyed(v, home) for v in value]
     if isinstance(value, str) and value.startswith("models:/") and "@" in value:
@@ -80,6 +80,12 @@ def named_modules(value) -> tuple[str, ...]:
     if isinstance(value, str) and (match := MODULE_STRING.match(value)):
         return (match.group(1),)
     return ()
+
+
+def is_output_field(name: str) -> bool:
+    """Fields that name where a task writes (``out_dir``, ``output_path``): their content is
+    the task's result, never its input."""
+    return name == "out" or name.startswith(("out_", "output")) or name.endswith("_out_dir")
 
 
 def input_key(value):

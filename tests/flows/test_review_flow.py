@@ -52,6 +52,8 @@ def test_review_summaries_flow_makes_its_model_then_summarises(
     assert len(rows) == summary["groups"]
     assert {r.mlflow_run_id for r in rows} == {summary["mlflow_run_id"]}
     assert all(r.raw for r in rows)  # parse failures keep their raw text
+    parsed = sum(r.parse_error is None for r in rows)
+    assert summary["parse_rate"] == parsed / len(rows)  # the rate is the rows' own
 
     import mlflow
 

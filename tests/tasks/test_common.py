@@ -82,6 +82,11 @@ def test_an_input_file_is_keyed_by_content_even_with_its_size_and_mtime_restored
     data.write_text('{"instruction": "a", "response": "c"}\n')  # same size
     os.utime(data, (old, old))  # and the same mtime
     assert mix_key({"dataset": str(data)}) != first
+    out = tmp_path / "out"
+    out.mkdir()
+    before = mix_key({"config": {"out_dir": str(out)}})
+    (out / "result.json").write_text("{}")  # what the task wrote is not an input
+    assert mix_key({"config": {"out_dir": str(out)}}) == before
     folder = tmp_path / "set"
     folder.mkdir()
     (folder / "part-1.jsonl").write_text("x\n")
