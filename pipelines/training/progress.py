@@ -8,7 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-STEP_METRICS = ("loss", "lr", "grad_norm", "tokens_per_s", "mfu")
+THROUGHPUTS = ("tokens_per_s", "samples_per_s")  # what an objective counts (text, images)
+STEP_METRICS = ("loss", "lr", "grad_norm", *THROUGHPUTS, "mfu")
 EVAL_METRICS = ("val_loss", "val_bpb")
 FLUSH_EVERY_S = 5.0  # MLflow gets step metrics in batches at most this far apart
 
@@ -34,13 +35,14 @@ class LogFollower:
         if event == "step":
             self.pending.append(({k: record.get(k) for k in STEP_METRICS}, step))
             if step % self.log_every == 0 or step == self.max_steps:
+                key = next((k for k in THROUGHPUTS if record.get(k) is not None), None)
                 self.logger.info(
-                    "step %d/%d loss %.4f lr %.2e %.0f tokens/s",
+                    "step %d/%d loss %.4f lr %.2e%s",
                     step,
                     self.max_steps,
                     record["loss"],
                     record["lr"],
-                    record["tokens_per_s"],
+                    f" {record[key]:.0f} {key.removesuffix('_per_s')}/s" if key else "",
                 )
                 self.progress(step / self.max_steps)
         elif event == "eval":

@@ -155,3 +155,30 @@ def test_two_phase_run_killed_in_phase_one_and_at_the_boundary_resumes_bitwise(t
     phases = [r["phase"] for r in map(json.loads, (out / METRICS).read_text().splitlines())
               if r["event"] == "phase"]  # fmt: skip
     assert phases[0] == "short" and phases[-1] == "long"
+
+
+def test_the_log_follower_reports_either_throughput():
+    from pipelines.training.progress import LogFollower
+
+    class Run:
+        logged: list = []
+
+        def log_metrics(self, metrics, step):
+            self.logged.append((step, metrics))
+
+    class Logger:
+        lines: list = []
+
+        def info(self, fmt, *args):
+            self.lines.append(fmt % args)
+
+    run, logger = Run(), Logger()
+    follow = LogFollower(run, logger, lambda fraction: None, max_steps=2, log_every=1)
+    follow(json.dumps({"event": "step", "step": 1, "loss": 0.5, "lr": 1e-3, "samples_per_s": 80}))
+    follow(json.dumps({"event": "step", "step": 2, "loss": 0.4, "lr": 1e-3, "tokens_per_s": 900}))
+    follow.flush()
+    assert logger.lines == [
+        "step 1/2 loss 0.5000 lr 1.00e-03 80 samples/s",
+        "step 2/2 loss 0.4000 lr 1.00e-03 900 tokens/s",
+    ]
+    assert run.logged[0] == (1, {"loss": 0.5, "lr": 1e-3, "samples_per_s": 80})
