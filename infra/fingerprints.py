@@ -58,6 +58,7 @@ def _sources_digest(roots: tuple[str, ...]) -> str:
 def clear_caches() -> None:
     """Forget the sources read so far (a new process would read them again)."""
     _sources_digest.cache_clear()
+    _data_file_paths.cache_clear()
 
 
 def reached_sources(roots) -> dict[str, str]:
@@ -109,6 +110,13 @@ def data_files(roots) -> set[Path]:
     """The project's non-Python files that the reached modules read: named by file name in a
     module's strings, or a whole folder named by its path's parts (``"infra"``,
     ``"deepspeed"``) or by its name beside the module (``data/`` next to it)."""
+    return set(_data_file_paths(tuple(sorted(roots))))
+
+
+@cache
+def _data_file_paths(roots: tuple[str, ...]) -> tuple[Path, ...]:
+    """Which files count depends only on the sources, read once per process; their content
+    is hashed on every call (``code_fingerprint``)."""
     found = set()
     for name, source in reached_sources(roots).items():
         here = module_file(name).parent
@@ -120,7 +128,7 @@ def data_files(roots) -> set[Path]:
             beside = folder.name in strings and folder.is_relative_to(here)
             if path.name in strings or named_folder or beside:
                 found.add(path)
-    return found
+    return tuple(sorted(found))
 
 
 @cache

@@ -148,8 +148,7 @@ def run_training(
             batch = train_data.batch(indices)
             record = _train_step(engine, objective, batch, config, step, rank, world)
             last["loss"] = record["loss"]
-            per_s = record.pop("units_per_s")
-            record[f"{objective.unit}_per_s"] = per_s
+            per_s = record[f"{objective.unit}_per_s"]
             record["mfu"] = per_s * flops_per_unit / peak if peak and flops_per_unit else None
             if config.ema.enabled:
                 record["ema"] = step > config.ema_start_step
@@ -234,7 +233,7 @@ def _train_step(
         "loss": loss,
         "lr": lr,
         "grad_norm": None if grad_norm is None else float(grad_norm),
-        "units_per_s": objective.count(batch) * world / seconds,
+        f"{objective.unit}_per_s": objective.count(batch) * world / seconds,
         "seconds": seconds,
     }
 
