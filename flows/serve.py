@@ -12,7 +12,7 @@ from __future__ import annotations
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
-from infra.serving import DEFAULT_BATCH_WINDOW_MS, DEFAULT_MAX_BATCH
+from infra.serving import DEFAULT_BATCH_WINDOW_MS, DEFAULT_MAX_BATCH, ServerLimits
 from pipelines.shared.presets import config_or_preset
 
 FLOW_NAME = "serve-model"
@@ -23,11 +23,14 @@ class ServeConfig(BaseModel):
 
     model: str = "models:/genai-tabledoc@champion"  # a models:/ URI or a local HF dir
     model_name: str | None = None  # what clients send as "model"; default: URI minus models:/
-    host: str = "127.0.0.1"  # this machine only; another address needs api_key_env too
+    host: str = "127.0.0.1"  # this machine only; another address needs api_key_env (or
+    # allow_no_auth)
     port: int = Field(8000, ge=1, le=65535)  # Prefect has 4200 and MLflow 5000
     max_batch: int = Field(DEFAULT_MAX_BATCH, ge=1)  # requests per model call, at most
     batch_window_ms: float = Field(DEFAULT_BATCH_WINDOW_MS, ge=0)  # wait for a batch to fill, ms
     api_key_env: str | None = None  # name of the env var with the bearer token clients send
+    allow_no_auth: bool = False  # serve a non-loopback host without a key: anyone may call it
+    limits: ServerLimits = ServerLimits()  # body size, prompts, n, stops, tokens, queue
     rag_preset: str | None = None  # configs/rag/<name>.yaml: also serve POST /answer over its
     # index, answered by the served model (e.g. model models:/genai-rag@champion)
 
@@ -47,6 +50,8 @@ def serve_model(config: ServeConfig | None = None, preset: str | None = None) ->
         max_batch=config.max_batch,
         batch_window_ms=config.batch_window_ms,
         api_key_env=config.api_key_env,
+        allow_no_auth=config.allow_no_auth,
+        limits=config.limits,
     )
 
 

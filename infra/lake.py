@@ -11,6 +11,7 @@ from infra.settings import load_settings
 
 LAYERS = ("bronze", "silver", "gold")
 QUARANTINE_SUFFIX = "__quarantine"
+REJECTED_SUFFIX = "__rejected"  # whole batches the gate refused, for the user to fix
 
 
 def expect(kind: str, **kwargs: Any) -> dict:
@@ -50,9 +51,13 @@ class TableSpec:
     def quarantine_path(self, lake: Path | None = None) -> Path:
         return self.path(lake).with_name(f"{self.name}{QUARANTINE_SUFFIX}")
 
+    def rejected_path(self, lake: Path | None = None) -> Path:
+        return self.path(lake).with_name(f"{self.name}{REJECTED_SUFFIX}")
 
-class QualityGateError(RuntimeError):
-    """A batch failed its table's expectations beyond what quarantine may absorb."""
+
+class QualityGateError(ValueError):
+    """A batch failed its table's expectations beyond what quarantine may absorb: the input
+    must be fixed, so it is not retried (``infra.errors``)."""
 
 
 class SchemaMismatchError(ValueError):
@@ -62,6 +67,8 @@ class SchemaMismatchError(ValueError):
 WRITE_MODES = ("append", "overwrite", "merge")
 CONFLICT_RETRIES = 5  # Delta's optimistic concurrency: a losing writer retries its commit
 QUARANTINE_COLUMNS = "_reason STRING, _batch STRING, _quarantined_at TIMESTAMP"
+# _reason is null for the rows of a refused batch that met every expectation
+REJECTED_COLUMNS = "_reason STRING, _batch STRING, _rejected_at TIMESTAMP"
 
 
 def table_ref(spark, path: Path | str) -> dict:
@@ -164,6 +171,11 @@ def write_table(
     txn_id). A retry after a crash anywhere re-runs this function: whatever already committed
     is skipped by Delta, the rest is written, so accepted + quarantined = input exactly once.
     ``txn_id`` must identify the logical write (tasks pass their cache key), not the attempt.
+
+    A batch the gate refuses (too many failing rows, or a table-level expectation failed)
+    reaches neither table: the whole batch goes to ``<name>__rejected`` under the same
+    transaction id, each row with the expectations it failed, and the QualityGateError names
+    that table and the id — accepted + quarantined + rejected = input.
     """
     from pyspark.sql import functions as F
 
@@ -184,8 +196,10 @@ def write_table(
     try:
         rows = batch.count()
         report = run_suite(batch, spec.qualified_name, suite_for(spec), rows)
-        _refuse_bad_batch(spec, report)
         reasons = _reasons_frame(spark, report)
+        if _refused(spec, report):
+            rejected = _write_rejected(spark, spec, batch, reasons, root, txn_id)
+            raise QualityGateError(_refusal(spec, report, rejected, txn_id))
         accepted = batch.join(reasons, ROW_ID, "left_anti").drop(ROW_ID)
         quarantined = (
             batch.join(reasons, ROW_ID)
@@ -229,14 +243,40 @@ def suite_for(spec: TableSpec) -> tuple[dict, ...]:
     return tuple(e for e in implied if e not in spec.expectations) + tuple(spec.expectations)
 
 
-def _refuse_bad_batch(spec: TableSpec, report) -> None:
-    if report.table_failures or report.fraction > spec.max_quarantine_fraction:
-        raise QualityGateError(
-            f"{spec.qualified_name}: {report.failed_rows} of {report.rows} rows "
-            f"({report.fraction:.1%}) fail its expectations, over max_quarantine_fraction "
-            f"{spec.max_quarantine_fraction:.1%}; nothing was committed. Failed: "
-            f"{report.describe()}"
-        )
+def _refused(spec: TableSpec, report) -> bool:
+    return bool(report.table_failures) or report.fraction > spec.max_quarantine_fraction
+
+
+def _write_rejected(spark, spec: TableSpec, batch, reasons, root, txn_id: str) -> Path:
+    """The whole refused batch, each row with the expectations it failed (null: none), as one
+    commit of ``<name>__rejected`` under the batch's transaction id (a retry adds nothing)."""
+    from pyspark.sql import functions as F
+
+    from infra.gate import ROW_ID
+
+    path = spec.rejected_path(root)
+    rows = (
+        batch.join(reasons, ROW_ID, "left")
+        .drop(ROW_ID)
+        .withColumn("_batch", F.lit(txn_id))
+        .withColumn("_rejected_at", F.current_timestamp())
+    )
+    ensure_table(spark, path, f"{spec.schema}, {REJECTED_COLUMNS}")
+    _commit(spark, rows, path, "append", txn_id, allow_schema_change=False)
+    return path
+
+
+def _refusal(spec: TableSpec, report, rejected: Path, txn_id: str) -> str:
+    if report.table_failures:
+        why = "a table-level expectation failed"
+    else:
+        why = f"over max_quarantine_fraction {spec.max_quarantine_fraction:.1%}"
+    return (
+        f"{spec.qualified_name}: {report.failed_rows} of {report.rows} rows "
+        f"({report.fraction:.1%}) fail its expectations, {why}; nothing was committed to the "
+        f"table. Failed: {report.describe()}. The batch's rows are in {rejected} "
+        f"(_batch = '{txn_id}', each with the expectations it failed in _reason)"
+    )
 
 
 def _reasons_frame(spark, report):

@@ -33,10 +33,18 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 import pydantic
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, PlainSerializer
+
+from infra.redaction import REDACTED, redact, redact_value, register_secret
+
+REDACTED_USERINFO = f"://{REDACTED}@"
+# How a config names a model: a models:/ URI, an HF dir, an endpoint URL (``http://host/v1#m``)
+# or a client's arguments. Written out as JSON (Prefect's stored parameters, manifests, MLflow)
+# its credentials are cut out; in the process that runs it, it is used as given.
+LLMSpec = Annotated[str | dict, PlainSerializer(redact_value, when_used="json")]
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +396,9 @@ class OpenAICompatibleLLM:
     """An OpenAI-compatible ``/v1`` server: ``completions`` or ``chat`` mode.
 
     The API key (argument, else ``OPENAI_API_KEY``) only ever goes into the Authorization
-    header: never into logs or error messages (a body that echoes it is redacted).
+    header, and credentials written into the URL (``http://user:key@host/v1``) are taken out
+    of it and sent as HTTP basic auth: neither reaches a log line, an error message or
+    ``repr`` (``infra.redaction`` knows them, so a body that echoes one is redacted too).
     """
 
     def __init__(
@@ -397,6 +407,7 @@ class OpenAICompatibleLLM:
         model: str,
         api_key: str | None = None,
         mode: Literal["chat", "completions"] = "completions",
+        api_key_env: str = "OPENAI_API_KEY",
         max_concurrency: int = 4,
         max_retries: int = 5,
         timeout_s: float = 60,
@@ -404,14 +415,20 @@ class OpenAICompatibleLLM:
     ):
         if mode not in ("chat", "completions"):
             raise ValueError(f"mode must be 'chat' or 'completions', got {mode!r}")
-        self.base_url = base_url.rstrip("/")
+        if REDACTED_USERINFO in base_url:
+            raise ValueError(
+                f"{base_url}: this endpoint's credentials were cut out when its config was "
+                f"stored; put the key in an environment variable and name it (api_key_env)"
+            )
+        self.base_url, self._basic_auth = _split_credentials(base_url.rstrip("/"))
         self.model = model
         self.mode = mode
         self.max_concurrency = max_concurrency  # requests in flight at once, at most
         self.max_retries = max_retries  # retries after the first try of each request
         self.timeout_s = timeout_s  # per request (connect, read, write each)
         self.backoff_s = backoff_s  # first retry's wait; doubles on each retry
-        self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
+        self._api_key = api_key or os.environ.get(api_key_env) or None
+        register_secret(self._api_key)
 
     def __repr__(self) -> str:
         return f"OpenAICompatibleLLM({self.base_url!r}, model={self.model!r}, mode={self.mode!r})"
@@ -426,7 +443,9 @@ class OpenAICompatibleLLM:
         params = params or GenerationParams()
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         limits = httpx.Limits(max_connections=self.max_concurrency)
-        with httpx.Client(headers=headers, timeout=self.timeout_s, limits=limits) as client:
+        with httpx.Client(
+            headers=headers, auth=self._basic_auth, timeout=self.timeout_s, limits=limits
+        ) as client:
             pool = ThreadPoolExecutor(max_workers=self.max_concurrency)
             try:
                 texts = list(pool.map(lambda p: self._complete(client, p, params), prompts))
@@ -494,9 +513,24 @@ class OpenAICompatibleLLM:
         raise AssertionError("unreachable")
 
     def _quote(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
+        text = redact(text)
         return text[:ERROR_BODY_CHARS] + ("…" if len(text) > ERROR_BODY_CHARS else "")
+
+
+def _split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """``url`` without its userinfo, and that userinfo (decoded) as a basic-auth pair, whose
+    password is from now on redacted wherever it appears."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    user, password = unquote(user), unquote(password)
+    register_secret(password)
+    register_secret(user if not password else None)  # a bare token written as the user
+    return urlunsplit(parts._replace(netloc=host)), (user, password)
 
 
 def load_llm(spec: str | Path | dict) -> LLM:

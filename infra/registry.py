@@ -115,4 +115,29 @@ def resolve(uri: str):
     name, _, number = rest.partition("/")
     if not number.isdigit():
         raise ValueError(f"{uri} is not models:/<name>@<alias> or models:/<name>/<version>")
-    return client.get_model_version(name, number)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(name, number)
+    except MlflowException as err:
+        if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+    raise LookupError(f"{uri}: {name!r} has no version {number}; {_versions_of(name)}") from None
+
+
+def _versions_of(name: str) -> str:
+    """What a user could have meant: the model's versions and aliases, or that it has none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = tracking.client().search_model_versions(f"name='{name}'")
+    except MlflowException:
+        found = []
+    if not found:
+        return f"no model named {name!r} is registered; run the flow that registers it first"
+    numbers = sorted(int(v.version) for v in found)
+    aliases = sorted({a for v in found for a in (v.aliases or [])})
+    listed = (
+        f"versions {numbers[0]}-{numbers[-1]}" if len(numbers) > 1 else f"version {numbers[0]}"
+    )
+    return f"it has {listed}" + (f", aliases {', '.join(aliases)}" if aliases else "")

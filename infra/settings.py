@@ -109,6 +109,9 @@ def apply_environment(settings: Settings | None = None) -> Settings:
     settings.lake.mkdir(parents=True, exist_ok=True)
     settings.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
     os.environ.update(env)
+    from infra.redaction import install_log_redaction
+
+    install_log_redaction()  # every project process redacts its log records, Prefect's too
     return settings
 
 

@@ -16,6 +16,7 @@ from infra.files import write_text_atomic
 from infra.settings import Settings, apply_environment
 
 SHUFFLE_PARTITIONS_LOCAL = 8  # Spark's 200 default turns small local jobs into 200 tiny tasks
+LOCAL_UI_HISTORY = 100  # queries, jobs and stages the UI remembers
 
 
 def delta_coordinate() -> str:
@@ -71,6 +72,10 @@ def session_conf(settings: Settings, master: str | None = None) -> dict[str, str
         conf["spark.sql.shuffle.partitions"] = str(SHUFFLE_PARTITIONS_LOCAL)
         conf["spark.databricks.delta.snapshotPartitions"] = "2"  # tiny Delta logs: 50 is slow
         conf["spark.default.parallelism"] = str(os.cpu_count() or 2)
+        # One long-lived local JVM (a worker, a server, the test session) runs thousands of
+        # small queries: keep the UI history of the recent ones, not 1,000 plan graphs
+        for history in ("sql.ui.retainedExecutions", "ui.retainedJobs", "ui.retainedStages"):
+            conf[f"spark.{history}"] = str(LOCAL_UI_HISTORY)
     if settings.spark_loopback:
         conf["spark.driver.host"] = "127.0.0.1"
         conf["spark.driver.bindAddress"] = "127.0.0.1"

@@ -2,8 +2,9 @@
 
 One experiment per flow; one parent run per flow run, one child run per task. Everything is
 logged through explicit run ids (never MLflow's thread-local "active run"), because Prefect
-may run tasks in worker threads. Secrets never reach params: ``log_params`` drops any key that
-looks like one.
+may run tasks in worker threads. Secrets never reach MLflow: params whose key names a secret
+are dropped, and every param, tag and trace attribute goes through ``infra.redaction`` (a
+credential inside an endpoint URL is cut out of it).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from infra.redaction import SECRET_FIELD, redact
 from infra.settings import Settings, apply_environment, load_settings
 
-SECRET_KEY = re.compile(r"(secret|token|password|passwd|api[_-]?key|credential|auth)", re.I)
 INVALID_NAME_CHARS = re.compile(r"[^\w\-. :/]")
 MLFLOW_UI = "http://127.0.0.1:5000"  # `make up` serves the UI here; GENAI_MLFLOW_UI overrides
 
@@ -66,9 +67,9 @@ class Run:
 
         # never store credentials, even if a config carries one
         batch = [
-            Param(metric_name(k), str(v)[:6000])
+            Param(metric_name(k), redact(str(v))[:6000])
             for k, v in flatten(params).items()
-            if not SECRET_KEY.search(k)
+            if not _names_secret(k)
         ]
         for start in range(0, len(batch), 100):  # MLflow's per-request limit on params
             client().log_batch(self.run_id, params=batch[start : start + 100])
@@ -90,7 +91,7 @@ class Run:
     def set_tags(self, tags: dict) -> None:
         mlflow_client = client()
         for key, value in tags.items():
-            mlflow_client.set_tag(self.run_id, key, str(value))
+            mlflow_client.set_tag(self.run_id, key, redact(str(value)))
 
     def log_table(self, ref: dict, role: str = "input") -> None:
         """Lineage: the Delta table (path + version) this run read or wrote."""
@@ -124,11 +125,16 @@ class Run:
         client().log_artifacts(self.run_id, str(directory), artifact_path)
 
 
+def _names_secret(key: str) -> bool:
+    # `...api_key_env` names a variable, safe to keep; `...api_key` holds the key itself
+    return SECRET_FIELD.search(key) is not None and not key.endswith(("_env", "_block"))
+
+
 @contextmanager
 def start_run(experiment: str, run_name: str, parent: str | None = None, tags: dict | None = None):
     """Open a run (a child when parent is given); FINISHED on success, FAILED on an error."""
     mlflow_client = client()
-    all_tags = {"mlflow.runName": run_name, **(tags or {})}
+    all_tags = {"mlflow.runName": run_name, **{k: redact(str(v)) for k, v in (tags or {}).items()}}
     if parent:
         all_tags["mlflow.parentRunId"] = parent
     run = mlflow_client.create_run(experiment_id(experiment), tags=all_tags, run_name=run_name)
@@ -234,7 +240,9 @@ def log_llm_traces(run_id: str, name: str, calls: list[dict]) -> int:
     for call in calls:
         latency_ns = int(call.get("latency_ms", 0) * 1e6)
         attributes = {
-            k: str(v) for k, v in call.items() if k not in ("inputs", "outputs") and v is not None
+            k: redact(str(v))
+            for k, v in call.items()
+            if k not in ("inputs", "outputs") and v is not None
         }
         span = mlflow.start_span_no_context(
             name,

@@ -125,6 +125,20 @@ def task_key(task_name: str, fn, parameters: dict) -> str:
     return f"{task_name}-{hashlib.sha256(blob).hexdigest()[:32]}"
 
 
+def retry_unless_input_error(task, task_run, state) -> bool:
+    """Prefect's retry condition: a bad input (``infra.errors.is_input_error``) fails the same
+    way on every try, so only the other failures are retried."""
+    from infra.errors import is_input_error
+
+    err = state.data if isinstance(state.data, BaseException) else None
+    if err is None:
+        try:
+            err = state.result(raise_on_failure=False)
+        except Exception as unreadable:  # a result that cannot be read: retry, as before
+            err = unreadable
+    return not is_input_error(err if isinstance(err, BaseException) else None)
+
+
 def lake_task(
     name: str,
     timeout_seconds: float,
@@ -145,6 +159,7 @@ def lake_task(
             timeout_seconds=timeout_seconds,
             retries=retries,
             retry_delay_seconds=5,
+            retry_condition_fn=retry_unless_input_error,
             tags=list(tags),
             log_prints=True,
         )(fn)

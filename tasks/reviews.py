@@ -57,12 +57,14 @@ def resolve_summary_model(spec: str | dict) -> tuple[str | dict, str]:
     """(what executors load, the id recorded with every answer): a models:/ URI becomes its
     local dir and ``name/version``; an HF dir or endpoint is used as given."""
     from infra import registry
+    from infra.redaction import redact
 
     if isinstance(spec, str) and spec.startswith("models:/"):
         version = registry.resolve(spec)
         pinned = f"models:/{version.name}/{version.version}"  # the alias may move later
         return str(registry.model_dir(pinned)), pinned
-    return spec, spec if isinstance(spec, str) else f"{spec.get('base_url')}#{spec.get('model')}"
+    shown = spec if isinstance(spec, str) else f"{spec.get('base_url')}#{spec.get('model')}"
+    return spec, redact(shown)  # the id is stored with every answer: no credentials in it
 
 
 @lake_task("summarise-reviews", timeout_seconds=12 * HOUR, retries=0)

@@ -17,6 +17,8 @@ os.environ["GENAI_HOME"] = str(_SESSION_HOME)
 os.environ.setdefault("GENAI_JARS_DIR", str(REPO / ".genai" / "jars"))
 os.environ.setdefault("GENAI_SPARK_MASTER", "local[2]")
 
+from spark_session import jvm_exit_code, revive_spark, start_spark  # noqa: E402
+
 from infra.settings import apply_environment, load_settings  # noqa: E402
 
 apply_environment()
@@ -30,11 +32,20 @@ def settings():
 @pytest.fixture(scope="session")
 def spark(settings):
     """One SparkSession for the whole test session (a JVM start costs ~7 s)."""
-    from infra.spark import get_spark
-
-    session = get_spark(settings, extra_conf={"spark.ui.enabled": "false"})
+    session = start_spark(settings)
     yield session
-    session.stop()
+    if jvm_exit_code() is None:
+        session.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _spark_alive_for_module(settings, request):
+    revive_spark(settings, request.node.nodeid)  # before the module's fixtures use it
+
+
+@pytest.fixture(autouse=True)
+def _spark_alive_for_test(settings, request):
+    revive_spark(settings, request.node.nodeid)
 
 
 @pytest.fixture

@@ -78,24 +78,21 @@ def run_rag_flow(args) -> int:
 def run_ask(args) -> int:
     """`genai ask`: the chain over the preset's index (latest version) and model."""
     from flows.rag import RagConfig
-    from pipelines.rag.chain import open_chain
+    from pipelines.rag.chain import check_question, open_chain
     from pipelines.rag.config import index_config
     from pipelines.rag.index import lancedb_dir
     from pipelines.shared.presets import load_preset
 
-    try:
-        config = load_preset(RagConfig, "rag", args.preset)
-        answer = (
-            config.answer
-            if args.model is None
-            else config.answer.model_copy(update={"model": args.model})
-        )
-        chain = open_chain(index_config(config), answer, lancedb_dir())
-        request = {k: v for k, v in (("nights", args.nights), ("season", args.season)) if v}
-        result = chain.answer(args.question, args.user_id, request)
-    except (LookupError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    config = load_preset(RagConfig, "rag", args.preset)
+    answer = (
+        config.answer
+        if args.model is None
+        else config.answer.model_copy(update={"model": args.model})
+    )
+    check_question(args.question, answer.max_question_chars)  # before the embedder loads
+    chain = open_chain(index_config(config), answer, lancedb_dir())
+    request = {k: v for k, v in (("nights", args.nights), ("season", args.season)) if v}
+    result = chain.answer(args.question, args.user_id, request)
     if args.json:
         print(
             json.dumps(
@@ -175,27 +172,20 @@ def run_prepare_corpus(args) -> int:
 
 
 def run_serve(args) -> int:
-    import logging
-
     from flows.serve import serve_project_model
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     batching = {"max_batch": args.max_batch, "batch_window_ms": args.batch_window_ms}
-    try:  # options left out take the server's defaults (infra.serving)
-        serve_project_model(
-            args.model,
-            args.host,
-            args.port,
-            rag_preset=args.rag_preset,
-            model_name=args.name,
-            api_key_env=args.api_key_env,
-            **{k: v for k, v in batching.items() if v is not None},
-        )
-    except (OSError, LookupError, ValueError) as err:  # bad --model, key variable or port
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    serve_project_model(  # options left out take the server's defaults (infra.serving)
+        args.model,
+        args.host,
+        args.port,
+        rag_preset=args.rag_preset,
+        model_name=args.name,
+        api_key_env=args.api_key_env,
+        allow_no_auth=args.allow_no_auth,
+        log_level="debug" if args.verbose else "info",
+        **{k: v for k, v in batching.items() if v is not None},
+    )
     return 0
 
 

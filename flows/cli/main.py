@@ -12,7 +12,9 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from flows.cli import commands
+from flows.cli.failures import report_failure
 from flows.cli.parser import build_parser
+from infra.logs import configure_logging
 from infra.settings import apply_environment
 
 
@@ -43,11 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(__doc__.splitlines()[0]).parse_args(argv)
     apply_environment()
     command = COMMANDS[args.command]
-    if command.flow_runs:
-        from infra.prefect import services
+    try:
+        if command.flow_runs:
+            from infra.prefect import services
 
-        services.use_running_server()
-    return command.run(args)
+            services.use_running_server()
+        import prefect  # noqa: F401 -- sets up its logging at import: ours goes on top
+
+        configure_logging(verbose=args.verbose, console_tracebacks=args.verbose)
+        return command.run(args)
+    except Exception as err:  # a failed run ends in one error line (-v: with its traceback)
+        return report_failure(err, args.verbose)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ import argparse
 
 def build_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genai", description=description)
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="full logs, and tracebacks with errors"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run the whole lifecycle at demo scale")
     demo.add_argument("--preset", default="demo_minhash_cpu", help="prepare_corpus preset")
@@ -57,6 +60,12 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--api-key-env", default=None, help="env var holding a bearer token that clients must send"
+    )
+    serve.add_argument(
+        "--allow-no-auth",
+        action="store_true",
+        help="serve a non-loopback --host without --api-key-env (anyone who reaches it can use "
+        "the model)",
     )
     serve.add_argument(
         "--rag-preset",

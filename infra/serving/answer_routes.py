@@ -1,5 +1,7 @@
 """``POST /answer``: a RAG chain's answer, sources, citations and per-step latency; retrieval
-runs in a worker thread and generation shares the app's batches with the ``/v1`` routes."""
+runs in a worker thread and generation shares the app's batches with the ``/v1`` routes. The
+question's length is capped (``limits.max_question_chars``); the chain's errors reach the client
+without the server's file paths."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from infra.serving.errors import OpenAIError, error_message
+from infra.serving.errors import OpenAIError, client_message
 from infra.serving.replies import outcome
 
 
@@ -35,13 +37,16 @@ def answer_router(chain) -> APIRouter:
 
     @router.post("/answer")
     async def answer(body: AnswerRequest, request: Request):
+        request.app.state.limits.check_question(body.question)
         extras = {k: v for k, v in (("nights", body.nights), ("season", body.season)) if v}
         try:
             prepared = await run_in_threadpool(chain.prepare, body.question, body.user_id, extras)
         except LookupError as err:  # an unknown user or hotel id
-            raise OpenAIError(404, error_message(err), param="user_id", code="not_found") from None
+            raise OpenAIError(
+                404, client_message(err), param="user_id", code="not_found"
+            ) from None
         except ValueError as err:  # a question too long or empty
-            raise OpenAIError(400, error_message(err), param="question") from None
+            raise OpenAIError(400, client_message(err), param="question") from None
         started = time.perf_counter()
         future = request.app.state.batcher.submit(prepared.prompt, chain.generation_params())
         await asyncio.wait([future])

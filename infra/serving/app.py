@@ -8,16 +8,28 @@
 Later stages add routes with ``create_app(..., routers=[...])``; they find the model at
 ``app.state.llm`` and submit generations to ``app.state.batcher``, so they share its batches.
 
-OpenAI defaults and limits. ``temperature`` defaults to 1 as on OpenAI (send 0 for greedy);
-an omitted ``seed`` is 0, so that requests without one share batches (and are reproducible);
-``max_tokens`` defaults to 256; ``n`` must be 1 (a list of prompts gives several choices on
-``/v1/completions``); prompt + max_tokens must fit the model's context. Unknown fields, bad
-values and a wrong model name are refused in OpenAI's error shape (400, 404).
+OpenAI defaults. ``temperature`` defaults to 1 as on OpenAI (send 0 for greedy); an omitted
+``seed`` is 0, so that requests without one share batches (and are reproducible); ``max_tokens``
+defaults to 256; ``n`` choices per prompt (a list of prompts on ``/v1/completions`` gives
+``n`` for each; streaming too); prompt + max_tokens must fit the model's context. Unknown
+fields, bad values and a wrong model name are refused in OpenAI's error shape (400, 404), each
+error body carrying the request's id.
 
-Safety. No API key by default (the server binds 127.0.0.1); with one, every ``/v1`` call needs
-``Authorization: Bearer <key>``. Prompts and completions are never logged: only counts and
-timings. Models load from local files only (``infra.registry.model_dir``): nothing is
-downloaded."""
+Limits (``guards.ServerLimits``, ``create_app(limits=…)``; each refusal names its setting): the
+request body (1 MiB: 413, counted as it arrives, so a chunked body is cut off too), prompts per
+request (256), ``n`` (8), stop sequences (16, of 256 characters each), tokens per request
+(prompt tokens + n * max_tokens over all prompts: 65,536), the ``/answer`` question (4,000
+characters): 400; generations waiting for the model (1,024): 429 with ``Retry-After``. On
+SIGTERM or Ctrl-C the server stops accepting, lets the requests in flight finish (up to
+``graceful_shutdown_s``) and the batcher finishes what it holds before it stops.
+
+Safety. No API key by default, and then only a loopback address is served (another needs
+``allow_no_auth``); with a key, every route but ``GET /health`` — ``/v1``, ``/answer``, added
+routers, ``/docs``, ``/openapi.json``, unknown paths — needs ``Authorization: Bearer <key>``
+(compared in constant time; 401 otherwise). The log has one line per request (id, method, route,
+status, latency; uvicorn's access log is off), never a body, a prompt, a completion or a header;
+error messages never show the server's file paths. Models load from local files only
+(``infra.registry.model_dir``): nothing is downloaded."""
 
 from __future__ import annotations
 
@@ -32,13 +44,24 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from infra.llm import TransformersLLM, load_llm_dir
+from infra.logs import configure_logging
 from infra.serving.batching import DEFAULT_BATCH_WINDOW_MS, DEFAULT_MAX_BATCH, Batcher
 from infra.serving.chat import InstructionTemplate
 from infra.serving.errors import install_error_handlers
-from infra.serving.guards import api_key_from_env
+from infra.serving.guards import (
+    BearerAuth,
+    BodyLimit,
+    ServerLimits,
+    api_key_from_env,
+    auth_summary,
+    check_exposure,
+)
 from infra.serving.openai_routes import OWNER, openai_router
+from infra.serving.request_log import RequestLog
 
 log = logging.getLogger(__name__)
+
+GRACEFUL_SHUTDOWN_S = 30.0  # how long requests in flight may take to finish at shutdown
 
 
 def default_model_name(model_ref: str | Path) -> str:
@@ -56,18 +79,21 @@ def create_app(
     api_key: str | None = None,
     routers: Sequence[APIRouter] = (),
     template: InstructionTemplate | None = None,
+    limits: ServerLimits | None = None,
 ) -> FastAPI:
     """The app around a loaded model, or around a ``models:/`` URI or HF dir loaded now
     (a missing dir or unknown model fails here, naming it). ``routers`` are included as they
-    are (later stages' endpoints); ``api_key`` guards the ``/v1`` routes only; ``template``
-    renders chats for models without a chat template (``infra.serving.chat``)."""
+    are (later stages' endpoints); ``api_key`` guards every route but ``GET /health``;
+    ``template`` renders chats for models without a chat template (``infra.serving.chat``);
+    ``limits`` bound what one request may ask (``ServerLimits()``'s defaults)."""
+    limits = limits or ServerLimits()
     if isinstance(llm_or_model, TransformersLLM):
         llm = llm_or_model
         model_name = model_name or default_model_name(llm.model_dir)
     else:
         llm = load_llm_dir(llm_or_model)
         model_name = model_name or default_model_name(llm_or_model)
-    batcher = Batcher(llm, max_batch, batch_window_ms)
+    batcher = Batcher(llm, max_batch, batch_window_ms, limits.max_queue)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -80,8 +106,14 @@ def create_app(
     app = FastAPI(title=f"{OWNER} model server", lifespan=lifespan)
     app.state.llm, app.state.model_name, app.state.batcher = llm, model_name, batcher
     app.state.created = int(time.time())
-    app.state.template = template
+    app.state.template, app.state.limits = template, limits
     install_error_handlers(app)
+    # The last added runs first: ids and the log line for every request, then the key, then
+    # the body's size (callers without the key learn nothing, not even the limits).
+    app.add_middleware(BodyLimit, limits=limits)
+    if api_key is not None:
+        app.add_middleware(BearerAuth, api_key=api_key)
+    app.add_middleware(RequestLog)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -94,7 +126,7 @@ def create_app(
             "queued": batcher.queued,
         }
 
-    app.include_router(openai_router(api_key))
+    app.include_router(openai_router())
     for router in routers:
         app.include_router(router)
     return app
@@ -109,14 +141,20 @@ def serve(
     max_batch: int = DEFAULT_MAX_BATCH,
     batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
     api_key_env: str | None = None,
+    allow_no_auth: bool = False,
+    limits: ServerLimits | None = None,
+    graceful_shutdown_s: float = GRACEFUL_SHUTDOWN_S,
     log_level: str = "info",
     routers: Sequence[APIRouter] = (),
     template: InstructionTemplate | None = None,
 ) -> None:
-    """Load the model and serve it until interrupted (Ctrl-C, SIGTERM, flow cancellation)."""
+    """Load the model and serve it until interrupted (Ctrl-C, SIGTERM, flow cancellation).
+    A non-loopback ``host`` needs a key (``api_key_env``) or ``allow_no_auth``."""
     import uvicorn
 
+    configure_logging(verbose=log_level == "debug")
     api_key = api_key_from_env(api_key_env)
+    check_exposure(host, api_key, allow_no_auth)
     sock = bind_socket(host, port)  # before the model loads: a taken port fails at once
     try:
         app = create_app(
@@ -127,13 +165,32 @@ def serve(
             api_key=api_key,
             routers=routers,
             template=template,
+            limits=limits,
         )
         log.info(
             "serving %s as %r on http://%s:%d/v1", model_ref, app.state.model_name, host, port
         )
-        uvicorn.Server(uvicorn.Config(app, log_level=log_level)).run(sockets=[sock])
+        log.info(auth_summary(host, api_key))
+        uvicorn.Server(server_config(app, log_level, graceful_shutdown_s)).run(sockets=[sock])
     finally:
         sock.close()
+
+
+def server_config(
+    app: FastAPI, log_level: str = "info", graceful_shutdown_s: float = GRACEFUL_SHUTDOWN_S
+):
+    """uvicorn's settings for ``app``: logging left as ``infra.logs`` set it up (no second
+    setup), no access log (``RequestLog`` writes one line per request, without secrets), and
+    ``graceful_shutdown_s`` for the requests in flight to finish when told to stop."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        log_level=log_level,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=graceful_shutdown_s,
+    )
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

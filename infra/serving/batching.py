@@ -2,18 +2,24 @@
 takes the first waiting request, waits up to ``batch_window_ms`` for others (at most
 ``max_batch`` in all), splits them into groups of equal generation parameters (max_tokens,
 temperature, top_p, seed, stop) and runs ONE ``TransformersLLM.complete`` call per group on a
-single worker thread — the only thread that runs the model or tokenizes (a fast tokenizer is
-not safe to share between threads). Requests that arrive while the model is busy queue up and
-form the next batch. Streaming uses the same call: ``complete`` hands out each completion's
-text as it grows, so a streamed completion is the non-streamed one, delta by delta."""
+single worker thread — the only thread that runs the model or its tokenizer (a fast tokenizer
+is not safe to share between threads). Requests that arrive while the model is busy queue up
+and form the next batch; the queue is bounded (``max_queue``: a request finding it full is
+answered 429 with ``Retry-After``). Prompt tokens are counted for the server's limits without
+waiting for the model: on a second thread, with a copy of the tokenizer. Streaming uses the
+same call: ``complete`` hands out each completion's text as it grows, so a streamed
+completion is the non-streamed one, delta by delta. ``stop`` finishes the queued generations
+before it stops (uvicorn has by then let the requests in flight finish)."""
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
+import functools
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from infra.llm import Completion, GenerationParams, TransformersLLM
@@ -23,6 +29,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 16  # requests per model call, at most
 DEFAULT_BATCH_WINDOW_MS = 10.0  # how long a batch's first request waits for company, in ms
+DRAIN_TIMEOUT_S = 30.0  # how long ``stop`` lets queued generations finish
+RETRY_AFTER_S = 1  # what a client told "the queue is full" waits before it retries
 
 
 @dataclasses.dataclass
@@ -44,6 +52,7 @@ class Batcher:
         llm: TransformersLLM,
         max_batch: int = DEFAULT_MAX_BATCH,
         batch_window_ms: float = DEFAULT_BATCH_WINDOW_MS,
+        max_queue: int | None = None,  # None: unbounded
     ):
         if max_batch < 1 or batch_window_ms < 0:
             raise ValueError(
@@ -53,6 +62,7 @@ class Batcher:
         self.llm = llm
         self.max_batch = max_batch
         self.window_s = batch_window_ms / 1000
+        self.max_queue = max_queue
         self.requests = 0  # jobs submitted
         self.batches = 0  # model calls made
         self.largest_batch = 0  # jobs in the largest model call
@@ -60,6 +70,8 @@ class Batcher:
         self._queue: asyncio.Queue[Job] | None = None
         self._runner: asyncio.Task | None = None
         self._worker: ThreadPoolExecutor | None = None
+        self._counter = _with_own_tokenizer(llm)  # used on the _counting thread only
+        self._counting: ThreadPoolExecutor | None = None
 
     @property
     def queued(self) -> int:
@@ -70,11 +82,21 @@ class Batcher:
         self._queue = asyncio.Queue()
         # One thread: the model and its tokenizer never run on two threads at once.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._counting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="count-tokens")
         self._runner = asyncio.create_task(self._run(), name="batcher")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+        """Finish the queued generations (``timeout_s`` at most), then stop; what is left
+        then is answered 503."""
         if self._runner is None:
             return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._queue.join()
+        except TimeoutError:
+            log.warning(
+                "stopping with %d generations unfinished after %.0f s", self.queued, timeout_s
+            )
         self._runner.cancel()
         try:
             await self._runner
@@ -83,29 +105,73 @@ class Batcher:
         while not self._queue.empty():  # nobody will serve them: answer now
             settle(self._queue.get_nowait().future, asyncio.CancelledError())
         self._worker.shutdown(wait=False, cancel_futures=True)
+        self._counting.shutdown(wait=False, cancel_futures=True)
         self._runner = None
 
     def submit(
         self, prompt: str, params: GenerationParams, on_delta: Callable[[str], None] | None = None
     ) -> asyncio.Future:
         """Queue one generation; await the returned future for its Completion."""
+        relay = None if on_delta is None else (lambda _index, delta: on_delta(delta))
+        return self.submit_all([prompt], params, relay)[0]
+
+    def submit_all(
+        self,
+        prompts: Sequence[str],
+        params: GenerationParams,
+        on_delta: Callable[[int, str], None] | None = None,
+    ) -> list[asyncio.Future]:
+        """Queue one request's generations, all or none (429 when the queue is full, 503 when
+        stopped); ``on_delta(index in prompts, delta)``. Futures in the prompts' order."""
+        self._check_accepting()
+        jobs = [
+            Job(p, params, self._loop.create_future(), on_delta and functools.partial(on_delta, i))
+            for i, p in enumerate(prompts)
+        ]
+        self.requests += len(jobs)
+        for job in jobs:
+            self._queue.put_nowait(job)
+        return [job.future for job in jobs]
+
+    async def count_tokens(self, prompts: Sequence[str]) -> int:
+        """The prompts' tokens in all, as the model would see them; never waits for it."""
+        self._check_accepting(queue=False)
+        count = self._counter.count_tokens
+        return await self._loop.run_in_executor(self._counting, lambda: sum(map(count, prompts)))
+
+    def _check_accepting(self, queue: bool = True) -> None:
         if self._runner is None:
             raise OpenAIError(503, "the model server is not running", "server_error")
-        job = Job(prompt, params, self._loop.create_future(), on_delta)
-        self.requests += 1
-        self._queue.put_nowait(job)
-        return job.future
+        # A full queue refuses a whole request; one admitted may pass the bound by its own
+        # size (at most limits.max_prompts * max_n), so that every size is admissible.
+        if queue and self.max_queue is not None and self.queued >= self.max_queue:
+            raise OpenAIError(
+                429,
+                f"the server is busy: {self.queued} generations wait for the model, the "
+                f"server's limit of {self.max_queue} (setting limits.max_queue); retry in "
+                f"{RETRY_AFTER_S} s",
+                "rate_limit_error",
+                code="queue_full",
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
 
     async def _run(self) -> None:
         while True:
             jobs = await self._collect()
-            for group in _groups_of_equal_params(jobs):
-                try:
-                    await self._loop.run_in_executor(self._worker, self._generate, group)
-                except Exception as err:  # a bug, not a model error: answer, keep serving
-                    log.exception("batcher failed on a group of %d requests", len(group))
-                    for job in group:
-                        settle(job.future, err)
+            try:
+                for group in _groups_of_equal_params(jobs):
+                    await self._run_group(group)
+            finally:
+                for _ in jobs:  # what ``stop`` waits for
+                    self._queue.task_done()
+
+    async def _run_group(self, group: list[Job]) -> None:
+        try:
+            await self._loop.run_in_executor(self._worker, self._generate, group)
+        except Exception as err:  # a bug, not a model error: answer, keep serving
+            log.exception("batcher failed on a group of %d requests", len(group))
+            for job in group:
+                settle(job.future, err)
 
     async def _collect(self) -> list[Job]:
         """The first waiting job, plus those arriving within the window (up to max_batch)."""
@@ -197,6 +263,14 @@ def settle(future: asyncio.Future, outcome: Completion | BaseException) -> None:
         future.set_exception(as_openai_error(outcome))
     else:
         future.set_result(outcome)
+
+
+def _with_own_tokenizer(llm: TransformersLLM) -> TransformersLLM:
+    """``llm`` sharing its model but not its tokenizer: for counting tokens on another thread
+    while the model's thread tokenizes (``count_tokens`` stays the one definition)."""
+    counter = copy.copy(llm)
+    counter.tokenizer = copy.deepcopy(llm.tokenizer)
+    return counter
 
 
 def _groups_of_equal_params(jobs: Iterable[Job]) -> list[list[Job]]:

@@ -1,18 +1,33 @@
-"""Errors answered in OpenAI's shape, ``{"error": {message, type, param, code}}``, for every
-route of the app: validation problems name their field, model errors never quote the prompt."""
+"""Errors answered in OpenAI's shape, ``{"error": {message, type, param, code, request_id}}``,
+for every route of the app: validation problems name their field, model errors never quote the
+prompt, and text from inside the server never shows its file paths."""
 
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Mapping
+from contextvars import ContextVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+# The id of the request being answered (set by ``infra.serving.request_log``): every error
+# body carries it, so a client's report can be matched with the server's log line.
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 
-class OpenAIError(Exception):
-    """An error answered in OpenAI's shape: ``{"error": {message, type, param, code}}``."""
+# An absolute path of two or more parts (``/home/me/x.parquet``, ``~/x/y``, ``C:\x``); not a
+# URL's path (after ``:`` or ``/``), nor a route like ``/answer``, nor ``and/or``.
+_PART = r"[^\s/\\'\"`()\[\]{}<>,;]"  # a path ends at a space, quote, bracket or , ;
+_PATH = re.compile(rf"(?<![\w/:.~-])~?/{_PART}+(?:/{_PART}*)+|\b[A-Za-z]:\\[^\s'\"`]+")
+
+
+class OpenAIError(StarletteHTTPException):
+    """An error answered in OpenAI's shape. An HTTPException, so that FastAPI passes it on
+    when it is raised while the body is read (``guards.BodyLimit``) instead of making it a
+    generic 400, and so that ``headers`` (``Retry-After``) go out with it."""
 
     def __init__(
         self,
@@ -21,15 +36,13 @@ class OpenAIError(Exception):
         type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = (
-            status,
-            message,
-            type,
-            param,
-            code,
-        )
+        super().__init__(status, message, headers)
+        self.message, self.type, self.param, self.code = message, type, param, code
+
+    def __str__(self) -> str:
+        return self.message
 
     def body(self) -> dict:
         return {
@@ -38,11 +51,12 @@ class OpenAIError(Exception):
                 "type": self.type,
                 "param": self.param,
                 "code": self.code,
+                "request_id": REQUEST_ID.get(),
             }
         }
 
     def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status)
+        return JSONResponse(self.body(), status_code=self.status_code, headers=self.headers)
 
 
 def _validation_message(err: RequestValidationError) -> tuple[str, str | None]:
@@ -73,7 +87,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException):
         kind = "invalid_request_error" if err.status_code < 500 else "server_error"
-        return OpenAIError(err.status_code, str(err.detail), kind).response()
+        return OpenAIError(err.status_code, str(err.detail), kind, headers=err.headers).response()
 
 
 def as_openai_error(err: BaseException) -> OpenAIError:
@@ -82,8 +96,19 @@ def as_openai_error(err: BaseException) -> OpenAIError:
     if isinstance(err, asyncio.CancelledError):
         return OpenAIError(503, "the server is shutting down", "server_error")
     # The type and message only: a model error does not quote the prompt.
-    return OpenAIError(500, f"generation failed: {type(err).__name__}: {err}", "server_error")
+    return OpenAIError(
+        500, f"generation failed: {type(err).__name__}: {client_message(err)}", "server_error"
+    )
 
 
 def error_message(err: BaseException) -> str:
     return err.args[0] if len(err.args) == 1 and isinstance(err.args[0], str) else str(err)
+
+
+def client_message(err: BaseException) -> str:
+    """``err``'s message as a client may read it: server file paths replaced."""
+    return without_paths(error_message(err))
+
+
+def without_paths(text: str) -> str:
+    return _PATH.sub("<server path>", text)

@@ -1,15 +1,18 @@
 """The ``/v1`` routes: models, chat completions and text completions; they read the model
-from ``request.app.state`` and generate through its batcher."""
+from ``request.app.state`` and generate through its batcher, within ``app.state.limits``."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from collections.abc import Sequence
+from typing import Literal
+
+from fastapi import APIRouter, FastAPI, Request
 
 from infra.serving.chat import render_chat
 from infra.serving.errors import OpenAIError
-from infra.serving.guards import bearer_check
+from infra.serving.guards import ServerLimits
 from infra.serving.replies import respond
-from infra.serving.schemas import ChatRequest, CompletionRequest
+from infra.serving.schemas import ChatRequest, CompletionRequest, SamplingRequest
 
 OWNER = "genai-lifecycle"
 
@@ -24,11 +27,9 @@ def _check_model(requested: str, served: str) -> None:
         )
 
 
-def openai_router(api_key: str | None = None) -> APIRouter:
+def openai_router() -> APIRouter:
     """The ``/v1`` routes; they read the model from ``request.app.state``."""
-    router = APIRouter(
-        prefix="/v1", dependencies=[Depends(bearer_check(api_key))] if api_key else []
-    )
+    router = APIRouter(prefix="/v1")
 
     @router.get("/models")
     async def list_models(request: Request):
@@ -45,15 +46,35 @@ def openai_router(api_key: str | None = None) -> APIRouter:
         prompt, stops = render_chat(
             body.messages, request.app.state.llm.tokenizer, request.app.state.template
         )
-        return await respond(request.app, "chat", body, [prompt], stops)
+        return await _complete(request.app, "chat", body, [prompt], stops)
 
     @router.post("/completions")
     async def completions(body: CompletionRequest, request: Request):
         _check_model(body.model, request.app.state.model_name)
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        return await respond(request.app, "text", body, prompts)
+        return await _complete(request.app, "text", body, prompts)
 
     return router
+
+
+async def _complete(
+    app: FastAPI,
+    kind: Literal["chat", "text"],
+    body: SamplingRequest,
+    prompts: list[str],
+    template_stops: Sequence[str] = (),
+):
+    """``respond``, once the request is found within the server's limits."""
+    limits: ServerLimits = app.state.limits
+    limits.check_sampling(len(prompts), body.n, body.stops())  # before tokenizing anything
+    prompt_tokens = await app.state.batcher.count_tokens(prompts)
+    limits.check(
+        "max_total_tokens",
+        "tokens asked for (prompt tokens + n * max_tokens, all prompts)",
+        prompt_tokens + len(prompts) * body.n * body.max_new_tokens(),
+        "max_tokens",
+    )
+    return await respond(app, kind, body, prompts, template_stops)
 
 
 def _model_card(app: FastAPI) -> dict:

@@ -1,11 +1,11 @@
 """OpenAI's response shapes: one body, or server-sent chunks (``data: {chunk}`` …
-``data: [DONE]``), built from the batcher's completions."""
+``data: [DONE]``), built from the batcher's completions. With ``n`` choices per prompt, prompt
+``i``'s choices are ``i*n … i*n+n-1``, as on OpenAI."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import json
 import time
 import uuid
@@ -29,6 +29,7 @@ class Reply:
 
     kind: Literal["chat", "text"]
     model: str
+    n: int = 1  # choices per prompt
     id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
     created: int = dataclasses.field(default_factory=lambda: int(time.time()))
 
@@ -49,7 +50,17 @@ class Reply:
         return {
             **self._envelope(chunk=False),
             "choices": [self._choice(i, c) for i, c in enumerate(completions)],
-            "usage": _usage(completions),
+            "usage": self._usage(completions),
+        }
+
+    def _usage(self, completions: Sequence[Completion]) -> dict:
+        # A prompt's n choices read it once: its tokens count once.
+        prompt = sum(c.prompt_tokens for c in completions[:: self.n])
+        completion = sum(c.completion_tokens for c in completions)
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
         }
 
     def _choice(self, index: int, completion: Completion) -> dict:
@@ -88,17 +99,9 @@ class Reply:
         )
 
     def usage_chunk(self, completions: Sequence[Completion]) -> str:
-        return sse({**self._envelope(chunk=True), "choices": [], "usage": _usage(completions)})
-
-
-def _usage(completions: Sequence[Completion]) -> dict:
-    prompt = sum(c.prompt_tokens for c in completions)
-    completion = sum(c.completion_tokens for c in completions)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
+        return sse(
+            {**self._envelope(chunk=True), "choices": [], "usage": self._usage(completions)}
+        )
 
 
 def sse(payload: dict) -> str:
@@ -120,31 +123,34 @@ async def respond(
     prompts: list[str],
     template_stops: Sequence[str] = (),
 ):
-    """Complete ``prompts`` through the batcher and answer as OpenAI would: one body, or
-    (``stream``) server-sent chunks. Errors found before the first token are plain errors."""
+    """Complete ``prompts`` (``request.n`` times each) through the batcher and answer as
+    OpenAI would: one body, or (``stream``) server-sent chunks. Errors found before the first
+    token are plain errors."""
     params = request.generation_params(template_stops)
-    reply = Reply(kind, app.state.model_name)
+    reply = Reply(kind, app.state.model_name, request.n)
     batcher: Batcher = app.state.batcher
+    # A prompt's n copies share params, hence one model call (and the prompt's keys and
+    # values, computed once as a shared prefix); rows are sampled independently.
+    choices = [prompt for prompt in prompts for _ in range(request.n)]
     if not request.stream:
-        futures = [batcher.submit(prompt, params) for prompt in prompts]
+        futures = batcher.submit_all(choices, params)
         await asyncio.wait(futures)
         return reply.body([outcome(f) for f in futures])
     events: asyncio.Queue = asyncio.Queue()  # (choice index, delta text or finished future)
-    for index, prompt in enumerate(prompts):
-        put = functools.partial(_put_event, events, index)
-        batcher.submit(prompt, params, on_delta=put).add_done_callback(put)
+
+    def put(index: int, item: str | asyncio.Future) -> None:
+        events.put_nowait((index, item))
+
+    for index, future in enumerate(batcher.submit_all(choices, params, on_delta=put)):
+        future.add_done_callback(lambda f, index=index: put(index, f))
     first = await events.get()
     if isinstance(first[1], asyncio.Future):
         outcome(first[1])  # raises here, before any byte is sent, when it failed
     return StreamingResponse(
-        _stream(reply, events, first, len(prompts), request.include_usage()),
+        _stream(reply, events, first, len(choices), request.include_usage()),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache"},
     )
-
-
-def _put_event(events: asyncio.Queue, index: int, item: str | asyncio.Future) -> None:
-    events.put_nowait((index, item))
 
 
 async def _stream(

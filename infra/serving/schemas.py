@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from infra.llm import GenerationParams
-from infra.serving.guards import DEFAULT_MAX_TOKENS, MAX_STOP_SEQUENCES
+
+DEFAULT_MAX_TOKENS = GenerationParams.model_fields["max_new_tokens"].default  # when not sent
 
 
 class TextPart(BaseModel):
@@ -50,36 +51,28 @@ class SamplingRequest(BaseModel):
     seed: int | None = Field(None, ge=0, lt=2**62)  # None: 0 (so requests without share
     # batches); the range torch's generator takes, with room for the per-batch offset
     stop: str | list[str] | None = None
-    n: int = 1
+    n: int = Field(1, ge=1)  # choices per prompt (at most limits.max_n)
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None  # accepted, not used (and not logged)
 
-    @field_validator("n")
-    @classmethod
-    def _one_choice(cls, n: int) -> int:
-        if n != 1:
-            raise ValueError("only n=1 is supported (send a list of prompts for several)")
-        return n
-
-    @field_validator("stop")
-    @classmethod
-    def _few_stops(cls, stop):
-        if isinstance(stop, list) and len(stop) > MAX_STOP_SEQUENCES:
-            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences")
-        return stop
-
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
 
+    def stops(self) -> list[str]:
+        """The client's stop sequences (the server's limits count these, not the template's)."""
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    def max_new_tokens(self) -> int:
+        return self.requested_max_tokens() or DEFAULT_MAX_TOKENS
+
     def generation_params(self, template_stops: Sequence[str] = ()) -> GenerationParams:
-        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         return GenerationParams(
-            max_new_tokens=self.requested_max_tokens() or DEFAULT_MAX_TOKENS,
+            max_new_tokens=self.max_new_tokens(),
             temperature=self.temperature,
             top_p=self.top_p,
             seed=self.seed or 0,
-            stop=[s for s in [*stops, *template_stops] if s],
+            stop=[s for s in [*self.stops(), *template_stops] if s],
         )
 
     def include_usage(self) -> bool:

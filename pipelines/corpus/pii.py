@@ -8,6 +8,8 @@ import math
 import re
 from collections import Counter
 
+from infra.redaction import KNOWN_SECRETS
+
 EMAIL_TOKEN, IP_TOKEN, SECRET_TOKEN = "<EMAIL>", "<IP>", "<SECRET>"
 
 EMAIL_PATTERN = re.compile(
@@ -28,18 +30,6 @@ _IPV6_CANDIDATE = re.compile(
     r"(?:%[0-9A-Za-z]+)?(?![\w:]|\.\w)"
 )
 
-# Secrets with well-known prefixes (providers publish these formats for leak scanners).
-_KNOWN_SECRETS = re.compile(
-    r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----"  # PEM private keys
-    r"|(?<![\w-])sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}"  # OpenAI / Anthropic API keys
-    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"  # AWS access key ids
-    r"|\bgh[pousr]_[A-Za-z0-9]{36,}\b|\bgithub_pat_[A-Za-z0-9_]{22,}"  # GitHub tokens
-    r"|\bxox[baprs]-[A-Za-z0-9-]{10,}"  # Slack tokens
-    r"|\bAIza[0-9A-Za-z_-]{35}"  # Google API keys
-    r"|\b[sr]k_(?:live|test)_[0-9A-Za-z]{16,}"  # Stripe keys
-    r"|\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",  # JWTs
-    re.DOTALL,
-)
 # Any other long token in the base64/url-safe alphabet, not part of a URL or dotted name; an
 # optional "key=" prefix is kept and only the value judged. The value is a secret when it is at
 # least 32 characters long and looks random (see _looks_random).
@@ -130,7 +120,7 @@ def redact_pii(text: str) -> tuple[str, dict[str, int]]:
     IPv4 needs exactly four dotted octets 0-255 standing alone: ``1.2.3``, ``v3.11.7.1``,
     ``1.2.3.4.5`` and ``1.02.3.4`` are left alone, ``127.0.0.1`` is an IP and is redacted.
     """
-    text, n_known = _KNOWN_SECRETS.subn(SECRET_TOKEN, text)
+    text, n_known = KNOWN_SECRETS.subn(SECRET_TOKEN, text)
     n_long = 0
 
     def long_token(match: re.Match) -> str:

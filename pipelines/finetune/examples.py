@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from infra.lake import TableSpec, expect
+from infra.llm import LLMSpec
 from pipelines.finetune.tables import SynthTable, generate_tables, split_by_family
 from pipelines.finetune.teachers import TableDoc, Teacher, teacher_from_config
 from pipelines.shared.tabledoc_format import (
@@ -59,7 +60,7 @@ class SynthConfig(BaseModel):
     seed: int = 0  # same seed -> byte-identical examples; also orders the family split
     # "rule" (deterministic, offline) or an OpenAI-compatible endpoint as infra.llm.load_llm
     # takes it: "http://host:8000/v1#model-name" or {"base_url": …, "model": …, "mode": …}
-    teacher: str | dict = "rule"
+    teacher: LLMSpec = "rule"
 
     @field_validator("teacher")
     @classmethod

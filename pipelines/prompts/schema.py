@@ -22,6 +22,10 @@ REVIEWS_SCHEMA = (
 )
 REVIEW_FIELDS = tuple(column.split()[0] for column in REVIEWS_SCHEMA.split(", "))
 
+# Far above any real review (the longest Amazon reviews run to ~30k characters), far below
+# what would stall a batch: a longer text is quarantined with this expectation as its reason.
+MAX_REVIEW_CHARS = 50_000
+
 REVIEWS = TableSpec(
     layer="bronze",
     name="reviews",
@@ -32,6 +36,7 @@ REVIEWS = TableSpec(
         expect("column_values_to_be_between", column="rating", min_value=1, max_value=5),
         expect("column_values_to_not_be_null", column="text"),
         expect("column_values_to_match_regex", column="text", regex=r"\S"),  # not empty/blank
+        expect("column_value_lengths_to_be_between", column="text", max_value=MAX_REVIEW_CHARS),
         expect("column_values_to_not_be_null", column="reviewed_at"),
     ),
     description="Product reviews as read: review files by field mapping, or generated ones.",

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from infra.files import write_text_atomic
-from infra.llm import GenerationParams
+from infra.llm import GenerationParams, LLMSpec
 from infra.llm_fields import generate_fields, render_fields
 from pipelines.prompts.summary_prompt import (
     SUMMARY_FIELDS,
@@ -32,7 +32,7 @@ from pipelines.prompts.summary_prompt import (
 class SummaryConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str | dict = "models:/genai-reviews@champion"  # models:/ URI, HF dir, or endpoint
+    model: LLMSpec = "models:/genai-reviews@champion"  # models:/ URI, HF dir, or endpoint
     # ("http://host/v1#model" or {"base_url", "model", …}) as infra.llm.load_llm takes it
     prompt: str | None = None  # prompts:/<name>/<version|@alias>; None: the code's template,
     # registered as PROMPT_NAME (a new version only when the text changed)

@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from infra.llm import LLM, GenerationParams
+from infra.llm import LLM, GenerationParams, LLMSpec
 from infra.llm_fields import quote_block
 from infra.online_store import OnlineStore
 from pipelines.rag.feature_spec import default_feature_spec, request_features
@@ -49,7 +49,7 @@ class AnswerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str | dict = "models:/genai-rag@champion"  # any models:/ URI, HF dir or endpoint
+    model: LLMSpec = "models:/genai-rag@champion"  # any models:/ URI, HF dir or endpoint
     retriever: RETRIEVER = "hybrid"  # vector, full-text, or both fused by reciprocal rank
     k: int = Field(4, ge=1, le=20)  # chunks quoted in the prompt
     max_question_chars: int = Field(1000, ge=1)  # longer questions are refused, not cut
@@ -367,11 +367,12 @@ def open_chain(
     whose tokenizer fits prompts to its context) and, when the index holds hotels, the travel
     features from the online store."""
     from infra.llm import load_llm
+    from infra.redaction import redact
     from pipelines.rag import index as rag_index
 
     embedder = rag_index.load_embedder(index)
     store = rag_index.open_store(db_dir, index, embedder, must_exist=True)
-    model_id = str(answer.model) if llm is None else getattr(llm, "model_dir", repr(llm))
+    model_id = redact(str(answer.model)) if llm is None else getattr(llm, "model_dir", repr(llm))
     if llm is None and load_model:
         llm = load_llm(answer.model)
     features = travel_features() if with_features and index.hotels else None

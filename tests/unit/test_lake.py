@@ -73,6 +73,19 @@ def test_a_batch_over_the_quarantine_limit_commits_nothing_and_names_expectation
     assert table_ref(spark, DOCS.path(lake_dir)) == before
     assert not DOCS.quarantine_path(lake_dir).exists()
 
+    # the whole batch is kept where the error says, failing rows with their reasons
+    rejected = DOCS.rejected_path(lake_dir)
+    assert f"{rejected} (_batch = 't2'" in str(err.value)
+    kept = {r.id: r for r in read_table(spark, rejected).collect()}
+    assert len(kept) == 10 and {r._batch for r in kept.values()} == {"t2"}
+    failing = {i for i, r in kept.items() if r._reason}
+    assert failing == {f"d{i:04d}" for i in range(100, 104)}
+    assert "expect_column_value_lengths_to_be_between" in kept["d0100"]._reason
+    # a retry of the same write adds nothing to it
+    with pytest.raises(QualityGateError):
+        write_table(spark, DOCS, bad, txn_id="t2", root=lake_dir)
+    assert read_table(spark, rejected).count() == 10
+
 
 def test_same_transaction_twice_writes_once(spark, lake_dir):
     batch = frame(spark, rows(10, bad={2}))

@@ -25,7 +25,13 @@ from pipelines.prompts.ingest import (
 )
 from pipelines.prompts.lexicon import aspect_of_phrase, coarse_language_flag
 from pipelines.prompts.quality import keyword_baseline, negative_point_scores
-from pipelines.prompts.schema import REVIEW_ASPECTS, REVIEWS, ReviewsConfig, ReviewsInputError
+from pipelines.prompts.schema import (
+    MAX_REVIEW_CHARS,
+    REVIEW_ASPECTS,
+    REVIEWS,
+    ReviewsConfig,
+    ReviewsInputError,
+)
 from pipelines.prompts.teacher import review_training_pairs, teacher_summary
 from pipelines.shared.instructions import load_instruction_dataset, write_instruction_jsonl
 from pipelines.shared.templates import END_MARKER, format_example
@@ -200,8 +206,9 @@ def test_bad_input_is_counted_and_quarantined_with_reasons_and_good_rows_land(
         .encode()  # undecodable bytes
         .replace(b"cafe", b"caf\xe9"),
         review_line(7, text="A different review under an old id").encode(),  # id clash
-        review_line(8).encode(),
-    ]  # exact re-delivery
+        review_line(8).encode(),  # exact re-delivery
+        review_line(903, review_id="huge", text="word " * (MAX_REVIEW_CHARS // 5 + 1)).encode(),
+    ]
     (folder / "reviews.jsonl").write_bytes(b"\n".join(lines) + b"\n")
 
     manifest = write_reviews(
@@ -209,8 +216,8 @@ def test_bad_input_is_counted_and_quarantined_with_reasons_and_good_rows_land(
     )
     assert manifest["stats"]["duplicates_dropped"] == 1  # the exact copy of r8, counted
     assert manifest["stats"]["ingest_errors"] == 2  # malformed line, undecodable bytes
-    assert manifest["input_rows"] == 155
-    assert manifest["quarantined"] == 6  # 4 bad rows and both r7s: neither can be trusted
+    assert manifest["input_rows"] == 156
+    assert manifest["quarantined"] == 7  # 5 bad rows and both r7s: neither can be trusted
     assert manifest["written"] == manifest["rows"] == 149
     assert manifest["aspects"] is None
 
@@ -221,6 +228,7 @@ def test_bad_input_is_counted_and_quarantined_with_reasons_and_good_rows_land(
     assert "expect_column_values_to_be_between(column=rating" in by_line["152"]._reason
     assert "expect_column_values_to_match_regex(column=text" in by_line["153"]._reason
     assert "undecodable UTF-8" in by_line["154"].ingest_error and by_line["154"].review_id
+    assert "expect_column_value_lengths_to_be_between(column=text" in by_line["157"]._reason
     assert {q.review_id for q in quarantine if "to_be_unique(column=review_id)" in q._reason} == {
         "r7"
     }
