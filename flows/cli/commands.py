@@ -171,6 +171,19 @@ def run_prepare_corpus(args) -> int:
     return 0
 
 
+def run_gc(args) -> int:
+    """`genai gc`: the clean-up flow; prints each path (or candidate) and bytes per category."""
+    from flows.gc import GcConfig, gc
+    from pipelines.shared.gc import format_report
+    from pipelines.shared.presets import load_preset
+
+    config = load_preset(GcConfig, "gc", args.preset)
+    if args.dry_run:
+        config = config.model_copy(update={"dry_run": True})
+    print("\n".join(format_report(gc(config))))
+    return 0
+
+
 def run_serve(args) -> int:
     from flows.serve import serve_project_model
 

@@ -34,6 +34,7 @@ COMMANDS: dict[str, Command] = {
     "evaluate-retrieval": Command(commands.run_rag_flow, True),
     "sync-features": Command(commands.run_rag_flow, True),
     "rag": Command(commands.run_rag_flow, True),
+    "gc": Command(commands.run_gc, True),
     "serve": Command(commands.run_serve, False),  # a server in the foreground, no Prefect
     "ask": Command(commands.run_ask, False),  # one question, answered here
     "up": Command(commands.run_up, False),

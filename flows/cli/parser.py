@@ -116,6 +116,11 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         default=None,
         help="answering model: models:/… URI, HF dir or http(s)://…/v1#name",
     )
+    gc = commands.add_parser(
+        "gc", help="remove old checkpoints, unreferenced shards and results, Delta history"
+    )
+    gc.add_argument("--preset", default="weekly", help="configs/gc/<preset>.yaml")
+    gc.add_argument("--dry-run", action="store_true", help="list what would go; remove nothing")
     commands.add_parser("up", help="start Prefect server + worker + MLflow UI, deploy flows")
     commands.add_parser("down", help="stop what `up` started")
     return parser
