@@ -29,7 +29,7 @@ from pipelines.prompts.summary_prompt import PROMPT_TEMPLATE
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-PRODUCTS = [f"p{i}" for i in range(4)]
+PRODUCTS = [f"p{i}" for i in range(3)]
 
 
 def free_port() -> int:
@@ -154,18 +154,18 @@ def test_a_server_killed_mid_job_costs_only_the_unfinished_groups(spark, long_mo
         )  # fmt: skip
         asked_uninterrupted = server.requests_served()
         expected = summaries(spark, reference_root)
-        assert whole["groups"] == len(expected) >= 8
+        assert whole["groups"] == len(expected) >= 6
 
         root, cache = tmp_path / "lake", tmp_path / "cache"
         reviews = write_reviews(spark, root)
-        killer = threading.Thread(target=kill_after_answers, args=(server, cache, 3))
+        killer = threading.Thread(target=kill_after_answers, args=(server, cache, 2))
         killer.start()
         with pytest.raises(Exception, match=r"POST|Connect|refused|failed"):
             summarise(spark, server, reviews, root, cache, "interrupted")
         killer.join()
         assert not REVIEW_SUMMARIES.path(root).exists()  # nothing half-written is visible
         done_before = cached_answers(cache)
-        assert 3 <= done_before < whole["groups"]
+        assert 2 <= done_before < whole["groups"]
 
         server = ModelServer(long_model)  # restarted
         rerun = summarise(spark, server, reviews, root, cache, "rerun")
