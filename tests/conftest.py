@@ -17,7 +17,7 @@ os.environ["GENAI_HOME"] = str(_SESSION_HOME)
 os.environ.setdefault("GENAI_JARS_DIR", str(REPO / ".genai" / "jars"))
 os.environ.setdefault("GENAI_SPARK_MASTER", "local[2]")
 
-from spark_session import jvm_exit_code, revive_spark, start_spark  # noqa: E402
+from spark_session import jvm_exit_code, report_dead_jvm, start_spark  # noqa: E402
 
 from infra.settings import apply_environment, load_settings  # noqa: E402
 
@@ -38,14 +38,9 @@ def spark(settings):
         session.stop()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _spark_alive_for_module(settings, request):
-    revive_spark(settings, request.node.nodeid)  # before the module's fixtures use it
-
-
 @pytest.fixture(autouse=True)
-def _spark_alive_for_test(settings, request):
-    revive_spark(settings, request.node.nodeid)
+def _spark_alive(request):
+    report_dead_jvm(request.node.nodeid)
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""The test session's SparkSession: started once, and replaced behind the same object when
-its JVM has ended between tests (see ``revive_spark``)."""
+"""The test session's SparkSession: started once; a JVM that ended between tests is reported
+with its exit status (``report_dead_jvm``)."""
 
 from __future__ import annotations
 
@@ -22,27 +22,12 @@ def jvm_exit_code() -> int | None:
     return None if process is None else process.poll()
 
 
-def revive_spark(settings, where: str) -> None:
-    """When the session's JVM has ended between tests (the OS reclaiming memory on a loaded
-    CI machine, say), start a new one behind the same session object and say so in the
-    warnings summary with its exit status. A JVM that dies during a test still fails that
-    test through its own Spark calls."""
-    import warnings
-
-    from pyspark import SparkContext
-    from pyspark.sql import SparkSession
-
+def report_dead_jvm(where: str) -> None:
+    """Fail with the Spark JVM's exit status when it has ended (the OS reclaiming memory on a
+    loaded machine, say), so the run says when and how it went instead of only failing every
+    later Spark test with a connection error."""
     code = jvm_exit_code()
-    dead = SparkSession._instantiatedSession
-    if code is None or dead is None:
-        return
-    warnings.warn(
-        f"the Spark JVM had exited with status {code} before {where}; a new one was started",
-        stacklevel=1,
-    )
-    # pyspark keeps the dead JVM's handles in class attributes: forget them, start afresh
-    SparkContext._active_spark_context = SparkContext._gateway = SparkContext._jvm = None
-    SparkSession._instantiatedSession = SparkSession._activeSession = None
-    fresh = start_spark(settings)
-    dead.__dict__.update(fresh.__dict__)  # tests and fixtures hold the old session object
-    SparkSession._instantiatedSession = SparkSession._activeSession = dead
+    if code is not None:
+        import pytest
+
+        pytest.fail(f"the test session's Spark JVM had exited with status {code} before {where}")
