@@ -52,7 +52,7 @@ _SECRET_ASSIGNMENT = re.compile(
     re.I,
 )
 
-_known: set[str] = set()
+_known: tuple[str, ...] = ()  # longest first: a secret's encodings overlap it
 _known_lock = threading.Lock()
 _MIN_REGISTERED_CHARS = 6  # shorter strings would blank out ordinary words
 
@@ -61,15 +61,17 @@ def register_secret(value: str | None) -> None:
     """From now on, ``value`` (raw and percent-encoded) is replaced wherever it appears."""
     if not value or len(value) < _MIN_REGISTERED_CHARS:
         return
+    global _known
     with _known_lock:
-        _known.update({value, quote(value, safe=""), quote_plus(value)})
+        forms = set(_known) | {value, quote(value, safe=""), quote_plus(value)}
+        _known = tuple(sorted(forms, key=len, reverse=True))
 
 
 def redact(text: str) -> str:
     """``text`` with every credential it contains replaced by ``***``."""
     if not text:
         return text
-    for secret in sorted(_known, key=len, reverse=True):  # longest first: encodings overlap
+    for secret in _known:
         text = text.replace(secret, REDACTED)
     text = _URL_USERINFO.sub(rf"\g<scheme>{REDACTED}@", text)
     text = _QUERY_SECRET.sub(rf"\g<name>{REDACTED}", text)
@@ -85,20 +87,21 @@ def redact_value(value: Any) -> Any:
         return redact(value)
     if isinstance(value, dict):
         return {
-            k: REDACTED if _is_secret_field(k, v) else redact_value(v) for k, v in value.items()
+            k: REDACTED if names_secret(k) and v not in (None, "") else redact_value(v)
+            for k, v in value.items()
         }
     if isinstance(value, list | tuple):
         return type(value)(redact_value(v) for v in value)
     return value
 
 
-def _is_secret_field(key: Any, value: Any) -> bool:
-    # `api_key_env` names a variable, not a secret: the name is safe to keep
+def names_secret(key: Any) -> bool:
+    """True for a field whose value is a credential (``api_key``); ``api_key_env`` names a
+    variable, ``…_block`` a Prefect block, ``…_name`` a name: those are safe to keep."""
     return (
         isinstance(key, str)
         and SECRET_FIELD.search(key) is not None
         and not key.endswith(("_env", "_block", "_name"))
-        and value not in (None, "")
     )
 
 

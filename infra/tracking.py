@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from infra.redaction import SECRET_FIELD, redact
+from infra.redaction import names_secret, redact
 from infra.settings import Settings, apply_environment, load_settings
 
 INVALID_NAME_CHARS = re.compile(r"[^\w\-. :/]")
@@ -69,7 +69,7 @@ class Run:
         batch = [
             Param(metric_name(k), redact(str(v))[:6000])
             for k, v in flatten(params).items()
-            if not _names_secret(k)
+            if not names_secret(k)
         ]
         for start in range(0, len(batch), 100):  # MLflow's per-request limit on params
             client().log_batch(self.run_id, params=batch[start : start + 100])
@@ -123,11 +123,6 @@ class Run:
 
     def log_artifacts(self, directory: Path | str, artifact_path: str | None = None) -> None:
         client().log_artifacts(self.run_id, str(directory), artifact_path)
-
-
-def _names_secret(key: str) -> bool:
-    # `...api_key_env` names a variable, safe to keep; `...api_key` holds the key itself
-    return SECRET_FIELD.search(key) is not None and not key.endswith(("_env", "_block"))
 
 
 @contextmanager
