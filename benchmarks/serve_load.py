@@ -63,6 +63,7 @@ DONE_LINE = "data: [DONE]"
 # infra.serving.request_log's line: request <id> <method> <route> <status> <ms> ms
 REQUEST_LINE = re.compile(rf"request \S+ POST {CHAT} (\d{{3}}|-) ")
 # infra.serving.batching's line: batch <n>: <k> requests, <t> completion tokens in <s> s
+MODEL_THREADS_LINE = re.compile(r"model threads: (\d+) of \d+ cores")
 BATCH_LINE = re.compile(r"batch (\d+): \d+ requests, \d+ completion tokens in ([\d.]+) s")
 
 _QUESTIONS = (
@@ -364,13 +365,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model: str, name: str, port: int, log_path: Path) -> subprocess.Popen:
+def start_server(
+    model: str, name: str, port: int, log_path: Path, torch_threads: int | None
+) -> subprocess.Popen:
     genai = Path(sys.executable).parent / "genai"
     command = [str(genai)] if genai.exists() else [sys.executable, "-m", "flows.cli.main"]
     command += ["serve", "--model", model, "--name", name, "--port", str(port)]
+    if torch_threads is not None:
+        command += ["--torch-threads", str(torch_threads)]
     log(f"server: {' '.join(command)} (log: {log_path})")
     with open(log_path, "wb") as out:
         return subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+
+
+def model_threads_logged(log_path: Path) -> int | None:
+    """The thread count the server says it runs the model with (``model threads: N of M``)."""
+    found = MODEL_THREADS_LINE.search(log_path.read_text(errors="replace"))
+    return int(found.group(1)) if found else None
 
 
 async def wait_ready(base_url: str, server: subprocess.Popen, timeout_s: float) -> None:
@@ -547,6 +558,9 @@ def main() -> int:
     parser.add_argument("--server-timeout", type=float, default=600, help="to be ready, s")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--server-log", default=None, help="keep the server's log here")
+    parser.add_argument(
+        "--torch-threads", type=int, default=None, help="the server's; default: the server's own"
+    )
     args = parser.parse_args()
     quick = {"requests": 200, "lone": 40, "warmup": 16}
     full = {"requests": 2000, "lone": 200, "warmup": 64}
@@ -577,7 +591,7 @@ def main() -> int:
     port = args.port or free_port()
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         log_path = Path(tmp) / "server.log"
-        server = start_server(args.model, name, port, log_path)
+        server = start_server(args.model, name, port, log_path, args.torch_threads)
         try:
             result = asyncio.run(benchmark(args, name, items, f"http://127.0.0.1:{port}", server))
         except BaseException:
@@ -587,6 +601,7 @@ def main() -> int:
         finally:
             stop_server(server)
         result["server_log"] = server_log_problems(log_path, result.pop("load_batches"))
+        result["model_threads"] = model_threads_logged(log_path)
         if args.server_log:
             shutil.copyfile(log_path, args.server_log)
     result = {

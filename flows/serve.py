@@ -31,6 +31,7 @@ class ServeConfig(BaseModel):
     api_key_env: str | None = None  # name of the env var with the bearer token clients send
     allow_no_auth: bool = False  # serve a non-loopback host without a key: anyone may call it
     limits: ServerLimits = ServerLimits()  # body size, prompts, n, stops, tokens, queue
+    torch_threads: int | None = Field(None, ge=1)  # model's CPU threads; None: all cores but one
     rag_preset: str | None = None  # configs/rag/<name>.yaml: also serve POST /answer over its
     # index, answered by the served model (e.g. model models:/genai-rag@champion)
 
@@ -52,6 +53,7 @@ def serve_model(config: ServeConfig | None = None, preset: str | None = None) ->
         api_key_env=config.api_key_env,
         allow_no_auth=config.allow_no_auth,
         limits=config.limits,
+        torch_threads=config.torch_threads,
     )
 
 

@@ -187,7 +187,11 @@ def run_gc(args) -> int:
 def run_serve(args) -> int:
     from flows.serve import serve_project_model
 
-    batching = {"max_batch": args.max_batch, "batch_window_ms": args.batch_window_ms}
+    batching = {
+        "max_batch": args.max_batch,
+        "batch_window_ms": args.batch_window_ms,
+        "torch_threads": args.torch_threads,
+    }
     serve_project_model(  # options left out take the server's defaults (infra.serving)
         args.model,
         args.host,

@@ -59,6 +59,11 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         "--batch-window-ms", type=float, help="how long a batch's first request waits for others"
     )
     serve.add_argument(
+        "--torch-threads",
+        type=int,
+        help="the model's CPU threads (default: all cores but one, which serves HTTP)",
+    )
+    serve.add_argument(
         "--api-key-env", default=None, help="env var holding a bearer token that clients must send"
     )
     serve.add_argument(

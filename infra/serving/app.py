@@ -147,12 +147,15 @@ def serve(
     log_level: str = "info",
     routers: Sequence[APIRouter] = (),
     template: InstructionTemplate | None = None,
+    torch_threads: int | None = None,
 ) -> None:
     """Load the model and serve it until interrupted (Ctrl-C, SIGTERM, flow cancellation).
-    A non-loopback ``host`` needs a key (``api_key_env``) or ``allow_no_auth``."""
+    A non-loopback ``host`` needs a key (``api_key_env``) or ``allow_no_auth``.
+    ``torch_threads`` (default ``model_threads()``) is the model's CPU thread count."""
     import uvicorn
 
     configure_logging(verbose=log_level == "debug")
+    set_model_threads(torch_threads or model_threads())
     api_key = api_key_from_env(api_key_env)
     check_exposure(host, api_key, allow_no_auth)
     sock = bind_socket(host, port)  # before the model loads: a taken port fails at once
@@ -171,9 +174,42 @@ def serve(
             "serving %s as %r on http://%s:%d/v1", model_ref, app.state.model_name, host, port
         )
         log.info(auth_summary(host, api_key))
+        log.info("model threads: %d of %d cores", _torch_threads(), usable_cores())
         uvicorn.Server(server_config(app, log_level, graceful_shutdown_s)).run(sockets=[sock])
     finally:
         sock.close()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, as a container or taskset sets it)."""
+    import os
+
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def model_threads() -> int:
+    """All cores but one for the model's CPU work: the event loop, HTTP parsing, streaming and
+    the token-counting thread keep one core. With every core in torch's pool, a machine shared
+    with other work starves some requests (docs/BENCHMARKS.md, serve_load on 2 cores: p99/p50
+    32 with two threads beside other jobs, 1.7 with one); alone, two threads give 1.2x the
+    throughput of one with both tails in the goal — ``torch_threads`` for a dedicated host."""
+    return max(1, usable_cores() - 1)
+
+
+def set_model_threads(threads: int) -> None:
+    import torch
+
+    if threads < 1:
+        raise ValueError(f"torch_threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def server_config(

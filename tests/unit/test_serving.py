@@ -783,3 +783,22 @@ def test_configure_logging_once_for_the_whole_process(tmp_path):
     console = run.stderr.strip().splitlines()
     assert re.fullmatch(line, console[0]) and len(console) == 2
     assert console[1].endswith("ERROR flows.cli: the run failed")  # and no traceback
+
+
+def test_the_model_keeps_a_core_free_for_the_server_and_a_bad_count_is_refused(monkeypatch):
+    import torch
+
+    from infra.serving import app as server_app
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert server_app.model_threads() == 3
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
+    assert server_app.model_threads() == 1  # one core: the model still gets a thread
+    before = torch.get_num_threads()
+    try:
+        server_app.set_model_threads(1)
+        assert torch.get_num_threads() == 1
+        with pytest.raises(ValueError, match="torch_threads must be at least 1"):
+            server_app.set_model_threads(0)
+    finally:
+        torch.set_num_threads(before)
