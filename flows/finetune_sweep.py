@@ -5,8 +5,7 @@ genai-tabledoc (champion only when it beats the current one)."""
 
 from __future__ import annotations
 
-from prefect import flow, unmapped
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect import flow
 
 from pipelines.evaluation.tabledoc import copy_baseline_scores
 from pipelines.finetune.sweep import METRICS, SweepConfig, best_cell, grid
@@ -24,34 +23,35 @@ from tasks.finetune import (
 FLOW_NAME = "finetune-sweep"
 
 
-@flow(name=FLOW_NAME, log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
+@flow(name=FLOW_NAME, log_prints=True)
 def finetune_sweep(
     config: SweepConfig | None = None, base: str | None = None, preset: str | None = None
 ) -> dict:
     """``config``, or ``preset`` (configs/finetune_sweep/<name>.yaml); ``base`` overrides
-    ``config.base`` (the lifecycle passes the model it just trained). One worker thread:
-    cells train one after another (each uses every core)."""
+    ``config.base`` (the lifecycle passes the model it just trained). Cells train one after
+    another (each uses every core), called in the flow's own thread, where a task's timeout
+    can interrupt it (in a worker thread Prefect can only warn)."""
     config = config_or_preset(SweepConfig, "finetune_sweep", config, preset)
     base = base or config.base
     cells, skipped = grid(config)
     with tracked_flow(FLOW_NAME, config) as run:
         examples = make_tabledoc_examples(config.synth, parent_run=run)
         pairs = export_pairs(examples, parent_run=run)
-        trained = finetune_model.map(
-            unmapped(pairs),
-            unmapped(base),
-            cells,
-            timeout_s=unmapped(config.timeout_s),
-            parent_run=unmapped(run),
-        ).result()
-        quality = evaluate_tabledoc.map(
-            [t["model_dir"] for t in trained],
-            unmapped(pairs),
-            unmapped(config.eval_examples),
-            unmapped(config.max_new_tokens),
-            run_id=[t["mlflow_run_id"] for t in trained],
-            structured=unmapped(config.structured),
-        ).result()
+        trained = [
+            finetune_model(pairs, base, cell, timeout_s=config.timeout_s, parent_run=run)
+            for cell in cells
+        ]
+        quality = [
+            evaluate_tabledoc(
+                t["model_dir"],
+                pairs,
+                config.eval_examples,
+                config.max_new_tokens,
+                run_id=t["mlflow_run_id"],
+                structured=config.structured,
+            )
+            for t in trained
+        ]
         reference = {
             "base": evaluate_tabledoc(
                 base,

@@ -297,7 +297,7 @@ class TransformersLLM:
 
         cache = StaticCache(config=self.model.config, max_cache_len=length)
         if prefix.shape[1]:
-            computed = self.model(input_ids=prefix, use_cache=True).past_key_values
+            computed = self.model(input_ids=prefix, use_cache=True).cache
             for index, layer in enumerate(computed.layers):
                 cache.update(
                     layer.keys.expand(rows, -1, -1, -1).contiguous(),
@@ -343,7 +343,7 @@ class TransformersLLM:
         # fork_rng: seeding here must not reset the caller's global random state.
         with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
-            kwargs["past_key_values"] = self._static_cache(
+            kwargs["cache"] = self._static_cache(
                 input_ids[:1, :shared], len(batch_ids), input_ids.shape[1] + params.max_new_tokens
             )
             out = self.model.generate(input_ids, attention_mask=attention_mask, **kwargs)

@@ -18,13 +18,17 @@ NOISY_LOGGERS = ("httpx", "httpcore", "urllib3", "py4j", "filelock", "multipart"
 
 
 def configure_logging(
-    verbose: bool = False, log_file: Path | None = None, console_tracebacks: bool = True
+    verbose: bool = False,
+    log_file: Path | None = None,
+    console_tracebacks: bool = True,
+    console_only: tuple[str, ...] | None = None,
 ) -> None:
     """Idempotent: a second call adds no second handler. A console handler (stderr) is added
     only to a root logger without one — as ``logging.basicConfig`` does, so Prefect's (set up
     when it is imported) is kept; the levels are set on every call. ``console_tracebacks``
     False keeps tracebacks off the console (the CLI shows them with -v); the file and
-    Prefect's API log keep them."""
+    Prefect's API log keep them. ``console_only`` names the loggers whose INFO lines still
+    reach the console (with warnings and errors from any logger); the file keeps everything."""
     install_log_redaction()
     logging.basicConfig(format=FORMAT)
     root = logging.getLogger()
@@ -35,6 +39,7 @@ def configure_logging(
         logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
     for handler in _console_handlers(root):
         _show_tracebacks(handler, console_tracebacks)
+        _quiet(handler, console_only)
     if log_file is not None:
         _log_to_file(root, Path(log_file))
 
@@ -67,6 +72,26 @@ def _show_tracebacks(handler: logging.Handler, show: bool) -> None:
         handler.setFormatter(current.inner)
     elif not show and not isinstance(current, _WithoutTracebacks):
         handler.setFormatter(_WithoutTracebacks(current))
+
+
+class _OnlyWarningsAnd(logging.Filter):
+    """Passes warnings and errors, and any record from the named loggers or their children."""
+
+    def __init__(self, names: tuple[str, ...]):
+        super().__init__()
+        self.names = names
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        return any(record.name == n or record.name.startswith(n + ".") for n in self.names)
+
+
+def _quiet(handler: logging.Handler, console_only: tuple[str, ...] | None) -> None:
+    for old in [f for f in handler.filters if isinstance(f, _OnlyWarningsAnd)]:
+        handler.removeFilter(old)
+    if console_only is not None:
+        handler.addFilter(_OnlyWarningsAnd(tuple(console_only)))
 
 
 def _log_to_file(root: logging.Logger, path: Path) -> None:

@@ -25,3 +25,25 @@ def publish_stage_times(stages: dict[str, float], budgets: dict[str, float]) -> 
         key="lifecycle-stage-times", table=rows, description="Wall time per lifecycle stage"
     )
     return rows
+
+
+def failed_task_names(flow_run_id) -> list[str]:
+    """Names of the tasks (and nested flows) that failed or crashed in one flow run, for the
+    error that says where a stage stopped."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        TaskRunFilter,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    failed = TaskRunFilterStateType(any_=[StateType.FAILED, StateType.CRASHED])
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=failed)),
+        )
+    return sorted({run.name.rsplit("-", 1)[0] for run in runs})  # run names: <task>-<suffix>

@@ -43,6 +43,19 @@ def _spark_alive(request):
     report_dead_jvm(request.node.nodeid)
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """torch's thread count is process-wide: a test that serves in-process (the server sets
+    it) must not change the arithmetic of later tests that compare against subprocesses."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch else None
+    yield
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def lake_dir(settings, request) -> Path:
     """A fresh lake folder per test, so tests never see each other's tables."""

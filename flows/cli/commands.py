@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 from flows.cli.printing import (
     print_pretrain_result,
@@ -13,41 +12,6 @@ from flows.cli.printing import (
     print_review_result,
     print_sweep_result,
 )
-
-
-def run_demo(args) -> int:
-    """The whole lifecycle at demo scale, each stage's time against its budget."""
-    from flows.lifecycle import STAGE_BUDGETS_S, TOTAL_BUDGET_S, LifecycleConfig, lifecycle
-
-    config = LifecycleConfig.model_validate(  # each stage by its preset's name
-        {
-            "prepare_corpus": args.preset,
-            "pretrain": args.pretrain_preset,
-            "finetune": args.finetune_preset,
-            "review_summaries": args.reviews_preset,
-            "rag": args.rag_preset,
-        }
-    )
-    started = time.perf_counter()
-    result = lifecycle(config)
-    total = time.perf_counter() - started
-    print_pretrain_result(result["outputs"]["pretraining"])
-    print_sweep_result(result["outputs"]["fine-tuning"])
-    print_review_result(result["outputs"]["review summaries"])
-    print_rag_result(result["outputs"]["RAG"])
-    print("\nstage                     seconds   budget")
-    over = []
-    for stage, seconds in result["stages"].items():
-        budget = STAGE_BUDGETS_S.get(stage)
-        print(f"{stage:<24} {seconds:8.1f} {budget:8.0f}")
-        if budget and seconds > budget:
-            over.append(f"{stage} took {seconds:.0f} s, budget {budget} s")
-    print(f"{'total (incl. start-up)':<24} {total:8.1f} {TOTAL_BUDGET_S:8.0f}")
-    if total > TOTAL_BUDGET_S:
-        over.append(f"the lifecycle took {total:.0f} s, budget {TOTAL_BUDGET_S} s")
-    for line in over:
-        print(f"OVER BUDGET: {line}", file=sys.stderr)
-    return 1 if total > TOTAL_BUDGET_S else 0
 
 
 def run_rag_flow(args) -> int:

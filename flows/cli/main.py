@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from flows.cli import commands
+from flows.cli import commands, demo
 from flows.cli.failures import report_failure
 from flows.cli.parser import build_parser
 from infra.logs import configure_logging
@@ -24,7 +24,7 @@ class Command(NamedTuple):
 
 
 COMMANDS: dict[str, Command] = {
-    "demo": Command(commands.run_demo, True),
+    "demo": Command(demo.run_demo, True),
     "prepare-corpus": Command(commands.run_prepare_corpus, True),
     "pretrain": Command(commands.run_pretrain, True),
     "finetune-sweep": Command(commands.run_finetune_sweep, True),

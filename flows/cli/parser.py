@@ -17,6 +17,12 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     demo.add_argument("--finetune-preset", default="demo_lora_cpu", help="finetune_sweep preset")
     demo.add_argument("--reviews-preset", default="demo_lora_cpu", help="review_summaries preset")
     demo.add_argument("--rag-preset", default="demo_lora_cpu", help="rag preset")
+    demo.add_argument(
+        "--stages",
+        default=None,
+        help="comma-separated subset of corpus,pretrain,finetune,reviews,rag (the stages they "
+        "build on run too, from cache when unchanged)",
+    )
     run = commands.add_parser("prepare-corpus", help="run the prepare-corpus flow")
     run.add_argument("--preset", default="demo_minhash_cpu")
     train = commands.add_parser("pretrain", help="run the pretrain flow on the current mix")

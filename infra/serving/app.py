@@ -155,11 +155,11 @@ def serve(
     import uvicorn
 
     configure_logging(verbose=log_level == "debug")
-    set_model_threads(torch_threads or model_threads())
     api_key = api_key_from_env(api_key_env)
     check_exposure(host, api_key, allow_no_auth)
     sock = bind_socket(host, port)  # before the model loads: a taken port fails at once
     try:
+        set_model_threads(torch_threads or model_threads())
         app = create_app(
             model_ref,
             model_name,

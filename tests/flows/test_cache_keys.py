@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+from workspace_size import assert_rerun_adds_little, workspace_bytes
 
 from infra.fingerprints import clear_caches
 
@@ -91,9 +92,12 @@ def states(*cached: str) -> dict:
     return {name: "Cached" if name in cached else "Completed" for name in TASKS}
 
 
-def test_reruns_follow_exactly_what_changed(run_flow):
+def test_reruns_follow_exactly_what_changed(run_flow, settings):
+    before = workspace_bytes(settings.home)
     assert run_flow() == states()  # the first run computes everything
+    after_first = workspace_bytes(settings.home)
     assert run_flow() == states(*TASKS)  # nothing changed
+    assert_rerun_adds_little(after_first - before, workspace_bytes(settings.home) - after_first)
 
     # a module none of the three reaches: nothing reruns
     with edited(REPO / "pipelines" / "rag" / "pricing.py", "\n# touched by a test\n"):

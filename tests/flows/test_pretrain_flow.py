@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from tiny_model import tiny_mix_rows, write_tiny_mix
+from workspace_size import assert_rerun_adds_little, workspace_bytes
 
 from flows.pretrain import PretrainFlowConfig, pretrain
 from infra import registry, tracking
@@ -57,11 +58,15 @@ def step_losses(out: Path) -> dict[int, float]:
     return losses
 
 
-def test_the_flow_trains_tracks_exports_and_registers_a_champion(spark, prefect_server, mix):
+def test_the_flow_trains_tracks_exports_and_registers_a_champion(
+    spark, prefect_server, mix, settings
+):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     config = flow_config("genai-test-base")
+    before = workspace_bytes(settings.home)
     state = pretrain(config, mix=mix, return_state=True)
+    after_first = workspace_bytes(settings.home)
     assert state.is_completed(), state.message
     result = state.result()
     trained, registered = result["trained"], result["registered"]
@@ -107,9 +112,11 @@ def test_the_flow_trains_tracks_exports_and_registers_a_champion(spark, prefect_
     fetched = registry.model_dir("models:/genai-test-base@champion")
     assert (fetched / "model.safetensors").is_file() and (fetched / "tokenizer.json").is_file()
 
+    before_rerun = workspace_bytes(settings.home)  # fetching the champion above copied it
     rerun = pretrain(config, mix=mix, return_state=True)
     assert rerun.is_completed()
     assert set(task_run_states(rerun).values()) == {"Cached"}
+    assert_rerun_adds_little(after_first - before, workspace_bytes(settings.home) - before_rerun)
     assert len(client.search_model_versions("name='genai-test-base'")) == 1
 
     # a worse model (one step) is registered but the champion alias stays where it was

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fastapi.testclient import TestClient
+from workspace_size import assert_rerun_adds_little, workspace_bytes
 
 from flows.evaluate_retrieval import EvaluateRetrievalConfig, evaluate_retrieval
 from flows.rag import RagConfig, rag
@@ -65,12 +66,13 @@ def long_tiny_model(tiny_model_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def first_run(spark, prefect_server, long_tiny_model):
+def first_run(spark, prefect_server, long_tiny_model, settings):
+    before = workspace_bytes(settings.home)
     state = rag(
         small_config(make_task_model="always"), base=str(long_tiny_model), return_state=True
     )
     assert state.is_completed(), state.message
-    return state.result()
+    return {**state.result(), "bytes_added": workspace_bytes(settings.home) - before}
 
 
 def test_rag_flow_builds_the_index_makes_genai_rag_and_answers(first_run):
@@ -91,11 +93,13 @@ def test_rag_flow_builds_the_index_makes_genai_rag_and_answers(first_run):
     assert hotel["features"]["user_preferences"]["user_id"] == "u0001"
 
 
-def test_a_rerun_with_nothing_new_embeds_nothing(first_run, long_tiny_model):
+def test_a_rerun_with_nothing_new_embeds_nothing(first_run, long_tiny_model, settings):
+    before = workspace_bytes(settings.home)
     state = rag(
         small_config(make_task_model="never"), base=str(long_tiny_model), return_state=True
     )
     assert state.is_completed(), state.message
+    assert_rerun_adds_little(first_run["bytes_added"], workspace_bytes(settings.home) - before)
     again = state.result()["index"]
     assert again["table"] == first_run["index"]["table"]
     assert again["chunks_embedded"] == 0 and again["sources_written"] == 0

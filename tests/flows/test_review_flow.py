@@ -5,6 +5,7 @@ tables with every model call traced, and the report written."""
 from __future__ import annotations
 
 import pytest
+from workspace_size import assert_rerun_adds_little, workspace_bytes
 
 from flows.review_summaries import ReviewSummariesConfig, review_summaries
 from infra import registry, tracking
@@ -14,7 +15,7 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
 def test_review_summaries_flow_makes_its_model_then_summarises(
-    spark, prefect_server, tiny_model_dir
+    spark, prefect_server, tiny_model_dir, settings
 ):
     small = {"n_products": 2, "reviews_per_product": 6, "span_days": 20}
     config = ReviewSummariesConfig(
@@ -32,8 +33,10 @@ def test_review_summaries_flow_makes_its_model_then_summarises(
             "eval_batches": 1,
         },
     )
+    before = workspace_bytes(settings.home)
     state = review_summaries(config, base=str(tiny_model_dir), return_state=True)
     assert state.is_completed(), state.message
+    first_added = workspace_bytes(settings.home) - before
     result = state.result()
 
     assert result["task_model"]["champion"] is True
@@ -79,3 +82,11 @@ def test_review_summaries_flow_makes_its_model_then_summarises(
     fresh = [r for r in rows_after if r.mlflow_run_id == second["mlflow_run_id"]]
     assert len(fresh) == second["groups"] and len(rows_after) == len(rows) + len(fresh)
     assert {r.product_id for r in fresh}.isdisjoint({r.product_id for r in rows})
+
+    # the same night again: nothing new to summarise, no second model, next to no new bytes
+    before_rerun = workspace_bytes(settings.home)
+    again = review_summaries(later, base=str(tiny_model_dir))["summary"]
+    assert again == second  # the same inputs: the summarise task's cached result
+    table = summary["summaries"]["table"]
+    assert spark.read.format("delta").load(table).count() == len(rows_after)
+    assert_rerun_adds_little(first_added, workspace_bytes(settings.home) - before_rerun)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import toy_denoiser  # tests/ is on sys.path
 from pydantic import ValidationError
 
@@ -59,6 +60,8 @@ def run_rank(config: TrainerConfig, out: Path, fault: str | None = None, skip: i
     config_file.write_text(config.model_dump_json())
     env = {k: v for k, v in os.environ.items() if k not in RANK_ENV}
     env["PYTHONPATH"] = str(REPO)
+    # bitwise equality with the in-process reference needs the same thread count
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
     if fault:
         env.update(GENAI_FAULT=fault, GENAI_FAULT_SKIP=str(skip))
     script = REPO / "tests" / "toy_denoiser.py"
