@@ -70,6 +70,11 @@ class LLM(Protocol):
         ...
 
 
+class PromptTooLongError(ValueError):
+    """A prompt that leaves the model no position to answer in. Prompt builders fit their
+    prompts to the model (``TransformersLLM.context_length``); this is the guard behind them."""
+
+
 class LLMError(RuntimeError):
     """A request that failed for good: names the URL, the status and the server's answer."""
 
@@ -245,6 +250,7 @@ class TransformersLLM:
         deltas add up to its completion's text by the time this returns."""
         params = params or GenerationParams()
         ids = [self._encode(p) for p in prompts]
+        self._check_prompts_fit(ids)
         completions: list[Completion | None] = [None] * len(prompts)
         plan = plan_batches([len(i) for i in ids], params.max_new_tokens, self.tokens_per_batch)
         for index, batch in enumerate(plan):
@@ -266,6 +272,22 @@ class TransformersLLM:
     def context_length(self) -> int | None:
         """Positions the model was built for (prompt + completion), when its config says."""
         return getattr(self.model.config, "max_position_embeddings", None)
+
+    def _check_prompts_fit(self, ids: list[list[int]]) -> None:
+        limit = self.context_length
+        over = [i for i, prompt in enumerate(ids) if limit is not None and len(prompt) >= limit]
+        if over:
+            raise PromptTooLongError(
+                f"prompt {over[0]} ({len(over)} of {len(ids)} too long) is {len(ids[over[0]])} "
+                f"tokens: the model has {limit} positions for prompt and answer together; "
+                "its builder must trim what it quotes"
+            )
+
+    def _room(self, width: int, max_new_tokens: int) -> int:
+        """New tokens the batch may generate: no row runs past the model's positions (the
+        completion ends with finish_reason "length" there instead)."""
+        limit = self.context_length
+        return max_new_tokens if limit is None else max(1, min(max_new_tokens, limit - width))
 
     def _encode(self, prompt: str) -> list[int]:
         ids = self.tokenizer(prompt)["input_ids"]
@@ -319,8 +341,9 @@ class TransformersLLM:
         if shared < MIN_SHARED_PREFIX:
             shared = 0
         input_ids, attention_mask = self._pad(batch_ids, shared)
+        room = self._room(input_ids.shape[1], params.max_new_tokens)
         kwargs: dict[str, Any] = {
-            "max_new_tokens": params.max_new_tokens,
+            "max_new_tokens": room,
             "pad_token_id": self.tokenizer.pad_token_id,
         }
         if params.temperature > 0:
@@ -344,7 +367,7 @@ class TransformersLLM:
         with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             kwargs["cache"] = self._static_cache(
-                input_ids[:1, :shared], len(batch_ids), input_ids.shape[1] + params.max_new_tokens
+                input_ids[:1, :shared], len(batch_ids), input_ids.shape[1] + room
             )
             out = self.model.generate(input_ids, attention_mask=attention_mask, **kwargs)
         generated = out[:, input_ids.shape[1] :].tolist()

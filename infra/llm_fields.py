@@ -96,14 +96,29 @@ def generate_templates(
             field_params = params.model_copy(
                 update={"max_new_tokens": max_new_tokens, "stop": list(stop)}
             )
-            texts = [
-                prompts[j] + render_fields(templates[j][:i], results[j]) + templates[j][i].prefix
+            texts = {
+                j: prompts[j]
+                + render_fields(templates[j][:i], results[j])
+                + templates[j][i].prefix
                 for j in members
-            ]
-            for j, completion in zip(members, llm.generate(texts, field_params), strict=False):
+            }
+            # A template that has grown to the model's positions stops there: its remaining
+            # fields stay unfilled rather than generated past what the model was trained on.
+            members = [j for j in members if fits_context(llm, texts[j])]
+            if not members:
+                continue
+            completions = llm.generate([texts[j] for j in members], field_params)
+            for j, completion in zip(members, completions, strict=False):
                 field = templates[j][i]
                 results[j][field.name] = _clean_value(cut_at_stop(completion, field.stop), field)
     return results
+
+
+def fits_context(llm: LLM, prompt: str) -> bool:
+    """Whether the prompt leaves the model a position to answer in (always, for a model that
+    does not say how many positions it has or how it counts them, like an endpoint)."""
+    limit, count = getattr(llm, "context_length", None), getattr(llm, "count_tokens", None)
+    return limit is None or count is None or count(prompt) < limit
 
 
 # ------------------------------------------------------------------- quoting data in prompts

@@ -148,7 +148,8 @@ def evaluate_tabledoc(
     )
     if run_id:
         run = tracking.Run(run_id)
-        run.log_metrics({k: result[k] for k in ("format_validity", "column_coverage", "rouge_l")})
+        metrics = ("format_validity", "column_coverage", "rouge_l", "over_context")
+        run.log_metrics({k: result[k] for k in metrics})
         run.log_dict({"samples": result["samples"]}, "fixed_prompt_generations.json")
     return {**result, "model": str(model)}
 

@@ -70,3 +70,18 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from tiny_model import build_tiny_model_and_tokenizer  # tests/ is on sys.path
 
     return build_tiny_model_and_tokenizer(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def long_tiny_model(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model with room for a stage's prompts (its 128 positions hold less than the
+    Alpaca template and an answer): its config allows 1,024 positions (rotary positions have
+    no weights, so the weights are the tiny model's own)."""
+    import json
+    import shutil
+
+    target = tmp_path_factory.mktemp("long") / "tiny-model"
+    shutil.copytree(tiny_model_dir, target)
+    config = json.loads((target / "config.json").read_text())
+    (target / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 1024}))
+    return target

@@ -7,6 +7,7 @@ import json
 import sys
 
 from flows.cli.printing import (
+    grounding_mark,
     print_pretrain_result,
     print_rag_result,
     print_review_result,
@@ -64,6 +65,8 @@ def run_ask(args) -> int:
                     k: result[k]
                     for k in (
                         "answer",
+                        "grounded",
+                        "ungrounded_spans",
                         "sources",
                         "cited",
                         "latency_ms",
@@ -79,6 +82,7 @@ def run_ask(args) -> int:
         print(result["answer"])
         print(f"\nsources: {', '.join(result['sources'])}")
         print(f"cited:   {', '.join(result['cited']) or '-'}")
+        print(f"grounded: {grounding_mark(result)}")
     return 0
 
 

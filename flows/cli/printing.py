@@ -73,7 +73,15 @@ def print_rag_result(result: dict) -> None:
     for a in answers["answers"]:
         print(f"  Q: {a['question']}" + (f"  (user {a['user_id']})" if a["user_id"] else ""))
         print(f"     A: {a['answer']}")
+        print(f"     grounded: {grounding_mark(a)}")
         print(
             f"     sources {', '.join(a['sources'])}; cited {', '.join(a['cited']) or '-'}; "
             f"{a['latency_ms']['total_ms']:.0f} ms"
         )
+
+
+def grounding_mark(answer: dict) -> str:
+    """yes, or no with what the answer quoted that it was not given."""
+    if answer.get("grounded", True):
+        return "yes"
+    return "NO, quotes what it was not given: " + ", ".join(answer["ungrounded_spans"])

@@ -11,6 +11,7 @@ these metrics is higher-is-better, which is the champion rule a registered model
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from statistics import fmean
 
@@ -18,6 +19,8 @@ from pipelines.evaluation.text_metrics import rouge_l
 from pipelines.shared import tabledoc_format
 from pipelines.shared.promotion import PromotionRule, one_metric
 from pipelines.shared.templates import END_MARKER
+
+log = logging.getLogger(__name__)
 
 FIXED_PROMPTS = 3  # the first held-out items, whose generations are logged every time
 
@@ -89,13 +92,46 @@ def generate(
     tokens_per_batch: int = 8192,
     structured: bool = False,
 ) -> list[str]:
-    """Greedy generations of the model for each item's prompt, cut at the end marker; or,
-    ``structured``, the response template of the item's CREATE TABLE filled field by field."""
-    from infra.llm import GenerationParams, TransformersLLM
-    from infra.llm_fields import generate_templates, render_fields
+    """Greedy generations of the model for each item's prompt (``generate_outputs``)."""
+    return generate_outputs(model_dir, items, max_new_tokens, tokens_per_batch, structured)[0]
+
+
+def generate_outputs(
+    model_dir: Path | str,
+    items: list[dict],
+    max_new_tokens: int,
+    tokens_per_batch: int = 8192,
+    structured: bool = False,
+) -> tuple[list[str], int]:
+    """(generations, items over the model's context): greedy generations cut at the end
+    marker; or, ``structured``, the response template of the item's CREATE TABLE filled field
+    by field. A prompt that leaves the model no position to answer in gets an empty answer
+    (scored as a failure) instead of a generation past the positions it was trained on."""
+    from infra.llm import TransformersLLM
+    from infra.llm_fields import fits_context
 
     llm = TransformersLLM(model_dir, tokens_per_batch=tokens_per_batch)
-    prompts = [i["prompt"] for i in items]
+    fitting = [n for n, i in enumerate(items) if fits_context(llm, i["prompt"])]
+    outputs = [""] * len(items)
+    prompts = [items[n]["prompt"] for n in fitting]
+    generated = _generate(llm, prompts, max_new_tokens, structured)
+    for n, output in zip(fitting, generated, strict=True):
+        outputs[n] = output
+    over = len(items) - len(fitting)
+    if over:
+        log.info(
+            "%d of %d prompts exceed %s's %s positions",
+            *(over, len(items), model_dir, llm.context_length),
+        )
+    return outputs, over
+
+
+def _generate(llm, prompts: list[str], max_new_tokens: int, structured: bool) -> list[str]:
+    from infra.llm import GenerationParams
+    from infra.llm_fields import generate_templates, render_fields
+
+    if not prompts:
+        return []
     if not structured:
         params = GenerationParams(
             max_new_tokens=max_new_tokens, temperature=0.0, stop=[END_MARKER]
@@ -117,12 +153,14 @@ def evaluate_model(
 ) -> dict:
     """Scores plus the fixed prompts' generations (for the run's artifacts);
     ``tokens_per_batch`` bounds padded tokens per forward pass (raise it on a GPU)."""
-    outputs = generate(model_dir, items, max_new_tokens, tokens_per_batch, structured)
+    outputs, over = generate_outputs(
+        model_dir, items, max_new_tokens, tokens_per_batch, structured
+    )
     samples = [
         {"prompt": i["prompt"], "reference": i["response"], "generated": o}
         for i, o in zip(items[:FIXED_PROMPTS], outputs, strict=False)
     ]
-    return {**score(outputs, items), "samples": samples}
+    return {**score(outputs, items), "over_context": over, "samples": samples}
 
 
 def evaluate_held_out(

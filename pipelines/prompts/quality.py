@@ -6,9 +6,11 @@ The averaging and comparison come in as ``compare`` (``pipelines.evaluation.revi
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from infra.llm import PromptTooLongError
 from infra.tracking import PromptRef
 from pipelines.prompts.catalogue import ASPECTS
 from pipelines.prompts.generator import generate_reviews
@@ -32,6 +34,8 @@ from pipelines.prompts.summary_prompt import (
 HELDOUT_SEED_OFFSET = 1000  # held-out products: the training config's seed plus this
 HELDOUT_GROUP_REVIEWS = 3  # reviews per held-out group: enough for a top-three answer, and
 # the same groups whatever a task model's prompts hold (the summariser chunks them)
+
+log = logging.getLogger(__name__)
 
 
 def heldout_groups(
@@ -92,8 +96,12 @@ def keyword_baseline(reviews: Sequence[dict], k: int = TOP_POINTS) -> list[str]:
 
 def model_negative_points(summariser: Summariser, groups: Sequence[Group]) -> list[list[str]]:
     """Each group's negative points as the model answers (none when its answer fails to
-    parse: a wrong answer, scored as such)."""
-    answers = summariser.summarise(groups)
+    parse, or when its positions cannot hold the prompt: wrong answers, scored as such)."""
+    try:
+        answers = summariser.summarise(groups)
+    except PromptTooLongError as err:
+        log.info("a model answers no group: %s", err)
+        return [[] for _ in groups]
     return [a["negative_points"] or [] for a in answers]
 
 

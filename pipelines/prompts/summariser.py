@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from infra.files import write_text_atomic
-from infra.llm import GenerationParams, LLMSpec
+from infra.llm import GenerationParams, LLMSpec, PromptTooLongError
 from infra.llm_fields import generate_fields, render_fields
 from pipelines.prompts.summary_prompt import (
     SUMMARY_FIELDS,
@@ -47,6 +47,9 @@ class SummaryConfig(BaseModel):
     temperature: float = Field(0.0, ge=0.0)  # 0: greedy, reproducible
     seed: int = 0
     partitions: int | None = Field(None, ge=1)  # None: Spark's default parallelism
+
+
+MIN_REVIEW_BUDGET = 32  # prompt tokens for reviews, at least: below it no review says enough
 
 
 def chunk_reviews(
@@ -93,19 +96,47 @@ class Summariser:
             return len(text) // 4 + 1
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
+    def prompt_tokens(self) -> int:
+        """Prompt tokens per model call: ``context_tokens``, within the model's positions less
+        what the answer fields may generate (an endpoint's server enforces its own)."""
+        limit = getattr(self.llm, "context_length", None)
+        if limit is None:
+            return self.config.context_tokens
+        empty = {f.name: "" for f in SUMMARY_FIELDS}
+        answer = self.count_tokens(render_fields(SUMMARY_FIELDS, empty)) + sum(
+            f.max_new_tokens for f in SUMMARY_FIELDS
+        )
+        return min(self.config.context_tokens, limit - answer)
+
+    def review_budget(self, group: Group) -> int:
+        """Tokens the group's quoted reviews may take in one prompt."""
+        allowed = self.prompt_tokens()
+        budget = allowed - self.count_tokens(group_prompt(self.template, group, []))
+        if budget < MIN_REVIEW_BUDGET:
+            raise PromptTooLongError(
+                f"summary prompt: the template leaves {budget} of {allowed} prompt tokens for "
+                "reviews (the model's positions less the answer's); use a model with more "
+                "positions or a shorter prompt template"
+            )
+        return budget
+
+    def fitted_reviews(self, group: Group, budget: int) -> list[dict]:
+        """The group's reviews, each clipped so that, quoted alone, it fits ``budget``."""
+        if self.tokenizer is None:
+            return list(group.reviews)
+        fitted = []
+        for review in group.reviews:
+            quoting = self.count_tokens(quote_reviews([{**review, "text": ""}])) + 8  # [cut]
+            tokens = max(8, min(self.config.review_tokens, budget - quoting))
+            fitted.append(clip_review(review, tokens, self.tokenizer))
+        return fitted
+
     def summarise(self, groups: Sequence[Group]) -> list[dict]:
         """One answer per group (in order) with its raw text, parse error, tokens, latency."""
         jobs = []  # (group index, chunk reviews, prompt)
         for g, group in enumerate(groups):
-            reviews = [
-                clip_review(r, self.config.review_tokens, self.tokenizer)
-                if self.tokenizer is not None
-                else r
-                for r in group.reviews
-            ]
-            budget = self.config.context_tokens - self.count_tokens(
-                group_prompt(self.template, group, [])
-            )
+            budget = self.review_budget(group)
+            reviews = self.fitted_reviews(group, budget)
             for chunk in chunk_reviews(
                 reviews, budget, self.count_tokens, self.config.max_reviews_per_chunk
             ):

@@ -24,7 +24,8 @@ from infra.llm_fields import quote_block
 from infra.online_store import OnlineStore
 from pipelines.rag.feature_spec import default_feature_spec, request_features
 from pipelines.rag.feature_tables import HOTELS
-from pipelines.rag.travel_data import hotel_ids_from_sources
+from pipelines.rag.travel_data import HOTEL_SOURCE_PREFIX, hotel_ids_from_sources
+from pipelines.shared.grounding import bracketed_ids, check_grounding
 from pipelines.shared.markdown import md_table
 from pipelines.shared.templates import END_MARKER, prompt_of
 
@@ -36,7 +37,6 @@ ANSWER_TASK = (
     "so."
 )
 NO_ANSWER = "The sources do not answer this question."
-CITATION = re.compile(r"\[([^\[\]\n]{1,300})\]")
 RETRIEVER = Literal["vector", "fts", "hybrid"]
 
 
@@ -191,13 +191,23 @@ def fitted_instruction(
 def cited_ids(answer: str, sources: Sequence[str]) -> list[str]:
     """Source ids the answer cites in [brackets], in order, once each; only ids that were
     retrieved count (a model inventing an id cites nothing)."""
-    allowed, cited = set(sources), []
-    for match in CITATION.finditer(answer):
-        for part in match.group(1).split(","):
-            candidate = part.strip()
-            if candidate in allowed and candidate not in cited:
-                cited.append(candidate)
-    return cited
+    allowed = set(sources)
+    return [c for c in dict.fromkeys(bracketed_ids(answer)) if c in allowed]
+
+
+def citable_ids(sources: Sequence[str], features: dict | None) -> list[str]:
+    """What an answer may cite: the retrieved sources and the hotels its features priced."""
+    hotels = (features or {}).get("hotels")
+    priced = [f"{HOTEL_SOURCE_PREFIX}{h['hotel_id']}" for h in hotels or () if "hotel_id" in h]
+    return list(dict.fromkeys([*sources, *priced]))
+
+
+def answer_grounding(answer: str, prompt: str, sources: Sequence[str], features) -> dict:
+    """Every figure of the answer against what its prompt quoted (the sources, the features
+    the pricing function computed, the question), every cited id against the citable ones:
+    ``grounded`` and ``ungrounded_spans``."""
+    checked = check_grounding(answer, [prompt], citable_ids(sources, features))
+    return {"grounded": checked.grounded, "ungrounded_spans": checked.ungrounded_spans}
 
 
 def check_question(question: str, limit: int) -> str:
@@ -326,8 +336,12 @@ class RagChain:
             timings["features_ms"],
             generate_ms,
         )
+        grounding = answer_grounding(answer, prepared.prompt, prepared.sources, prepared.features)
+        if not grounding["grounded"]:
+            log.info("answer quotes what it was not given: %s", grounding["ungrounded_spans"])
         return {
             "answer": answer,
+            **grounding,
             "sources": prepared.sources,
             "model": self.model_id,
             "cited": cited_ids(answer, prepared.sources),

@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from pipelines.rag.public_api import ranked_api_ids
 from pipelines.shared.documents import MAX_DOC_CHARS, CorpusConfig, iter_records
 from pipelines.shared.input_files import InputFileError, decode_utf8, walk_refusing_symlinks
 
@@ -331,13 +332,23 @@ def html_to_text(html: str) -> str:
 def _capped(
     documents: list[Document], limit: int, include_ids: Sequence[str]
 ) -> tuple[list[Document], int]:
-    """``limit`` documents, the same every run: the included ids, then evenly strided over the
-    rest (sorted by id, so every package keeps its share)."""
+    """``limit`` documents, the same every run: the included ids, then the packages' public
+    API (``public_api.ranked_api_ids``: what users call), then evenly strided over the rest
+    (sorted by id, so every package keeps its share)."""
     wanted = set(include_ids)
     kept = [d for d in documents if d.source_id in wanted][:limit]
-    rest = [d for d in documents if d.source_id not in wanted]
+    by_id = {d.source_id: d for d in documents}
+    api = [i for i in ranked_api_ids(list(by_id), top_level_packages(by_id)) if i not in wanted]
+    kept += [by_id[i] for i in api[: limit - len(kept)]]
+    taken = {d.source_id for d in kept}
+    rest = [d for d in documents if d.source_id not in taken]
     slots = limit - len(kept)
     if slots > 0:
         kept += [rest[k * len(rest) // slots] for k in range(slots)]
-    missing = len(wanted - {d.source_id for d in documents})
+    missing = len(wanted - set(by_id))
     return sorted(kept, key=lambda d: d.source_id), missing
+
+
+def top_level_packages(source_ids) -> list[str]:
+    """The import names the docstring documents come from (``py:<package>.…``), in order."""
+    return list(dict.fromkeys(i[3:].split(".")[0] for i in source_ids if i.startswith("py:")))

@@ -22,7 +22,9 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def sweep(spark, prefect_server, tiny_model_dir):
+def sweep(spark, prefect_server, long_tiny_model):
+    # 1,024 positions: the held-out prompts (~600 tiny-tokenizer tokens) fit, as on the demo
+    # models; a 128-position base gets empty answers for them (tests/unit/test_llm.py)
     config = SweepConfig(
         synth={"n_examples": 60, "test_fraction": 0.2},
         train={
@@ -44,7 +46,7 @@ def sweep(spark, prefect_server, tiny_model_dir):
         model_name="genai-test-tabledoc",
         structured=True,
     )
-    state = finetune_sweep(config, base=str(tiny_model_dir), return_state=True)
+    state = finetune_sweep(config, base=str(long_tiny_model), return_state=True)
     assert state.is_completed(), state.message
     return state.result()
 

@@ -6,8 +6,7 @@ and the retriever grid with its cache."""
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
+import re
 
 import pytest
 import yaml
@@ -52,17 +51,6 @@ def small_config(**overrides) -> RagConfig:
     }
     data.update(overrides)
     return RagConfig.model_validate(data)
-
-
-@pytest.fixture(scope="module")
-def long_tiny_model(tiny_model_dir, tmp_path_factory) -> Path:
-    """The tiny model with room for RAG prompts: its config allows 1,024 positions (rotary
-    positions have no weights, so the weights are the tiny model's own)."""
-    target = tmp_path_factory.mktemp("long") / "tiny-model"
-    shutil.copytree(tiny_model_dir, target)
-    config = json.loads((target / "config.json").read_text())
-    (target / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 1024}))
-    return target
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +151,57 @@ def test_genai_ask_prints_one_json_object(first_run, tmp_path, capsys, long_tiny
         ["ask", "--json", "--preset", str(preset), "--model", str(long_tiny_model), "x" * 5000]
     )
     assert code == 2 and "limit" in capsys.readouterr().err
+
+
+HOTEL_LINE = re.compile(
+    r"hotel:(?P<id>\S+) [^\n]*?: (?P<night>[\d.]+) EUR per night, (?P<total>[\d.]+) EUR for "
+    r"(?P<nights>\d+) nights"
+)
+
+
+def quoting_answer(n, path, body):
+    """An endpoint that answers only with what the prompt gave it: its first hotel's prices."""
+    hotel = HOTEL_LINE.search(body["prompt"])
+    text = (
+        f"{hotel['night']} EUR per night, {hotel['total']} EUR for {hotel['nights']} nights "
+        f"[hotel:{hotel['id']}]."
+    )
+    return 200, {}, {"choices": [{"text": text}]}
+
+
+def inventing_answer(n, path, body):
+    """An endpoint made to answer wrongly: a budget and a hotel that are in no feature."""
+    return 200, {}, {"choices": [{"text": "A budget of 10 EUR per night fits [hotel:h999]."}]}
+
+
+@pytest.mark.parametrize("respond, grounded", [(quoting_answer, True), (inventing_answer, False)])
+def test_genai_ask_marks_an_answer_that_quotes_what_it_was_not_given(
+    first_run, tmp_path, capsys, respond, grounded
+):
+    from fake_openai import FakeServer
+
+    from flows.cli.main import main
+
+    server = FakeServer(respond)
+    preset = tmp_path / "ask.yaml"
+    preset.write_text(yaml.safe_dump(small_config().model_dump(mode="json")))
+    try:
+        code = main(
+            [
+                *("ask", "--json", "--preset", str(preset), "--user-id", "u0001"),
+                *("--model", f"{server.base_url}#judge-me", "Which hotel suits me for 2 nights?"),
+            ]
+        )
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["grounded"] is grounded, printed
+    if grounded:
+        assert printed["ungrounded_spans"] == [] and printed["cited"]
+    else:
+        assert printed["ungrounded_spans"] == ["10 EUR", "[hotel:h999]"]
 
 
 def test_retriever_grid_scores_every_cell_and_reads_them_back(first_run):

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
 def test_review_summaries_flow_makes_its_model_then_summarises(
-    spark, prefect_server, tiny_model_dir, settings
+    spark, prefect_server, long_tiny_model, settings
 ):
     small = {"n_products": 2, "reviews_per_product": 6, "span_days": 20}
     config = ReviewSummariesConfig(
@@ -34,7 +34,7 @@ def test_review_summaries_flow_makes_its_model_then_summarises(
         },
     )
     before = workspace_bytes(settings.home)
-    state = review_summaries(config, base=str(tiny_model_dir), return_state=True)
+    state = review_summaries(config, base=str(long_tiny_model), return_state=True)
     assert state.is_completed(), state.message
     first_added = workspace_bytes(settings.home) - before
     result = state.result()
@@ -76,7 +76,7 @@ def test_review_summaries_flow_makes_its_model_then_summarises(
 
     # a night with reviews of new products: only their groups are summarised, the rest kept
     later = config.model_copy(update={"reviews": config.reviews.model_copy(update={"seed": 7})})
-    second = review_summaries(later, base=str(tiny_model_dir))["summary"]
+    second = review_summaries(later, base=str(long_tiny_model))["summary"]
     assert second["incremental"] and second["since_version"] == summary["reviews_version"]
     rows_after = spark.read.format("delta").load(summary["summaries"]["table"]).collect()
     fresh = [r for r in rows_after if r.mlflow_run_id == second["mlflow_run_id"]]
@@ -85,7 +85,7 @@ def test_review_summaries_flow_makes_its_model_then_summarises(
 
     # the same night again: nothing new to summarise, no second model, next to no new bytes
     before_rerun = workspace_bytes(settings.home)
-    again = review_summaries(later, base=str(tiny_model_dir))["summary"]
+    again = review_summaries(later, base=str(long_tiny_model))["summary"]
     assert again == second  # the same inputs: the summarise task's cached result
     table = summary["summaries"]["table"]
     assert spark.read.format("delta").load(table).count() == len(rows_after)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fake_openai import FakeServer  # noqa: E402  (tests/ is on sys.path)
 
-from infra.llm import GenerationParams
+from infra.llm import GenerationParams, PromptTooLongError
 from infra.llm_fields import parse_fields
 from infra.tracking import PromptRef
 from pipelines.prompts.summaries import (
@@ -74,6 +74,38 @@ class AspectLLM:
 
 def group_of(reviews: list[dict]) -> Group:
     return Group("p1", "low", "2024-01-01", "week", reviews)
+
+
+class PositionsLLM(AspectLLM):
+    """AspectLLM with a model's context: ``context_length`` positions for prompt + answer."""
+
+    def __init__(self, context_length: int):
+        super().__init__()
+        self.context_length = context_length
+
+
+def test_every_summary_prompt_fits_the_models_positions_with_room_for_the_answer(
+    tiny_model_dir,
+):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir), local_files_only=True)
+    essay = " ".join(f"the battery died on day {d} and the noise grew" for d in range(200))
+    reviews = [review(i, 1, essay if i % 3 == 0 else "noise, awful") for i in range(9)]
+    llm = PositionsLLM(512)
+    summariser = Summariser(llm, TEMPLATE, SummaryConfig(), tokenizer)  # context_tokens 1536
+    answer = summariser.summarise([group_of(reviews)])[0]
+    assert answer["parse_error"] is None and answer["chunks"] > 1  # map-reduced to fit
+    answer_room = sum(f.max_new_tokens for f in SUMMARY_FIELDS)
+    first_field = [p for p in llm.prompts if p.rstrip().endswith("Top negative points:")]
+    assert first_field and all(
+        len(tokenizer.encode(p, add_special_tokens=False)) + answer_room <= 512
+        for p in first_field
+    )
+    with pytest.raises(PromptTooLongError, match="summary prompt: the template leaves"):
+        Summariser(PositionsLLM(128), TEMPLATE, SummaryConfig(), tokenizer).summarise(
+            [group_of(reviews)]
+        )
 
 
 def test_parse_maps_labels_to_ids_and_names_a_bad_label():

@@ -16,6 +16,7 @@ from infra.llm import (
     GenerationParams,
     LLMError,
     OpenAICompatibleLLM,
+    PromptTooLongError,
     TransformersLLM,
     cut_at_stop,
     load_llm,
@@ -166,6 +167,28 @@ def test_structured_output_on_the_tiny_model_always_parses(llm):
     _assert_well_formed(sampled, FIELDS)
 
 
+def test_no_generation_runs_past_the_models_positions(llm, monkeypatch):
+    limit = llm.context_length
+    assert limit == 128  # the tiny preset's
+    near = "x" * 400  # nearly the whole context, whatever the tokenizer makes of it
+    while llm.count_tokens(near) > limit - 5:
+        near = near[:-10]
+    widths = []
+    generate = llm.model.generate
+
+    def spy(input_ids, **kwargs):
+        widths.append(input_ids.shape[1] + kwargs["max_new_tokens"])
+        return generate(input_ids, **kwargs)
+
+    monkeypatch.setattr(llm.model, "generate", spy)
+    [completion] = llm.complete([near], GenerationParams(max_new_tokens=50))
+    assert widths == [limit]  # prompt + answer end at the last position, not past it
+    assert completion.completion_tokens <= limit - llm.count_tokens(near)
+
+    with pytest.raises(PromptTooLongError, match=r"prompt 1 \(1 of 2 too long\) is \d+ tokens"):
+        llm.complete(["short", "y" * 2000], GenerationParams(max_new_tokens=4))
+
+
 class ScriptedLLM:
     """Returns adversarial completions (stops inside, whitespace, overlapping stops) and
     records the texts it was asked to continue."""
@@ -189,6 +212,20 @@ def test_structured_output_parses_whatever_the_model_writes():
     _assert_well_formed(results, fields)
     # The text for field 2 is the prompt, field 1 rendered with its terminator, then prefix 2.
     assert fake.calls[1][0] == "p0\n" + "Topic:" + results[0]["topic"] + "\n" + " Score:"
+
+
+def test_a_template_that_grows_to_the_models_positions_stops_filling(llm):
+    # The first field's answer may take the prompt to the last positions; the fields after
+    # it are left empty instead of generated past the model's positions (or refused).
+    near = "x" * 400
+    while llm.count_tokens(near) > llm.context_length - 3:
+        near = near[:-10]
+    fields = [Field(f"f{i}", f"F{i}:", ["\n"], 8) for i in range(4)]
+    [values] = generate_fields(llm, [near], fields, GenerationParams(temperature=0.0))
+    assert set(values) < {f.name for f in fields}  # some field was never asked for
+    assert "f0" in values
+    [short] = generate_fields(llm, ["short"], fields, GenerationParams(temperature=0.0))
+    assert set(short) == {f.name for f in fields}
 
 
 def test_render_parse_round_trip_and_clear_parse_error():

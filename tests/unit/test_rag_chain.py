@@ -93,6 +93,7 @@ def test_chain_answers_with_pinned_sources_features_and_latency():
     assert store.calls == [("Where can I stay?", 4, "hybrid", 7)]
     assert out["sources"] == ["py:a", "hotel:3", "py:b"]  # rank order, once each
     assert out["cited"] == ["hotel:3"]
+    assert out["grounded"] is False and out["ungrounded_spans"] == ["[py:nope]"]  # not retrieved
     assert out["table_version"] == 7
     assert seen == {
         "user": "u1",
