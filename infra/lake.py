@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +82,40 @@ def table_ref(spark, path: Path | str) -> dict:
     detail = table.detail().select("id").first()
     version = table.history(1).select("version").first()
     return {"table": str(path), "table_id": detail["id"], "version": int(version["version"])}
+
+
+DELTA_COMMIT = re.compile(r"^(\d{20})\.(?:json|checkpoint(?:\.\d+\.\d+)?\.parquet)$")
+
+
+def logged_head(path: Path | str) -> dict | None:
+    """``table_ref`` read from the Delta log's files, without Spark: the latest committed
+    version (the highest commit or checkpoint file) and the table id from version 0's
+    metaData. None when the log cannot say (no table, or version 0's commit cleaned up):
+    ask Spark (``table_ref``) then. For checks that must not start a JVM, like a frequent
+    schedule finding nothing changed."""
+    log_dir = Path(path) / "_delta_log"
+    versions = [int(m.group(1)) for f in _listing(log_dir) if (m := DELTA_COMMIT.match(f))]
+    first = log_dir / f"{0:020d}.json"
+    if not versions or not first.is_file():
+        return None
+    table_id = next(
+        (
+            action["metaData"]["id"]
+            for line in first.read_text(encoding="utf-8").splitlines()
+            if line.strip() and "metaData" in (action := json.loads(line))
+        ),
+        None,
+    )
+    if table_id is None:
+        return None
+    return {"table": str(path), "table_id": table_id, "version": max(versions)}
+
+
+def _listing(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except FileNotFoundError:
+        return []
 
 
 def read_table(spark, table: TableSpec | dict | Path | str, version: int | None = None):

@@ -51,7 +51,6 @@ def sync_online_features(
     {"store": path, "tables": {name: sync manifest}, "mlflow_run_id"}."""
     from infra.spark import get_spark
 
-    spark = get_spark()
     synced: dict[str, dict] = {}
     with (
         OnlineStore(store) as online,
@@ -61,7 +60,10 @@ def sync_online_features(
     ):
         for name in tables:
             spec = feature_tables.FEATURE_TABLES[name]
-            synced[name] = feature_tables.sync_online(spark, spec.path(), spec, online)
+            # Nothing changed (the every-15-minutes case): no Spark session, no job.
+            synced[name] = feature_tables.unchanged_since_sync(
+                spec.path(), spec, online
+            ) or feature_tables.sync_online(get_spark(), spec.path(), spec, online)
             run.log_table(synced[name], role="input")
             print(
                 f"{name}: {synced[name]['mode']} to version {synced[name]['version']}, "

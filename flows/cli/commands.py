@@ -43,19 +43,21 @@ def run_rag_flow(args) -> int:
 def run_ask(args) -> int:
     """`genai ask`: the chain over the preset's index (latest version) and model."""
     from flows.rag import RagConfig
-    from pipelines.rag.chain import check_question, open_chain
+    from pipelines.rag.chain import AnswerConfig, check_question, open_chain
     from pipelines.rag.config import index_config
-    from pipelines.rag.index import lancedb_dir
+    from pipelines.rag.index import IndexConfig, lancedb_dir
     from pipelines.shared.presets import load_preset
 
     config = load_preset(RagConfig, "rag", args.preset)
-    answer = (
-        config.answer
-        if args.model is None
-        else config.answer.model_copy(update={"model": args.model})
+    given = {"model": args.model, "k": args.k, "listed_sources": args.sources}
+    answer = AnswerConfig.model_validate(
+        {**config.answer.model_dump(), **{k: v for k, v in given.items() if v is not None}}
     )
     check_question(args.question, answer.max_question_chars)  # before the embedder loads
-    chain = open_chain(index_config(config), answer, lancedb_dir())
+    index = index_config(config)
+    if args.index is not None:
+        index = load_preset(IndexConfig, "build_index", args.index)
+    chain = open_chain(index, answer, lancedb_dir())
     request = {k: v for k, v in (("nights", args.nights), ("season", args.season)) if v}
     result = chain.answer(args.question, args.user_id, request)
     if args.json:
@@ -70,6 +72,7 @@ def run_ask(args) -> int:
                         "sources",
                         "cited",
                         "latency_ms",
+                        "index",
                         "table_version",
                         "model",
                         "features",
@@ -83,6 +86,7 @@ def run_ask(args) -> int:
         print(f"\nsources: {', '.join(result['sources'])}")
         print(f"cited:   {', '.join(result['cited']) or '-'}")
         print(f"grounded: {grounding_mark(result)}")
+        print(f"index:   {result['index']['table']} v{result['index']['version']}")
     return 0
 
 

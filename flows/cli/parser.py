@@ -127,6 +127,14 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         default=None,
         help="answering model: models:/… URI, HF dir or http(s)://…/v1#name",
     )
+    ask.add_argument(
+        "--index",
+        default=None,
+        help="answer from configs/build_index/<preset>.yaml's index instead of the rag "
+        "preset's (docs_cpu: every API document, after `genai build-index --preset docs_cpu`)",
+    )
+    ask.add_argument("--k", type=int, default=None, help="chunks quoted in the prompt")
+    ask.add_argument("--sources", type=int, default=None, help="documents listed as sources")
     gc = commands.add_parser(
         "gc", help="remove old checkpoints, unreferenced shards and results, Delta history"
     )

@@ -144,8 +144,58 @@ def up() -> int:
         env,
     )
     _wait_healthy(f"http://{HOST}:{MLFLOW_PORT}/health", "mlflow-ui")
+    print(schedule_report(deployed_schedules()))
     print(f"Prefect UI: http://{HOST}:{PREFECT_PORT}   MLflow UI: http://{HOST}:{MLFLOW_PORT}")
     return 0
+
+
+def deployed_schedules() -> list[dict]:
+    """Every schedule of every deployment on the `up` server: deployment (flow/name),
+    schedule (cron or interval), active, id."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    rows = []
+    with temporary_settings({PREFECT_API_URL: api_url()}), get_client(sync_client=True) as client:
+        flows = {f.id: f.name for f in client.read_flows()}
+        for deployment in client.read_deployments():
+            for schedule in deployment.schedules:
+                rows.append(
+                    {
+                        "deployment": f"{flows.get(deployment.flow_id, '?')}/{deployment.name}",
+                        "schedule": _describe(schedule.schedule),
+                        "active": schedule.active,
+                        "id": str(schedule.id),
+                    }
+                )
+    return sorted(rows, key=lambda r: r["deployment"])
+
+
+def _describe(schedule) -> str:
+    if getattr(schedule, "cron", None):
+        return f"cron {schedule.cron} ({getattr(schedule, 'timezone', None) or 'UTC'})"
+    if getattr(schedule, "interval", None):
+        return f"every {schedule.interval}"
+    return type(schedule).__name__
+
+
+def schedule_report(rows: list[dict]) -> str:
+    """What `make up` prints: which schedules now run and how to pause them."""
+    width = max((len(r["deployment"]) for r in rows), default=10)
+    lines = [f"{len(rows)} schedules ({sum(r['active'] for r in rows)} active):"]
+    lines += [
+        f"  {r['deployment']:<{width}}  {r['schedule']:<28} "
+        f"{'active' if r['active'] else 'paused'}  {r['id']}"
+        for r in rows
+    ]
+    prefect = os.path.relpath(_bin("prefect"), PROJECT_DIR)
+    lines += [
+        "The 15-minute feature sync only copies rows that changed (nothing changed: no Spark,",
+        "a few file reads); the heavy flows run nightly or weekly, one at a time (tag heavy).",
+        f"Pause one:  {prefect} deployment schedule pause <deployment> <id>",
+        f"Pause all:  {prefect} deployment schedule pause --all   (resume: ... resume --all)",
+    ]
+    return "\n".join(lines)
 
 
 def down() -> int:

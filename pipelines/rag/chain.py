@@ -38,6 +38,7 @@ ANSWER_TASK = (
 )
 NO_ANSWER = "The sources do not answer this question."
 RETRIEVER = Literal["vector", "fts", "hybrid"]
+CHUNKS_PER_LISTED_SOURCE = 3  # chunks searched per listed document (several share one)
 
 
 class RagInputError(ValueError):
@@ -52,6 +53,9 @@ class AnswerConfig(BaseModel):
     model: LLMSpec = "models:/genai-rag@champion"  # any models:/ URI, HF dir or endpoint
     retriever: RETRIEVER = "hybrid"  # vector, full-text, or both fused by reciprocal rank
     k: int = Field(4, ge=1, le=20)  # chunks quoted in the prompt
+    # distinct documents listed as the answer's sources, in retrieval order: the quoted
+    # chunks' documents first, then the next ones retrieved (what a reader checks)
+    listed_sources: int = Field(5, ge=1, le=20)
     max_question_chars: int = Field(1000, ge=1)  # longer questions are refused, not cut
     max_source_chars: int = Field(1200, ge=100)  # each quoted chunk, at most (a chunk is
     # already within the embedder's 256 tokens; this bounds the prompt for any chunking)
@@ -232,7 +236,8 @@ class Prepared:
 
     question: str
     prompt: str
-    sources: list[str]  # retrieved source ids in rank order, once each
+    sources: list[str]  # retrieved source ids in rank order, once each (listed_sources)
+    quoted: list[str]  # the quoted chunks' source ids, once each: what the answer may cite
     features: dict | None
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -273,21 +278,31 @@ class RagChain:
                 question, vector, k or self.config.k, self.config.retriever, version=self.version
             )
 
+    def listed(self, question: str) -> tuple[list, list[str]]:
+        """(the k chunks to quote, the first ``listed_sources`` distinct documents retrieved):
+        one search, deep enough that chunks sharing a document still fill the list."""
+        depth = max(self.config.k, CHUNKS_PER_LISTED_SOURCE * self.config.listed_sources)
+        hits = self.retrieve(question, depth)
+        quoted = hits[: self.config.k]
+        quoted_ids = list(dict.fromkeys(h.source_id for h in quoted))
+        ids = list(dict.fromkeys([*quoted_ids, *(h.source_id for h in hits)]))
+        return quoted, ids[: max(self.config.listed_sources, len(quoted_ids))]
+
     def prepare(
         self, question: str, user_id: str | None = None, request: dict | None = None
     ) -> Prepared:
         question = check_question(question, self.config.max_question_chars)
         started = time.perf_counter()
-        hits = self.retrieve(question)
+        hits, sources = self.listed(question)
         retrieved = time.perf_counter()
-        sources = list(dict.fromkeys(hit.source_id for hit in hits))
+        quoted_ids = list(dict.fromkeys(hit.source_id for hit in hits))
         features = None
         if user_id is not None:
             if self.features is None:
                 raise RagInputError("user_id: this chain has no feature store configured")
             features = self.features(
                 user_id,
-                sources,
+                quoted_ids,
                 {"nights": self.config.nights, "season": self.config.season, **(request or {})},
             )
         looked_up = time.perf_counter()
@@ -297,6 +312,7 @@ class RagChain:
             question,
             prompt,
             sources,
+            quoted_ids,
             features,
             {
                 "retrieve_ms": 1000 * (retrieved - started),
@@ -336,7 +352,7 @@ class RagChain:
             timings["features_ms"],
             generate_ms,
         )
-        grounding = answer_grounding(answer, prepared.prompt, prepared.sources, prepared.features)
+        grounding = answer_grounding(answer, prepared.prompt, prepared.quoted, prepared.features)
         if not grounding["grounded"]:
             log.info("answer quotes what it was not given: %s", grounding["ungrounded_spans"])
         return {
@@ -344,8 +360,9 @@ class RagChain:
             **grounding,
             "sources": prepared.sources,
             "model": self.model_id,
-            "cited": cited_ids(answer, prepared.sources),
+            "cited": cited_ids(answer, prepared.quoted),
             "features": prepared.features,
+            "index": {"table": self.store.name, "version": self.version},
             "table_version": self.version,
             "latency_ms": timings,
         }

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -58,9 +58,13 @@ class RagCorpusConfig(BaseModel):
     # read from it), no symlink may lie on the way, and ids are relative to it. None: each
     # entry is its own root.
     root: str | None = None
-    # Demo-size cap: keep this many documents, evenly strided over the sorted ids (the same
-    # ones every run); None = all.
+    # Demo-size cap: keep this many documents (the same ones every run, chosen by cap_order);
+    # None = all.
     max_documents: int | None = Field(default=None, ge=1)
+    # What the cap keeps after include_ids: "public_api" = each package's public API, the
+    # names its own docstrings call most first (public_api.py), then evenly strided;
+    # "strided" = evenly strided over the sorted ids only (the baseline it is measured against).
+    cap_order: Literal["public_api", "strided"] = "public_api"
     # Ids kept first by the cap (e.g. an eval set's targets); ids not in the corpus are counted
     # in stats["include_ids_missing"], not fatal.
     include_ids: list[str] = Field(default_factory=list)
@@ -101,7 +105,9 @@ def load_documents(config: RagCorpusConfig) -> DocumentSet:
             f"{', '.join(sorted(DOCUMENT_SUFFIXES))} with text)"
         )
     if config.max_documents is not None and len(documents) > config.max_documents:
-        documents, missing = _capped(documents, config.max_documents, config.include_ids)
+        documents, missing = _capped(
+            documents, config.max_documents, config.include_ids, config.cap_order
+        )
         stats["include_ids_missing"] = missing
     stats["documents"] = len(documents)
     stats["seconds"] = round(time.perf_counter() - started, 3)
@@ -330,15 +336,18 @@ def html_to_text(html: str) -> str:
 
 
 def _capped(
-    documents: list[Document], limit: int, include_ids: Sequence[str]
+    documents: list[Document], limit: int, include_ids: Sequence[str], order: str = "public_api"
 ) -> tuple[list[Document], int]:
     """``limit`` documents, the same every run: the included ids, then the packages' public
-    API (``public_api.ranked_api_ids``: what users call), then evenly strided over the rest
-    (sorted by id, so every package keeps its share)."""
+    API (``public_api.ranked_api_ids``: what users call, most called first), then evenly
+    strided over the rest (sorted by id, so every package keeps its share)."""
     wanted = set(include_ids)
     kept = [d for d in documents if d.source_id in wanted][:limit]
     by_id = {d.source_id: d for d in documents}
-    api = [i for i in ranked_api_ids(list(by_id), top_level_packages(by_id)) if i not in wanted]
+    api = []
+    if order == "public_api":
+        texts = {i: d.text for i, d in by_id.items()}
+        api = [i for i in ranked_api_ids(texts, top_level_packages(by_id)) if i not in wanted]
     kept += [by_id[i] for i in api[: limit - len(kept)]]
     taken = {d.source_id for d in kept}
     rest = [d for d in documents if d.source_id not in taken]

@@ -231,6 +231,35 @@ def sync_online(
     return {**manifest, "mode": mode, **counts, "full_copy_reason": reason}
 
 
+def unchanged_since_sync(
+    table_path: Path | str, spec: TableSpec, store: OnlineStore
+) -> dict | None:
+    """``sync_online``'s "up_to_date" manifest when the store already holds the table's
+    latest version, decided from the Delta log's files alone (no Spark); None when the table
+    changed or the log cannot tell, and ``sync_online`` must run."""
+    from infra.lake import logged_head
+
+    ref = logged_head(table_path)
+    state = store.sync_state(spec.name)
+    if ref is None or state is None:
+        return None
+    if state.table_id != ref["table_id"] or state.schema != spec.schema:
+        return None
+    if state.version < ref["version"]:
+        return None
+    return {
+        **ref,
+        "version": state.version,
+        "online_table": spec.name,
+        "store": str(store.path),
+        "from_version": state.version,
+        "mode": "up_to_date",
+        "upserted": 0,
+        "deleted": 0,
+        "rows": store.count(spec.name),
+    }
+
+
 def _spark_errors() -> tuple[type[BaseException], ...]:
     from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException

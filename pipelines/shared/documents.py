@@ -32,6 +32,7 @@ from pipelines.shared.input_files import (
     decode_utf8,
     walk_refusing_symlinks,
 )
+from pipelines.shared.python_exports import imported_names, is_private_module, parse_module
 
 FIELDS = ("id", "source", "package", "licence", "text", "origin", "ingest_error")
 
@@ -111,6 +112,9 @@ class WorkItem(NamedTuple):
     name: str  # module name (docstring), path as in dist.files (licence/metadata), id path (text)
     origin: str  # file as shown in `origin`: site-packages/<rel> or the user file's path
     exclude_private: bool = True  # docstrings only: skip `_private` names
+    # Docstrings only: read just these top-level names (a private module's public names that
+    # a public package re-exports); empty = every name.
+    only_names: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- listing (driver) --------
@@ -189,15 +193,20 @@ def _package_work_items(dist, config: CorpusConfig, claimed: set[str]) -> list[W
                 _site_origin(root, metadata_path),
             )
         )
+    reexported = _reexported_private_names(dist, root, config)
     for file in dist.files or []:
         path = Path(dist.locate_file(file)).resolve()
         if not path.is_relative_to(root) or str(path) in claimed:
             continue  # scripts in ../../bin, or a file a sibling distribution already read
         kind = _package_file_kind(file, root, path, config)
+        module = _module_name(path.relative_to(root)) if file.suffix == ".py" else None
+        only_names = ()
+        if kind is None and module in reexported:
+            kind, only_names = "docstring", tuple(sorted(reexported[module]))
         if kind is None or not path.is_file():
             continue
         claimed.add(str(path))
-        name_in_item = str(file) if kind == "licence" else _module_name(path.relative_to(root))
+        name_in_item = str(file) if kind == "licence" else module
         items.append(
             WorkItem(
                 kind,
@@ -207,9 +216,36 @@ def _package_work_items(dist, config: CorpusConfig, claimed: set[str]) -> list[W
                 name_in_item,
                 _site_origin(root, path),
                 config.exclude_private,
+                only_names,
             )
         )
     return items
+
+
+def _reexported_private_names(dist, root: Path, config: CorpusConfig) -> dict[str, set[str]]:
+    """Private module -> the public names a public package's ``__init__`` imports from it
+    (``mlflow.set_tracking_uri`` is defined in ``mlflow.tracking._tracking_service.utils``):
+    what users call, documented where it is defined."""
+    if not config.exclude_private or "docstring" not in config.sources:
+        return {}
+    found: dict[str, set[str]] = {}
+    for file in dist.files or []:
+        if file.name != "__init__.py":
+            continue
+        path = Path(dist.locate_file(file)).resolve()
+        package = _module_name(path.relative_to(root)) if path.is_relative_to(root) else None
+        if not package or not _module_wanted(package, path.relative_to(root), config):
+            continue
+        tree = parse_module(path)
+        for name in imported_names(tree, package) if tree else ():
+            if (
+                name.module
+                and is_private_module(name.module)
+                and not _is_private(name.original)
+                and name.module.split(".")[0] == package.split(".")[0]
+            ):
+                found.setdefault(name.module, set()).add(name.original)
+    return found
 
 
 def _metadata_file(dist) -> Path | None:
@@ -391,6 +427,8 @@ def _docstring_records(item: WorkItem) -> tuple[list[dict], bool]:
     records = []
     seen: dict[str, int] = {}
     for qualname, line, doc in docstrings(tree, item.exclude_private):
+        if item.only_names and qualname.split(".")[0] not in item.only_names:
+            continue
         base = f"py:{item.name}.{qualname}" if qualname else f"py:{item.name}"
         seen[base] = seen.get(base, 0) + 1
         doc_id = base if seen[base] == 1 else f"{base}#{seen[base]}"

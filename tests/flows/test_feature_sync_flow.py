@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from flows.sync_online_features import sync_online_features
-from infra.lake import read_table
+from infra.lake import logged_head, read_table, table_ref
 from infra.online_store import OnlineStore, UnknownKeyError
 from pipelines.rag.feature_spec import request_features
 from pipelines.rag.feature_tables import (
@@ -34,7 +34,9 @@ def _online_equals_delta(spark, store: OnlineStore, spec, key: str) -> None:
                 assert online[k][column] == value, (k, column)
 
 
-def test_sync_flow_keeps_lookups_at_the_latest_delta_version(spark, prefect_server, tmp_path):
+def test_sync_flow_keeps_lookups_at_the_latest_delta_version(
+    spark, prefect_server, tmp_path, monkeypatch
+):
     data = FeaturesConfig(n_users=12, n_hotels=8, seed=3)
     store_path = tmp_path / "features.sqlite"
     config = SyncOnlineFeaturesConfig(data=data, write_tables="always", store=str(store_path))
@@ -74,3 +76,17 @@ def test_sync_flow_keeps_lookups_at_the_latest_delta_version(spark, prefect_serv
         assert store.get("hotels", gone) is None
         with pytest.raises(UnknownKeyError, match=f"hotel_id '{gone}'.*'hotels'"):
             request_features(store, user["user_id"], hotel_ids)
+
+    # The every-15-minutes case: nothing changed since, so the flow decides it from the
+    # Delta logs' files alone and no Spark session is asked for (a JVM start, a job)
+    for spec in (USER_PREFERENCES, HOTELS):
+        assert logged_head(spec.path()) == table_ref(spark, spec.path())
+
+    def no_spark():
+        raise AssertionError("an unchanged sync asked for Spark")
+
+    monkeypatch.setattr("infra.spark.get_spark", no_spark)
+    idle = sync_online_features(config.model_copy(update={"write_tables": "never"}))
+    for name in ("user_preferences", "hotels"):
+        assert idle["synced"]["tables"][name]["mode"] == "up_to_date"
+    assert idle["synced"]["tables"]["hotels"]["version"] == synced["version"]

@@ -61,6 +61,7 @@ def test_bad_questions_are_refused(question, message):
 
 class FakeStore:
     version = 7
+    name = "chunks_x"
 
     def __init__(self):
         self.calls = []
@@ -69,14 +70,16 @@ class FakeStore:
         self.calls.append((text, k, retriever, version))
         hits = [
             SimpleNamespace(source_id=s, text=f"text of {s}", chunk_id=f"{s}#{i}")
-            for i, s in enumerate(["py:a", "py:a", "hotel:3", "py:b"])
+            for i, s in enumerate(
+                ["py:a", "py:a", "hotel:3", "py:b", "py:c", "py:c", "py:d", "py:e"]
+            )
         ]
         return hits[:k]
 
 
 class EchoLLM:
     def generate(self, prompts, params=None):
-        return ["Answer from [hotel:3] and [py:nope]." for _ in prompts]
+        return ["Answer from [hotel:3], [py:c] and [py:nope]." for _ in prompts]
 
 
 def test_chain_answers_with_pinned_sources_features_and_latency():
@@ -88,13 +91,16 @@ def test_chain_answers_with_pinned_sources_features_and_latency():
         seen.update(user=user_id, sources=sources, request=request)
         return {"user": {"avg_budget": 120}}
 
-    chain = RagChain(store, embedder, EchoLLM(), AnswerConfig(k=4), features=features)
+    config = AnswerConfig(k=4, listed_sources=5)
+    chain = RagChain(store, embedder, EchoLLM(), config, features=features)
     out = chain.answer("Where can I stay?", user_id="u1", request={"nights": 5})
-    assert store.calls == [("Where can I stay?", 4, "hybrid", 7)]
-    assert out["sources"] == ["py:a", "hotel:3", "py:b"]  # rank order, once each
-    assert out["cited"] == ["hotel:3"]
-    assert out["grounded"] is False and out["ungrounded_spans"] == ["[py:nope]"]  # not retrieved
-    assert out["table_version"] == 7
+    assert store.calls == [("Where can I stay?", 15, "hybrid", 7)]  # 3 chunks per listed doc
+    # 5 documents listed in rank order, once each; the first 4 chunks (3 documents) quoted
+    assert out["sources"] == ["py:a", "hotel:3", "py:b", "py:c", "py:d"]
+    assert out["cited"] == ["hotel:3"]  # only what the prompt quoted can be cited
+    # listed but never quoted, or not retrieved at all: both quote what the model was not given
+    assert out["grounded"] is False and out["ungrounded_spans"] == ["[py:c]", "[py:nope]"]
+    assert out["table_version"] == 7 and out["index"] == {"table": "chunks_x", "version": 7}
     assert seen == {
         "user": "u1",
         "sources": ["py:a", "hotel:3", "py:b"],

@@ -14,8 +14,11 @@ def test_each_corpus_selection_has_its_own_table():
     others = [
         demo.model_copy(update={"hotels": None}),
         demo.model_copy(update={"corpus": RagCorpusConfig()}),
+        demo.model_copy(
+            update={"corpus": RagCorpusConfig(max_documents=600, cap_order="strided")}
+        ),
         demo.model_copy(update={"corpus": RagCorpusConfig(paths=["handbook"])}),
         demo.model_copy(update={"corpus_name": "handbook"}),
     ]
     keys = {corpus_key(c) for c in [demo, *others]}
-    assert len(keys) == 5  # a build of one selection never prunes another's documents
+    assert len(keys) == 6  # a build of one selection never prunes another's documents
