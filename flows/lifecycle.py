@@ -21,7 +21,7 @@ from flows.pretrain import PretrainFlowConfig, pretrain
 from flows.rag import RagConfig, rag
 from flows.review_summaries import ReviewSummariesConfig, review_summaries
 from pipelines.shared.presets import config_or_preset
-from tasks.lifecycle import failed_task_names, publish_stage_times
+from tasks.lifecycle import failed_task_names, publish_stage_times, write_lifecycle_report
 
 log = logging.getLogger(__name__)  # the demo's console shows this logger's lines
 
@@ -123,7 +123,8 @@ def lifecycle(config: LifecycleConfig | None = None, preset: str | None = None) 
         stages[stage.title] = seconds = time.perf_counter() - started
         log.info("      %s done in %.0f s%s", stage.title, seconds, over_note(seconds, stage))
     publish_stage_times(stages, STAGE_BUDGETS_S)
-    return {"stages": stages, "outputs": outputs}
+    report = write_lifecycle_report(outputs, stages, STAGE_BUDGETS_S)
+    return {"stages": stages, "outputs": outputs, "report": report}
 
 
 def over_note(seconds: float, stage: Stage) -> str:

@@ -80,6 +80,12 @@ def tool_environment(settings: Settings) -> dict[str, str]:
         "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
         "PREFECT_CLIENT_METRICS_ENABLED": "false",
         "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        # Concurrency-slot leases on disk under PREFECT_HOME, not in the server's memory: a
+        # slot held by a killed run is reclaimed when its lease expires (60 s for tag slots),
+        # across a server restart too, instead of staying taken for good.
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": (
+            "prefect.server.concurrency.lease_storage.filesystem"
+        ),
         "GX_ANALYTICS_ENABLED": "false",  # Great Expectations would otherwise phone home
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from prefect import task
 
+from infra.tracking import flatten
 from pipelines.corpus import dedup, mix, quality
 from pipelines.corpus import ingest as corpus
 from pipelines.corpus.minhash import DedupConfig
@@ -118,8 +117,8 @@ def corpus_report_markdown(manifests: list[dict]) -> str:
                 "",
                 f"## {table_row(manifest)['table']}",
                 "",
-                "```json",
-                json.dumps(stats, indent=2, sort_keys=True, default=str),
-                "```",
+                "| step | count |",
+                "|---|---|",
             ]
+            lines += [f"| {k} | {v} |" for k, v in sorted(flatten(stats).items())]
     return "\n".join(lines) + "\n"

@@ -27,6 +27,33 @@ def publish_stage_times(stages: dict[str, float], budgets: dict[str, float]) -> 
     return rows
 
 
+@task(name="write-lifecycle-report", timeout_seconds=300, cache_policy=NO_CACHE_POLICY)
+def write_lifecycle_report(
+    outputs: dict[str, dict], stages: dict[str, float], budgets: dict[str, float]
+) -> str:
+    """``$GENAI_HOME/reports/lifecycle.html`` for this run (``lifecycle_report``); a markdown
+    artifact links to it."""
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.runtime import flow_run
+
+    from infra.settings import load_settings
+    from pipelines.shared import lifecycle_report as report
+
+    sections = [
+        report.stage_report(title, outputs[title], seconds, budgets.get(title))
+        for title, seconds in stages.items()
+    ]
+    page = report.render(sections, flow_run.ui_url, sum(stages.values()))
+    path = report.write_report(load_settings().home / "reports" / report.REPORT_NAME, page)
+    create_markdown_artifact(
+        key="lifecycle-report",
+        markdown=f"**What the lifecycle made**: `{path}` (open it in a browser: one page, "
+        f"images inside). Stages: {', '.join(stages)}.",
+        description="The lifecycle's one-page report",
+    )
+    return str(path)
+
+
 def failed_task_names(flow_run_id) -> list[str]:
     """Names of the tasks (and nested flows) that failed or crashed in one flow run, for the
     error that says where a stage stopped."""

@@ -77,6 +77,7 @@ def run_demo(args) -> int:
     for line in format_times(report):
         print(line)
     write_times_report(home / TIMES_REPORT, report)
+    print(f"what it made, on one page: {result['report']}")
     return 0
 
 

@@ -73,7 +73,7 @@ def test_rag_flow_builds_the_index_makes_genai_rag_and_answers(first_run):
     assert answers["version"] == index["version"]
     first, hotel = answers["answers"]
     for answer in (first, hotel):
-        assert 1 <= len(answer["sources"]) <= 3
+        assert 1 <= len(answer["sources"]) <= 5  # listed_sources; k = 3 chunks quoted
         assert set(answer["cited"]) <= set(answer["sources"])
         assert answer["table_version"] == index["version"]
         assert answer["latency_ms"]["total_ms"] > 0
@@ -105,12 +105,16 @@ def test_answer_endpoint_returns_the_pinned_top_k(first_run, long_tiny_model):
         load_model=False,
     )
     question = "How do I log a metric for a run?"
-    expected = list(dict.fromkeys(h.source_id for h in chain.retrieve(question)))
+    quoted, expected = chain.listed(question)
+    assert len(expected) == chain.config.listed_sources  # the top documents, once each
+    assert expected[: len({h.source_id for h in quoted})] == list(
+        dict.fromkeys(h.source_id for h in quoted)
+    )
     app = create_app(long_tiny_model, "tiny", routers=[answer_router(chain)])
     with TestClient(app) as client:
         body = client.post("/answer", json={"question": question}).json()
         assert body["sources"] == expected
-        assert set(body["cited"]) <= set(body["sources"])
+        assert set(body["cited"]) <= {h.source_id for h in quoted}
         assert body["table_version"] == first_run["index"]["version"]
         assert set(body["latency_ms"]) == {"retrieve_ms", "features_ms", "generate_ms", "total_ms"}
 
@@ -146,6 +150,10 @@ def test_genai_ask_prints_one_json_object(first_run, tmp_path, capsys, long_tiny
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(printed) >= {"answer", "sources", "cited", "latency_ms"}
     assert printed["sources"] and set(printed["cited"]) <= set(printed["sources"])
+    assert printed["index"] == {
+        "table": first_run["index"]["table"],
+        "version": printed["index"]["version"],
+    }
 
     code = main(
         ["ask", "--json", "--preset", str(preset), "--model", str(long_tiny_model), "x" * 5000]
