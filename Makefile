@@ -12,8 +12,9 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock infra/check_java.sh
+$(STAMP): pyproject.toml requirements.lock infra/check_java.sh infra/check_chromium.sh
 	bash infra/check_java.sh
+	bash infra/check_chromium.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check "uv==0.13.9"
 	# torch first: DeepSpeed's source build must see the torch it will run with

@@ -6,41 +6,11 @@ from __future__ import annotations
 
 import base64
 import re
-import struct
-import zlib
+
+from report_data import pretrain_result, tiny_png  # noqa: E402  (tests/ is on sys.path)
 
 from infra import tracking
 from pipelines.shared import lifecycle_report as report
-
-
-def tiny_png() -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
-    pixels = zlib.compress(b"\x00\xff\x00\x00")
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", pixels)
-        + chunk(b"IEND", b"")
-    )
-
-
-def pretrain_result(run_id: str, uri: str) -> dict:
-    return {
-        "trained": {
-            "mlflow_run_id": run_id,
-            "val_loss": 4.9,
-            "unigram_val_loss": 6.1,
-            "val_bpb": 1.8,
-            "unigram_val_bpb": 2.3,
-            "tokens": {"table": "/lake/gold/tokens", "version": 3, "rows": 1200},
-        },
-        "registered": {"uri": uri, "champion": True},
-        "mlflow_run_id": run_id,
-    }
 
 
 def test_the_page_shows_each_stage_its_tables_models_quality_and_images(settings, tmp_path):
