@@ -182,11 +182,18 @@ def test_package_filter_and_exclusions(mlflow_records):
     assert [i for i, n in counts.items() if n > 1] == []
     assert {r["package"] for r in mlflow_records} == {"mlflow", "mlflow-skinny"}
     assert all(r["ingest_error"] is None for r in mlflow_records)
-    for record in mlflow_records:
-        if record["source"] == "docstring":
-            file_parts = record["origin"].split(":")[0].split("/")[1:]
-            assert not any(p.startswith("_") and p != "__init__.py" for p in file_parts), record
-            assert not {"tests", "test"} & set(file_parts), record
+    docstrings = [r for r in mlflow_records if r["source"] == "docstring"]
+    from_private = []
+    for record in docstrings:
+        file_parts = record["origin"].split(":")[0].split("/")[1:]
+        assert not {"tests", "test"} & set(file_parts), record
+        if any(p.startswith("_") and p != "__init__.py" for p in file_parts):
+            from_private.append(record["id"])
+    # a private module is read only for the public names a public package re-exports from
+    # it (mlflow.set_tracking_uri): none of its own private names, a small share in all
+    assert "py:mlflow.tracking._tracking_service.utils.set_tracking_uri" in from_private
+    assert not any(i.rsplit(".", 1)[-1].startswith("_") for i in from_private)
+    assert len(from_private) < 0.02 * len(docstrings)
 
 
 def test_listing_normalises_names_and_rejects_unknown_packages():
