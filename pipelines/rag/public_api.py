@@ -175,10 +175,17 @@ def _package_ranking(
     defined = [_definitions(level, by_name, modules) for level in levels]
     if not defined:
         return []
-    owned = [_taking_turns([_public(members.get(d, [])) for d in level]) for level in defined]
+    owned = [_taking_turns([_owned(d, members) for d in level]) for level in defined]
     return defined[0] + _taking_turns(
         [owned[0], *(x for pair in zip(defined[1:], owned[1:], strict=True) for x in pair)]
     )
+
+
+def _owned(owner: str, members: dict[str, list[str]]) -> list[str]:
+    """An export's public members, then those of its nested classes
+    (``SparkSession.Builder.getOrCreate``)."""
+    direct = _public(members.get(owner, []))
+    return direct + [m for d in direct for m in _public(members.get(d, []))]
 
 
 def _public(ids: list[str]) -> list[str]:
