@@ -42,6 +42,10 @@ class SummaryConfig(BaseModel):
     max_reviews_per_chunk: int | None = Field(None, ge=1)  # reviews per model call at
     # most (None: as many as context_tokens holds); match the task model's training prompts
     review_tokens: int = Field(384, ge=16)  # one review's text at most, in tokens
+    # positions kept for the answer after the prompt; None = the fields' worst case (every
+    # field at its max_new_tokens). A model with few positions keeps less (its answers are
+    # short): an answer that runs longer stops at the last position, its later fields empty.
+    answer_tokens: int | None = Field(None, ge=16)
     groups_per_batch: int = Field(16, ge=1)  # groups answered (and cached) together
     tokens_per_batch: int = Field(16384, ge=256)  # padded tokens per forward pass
     temperature: float = Field(0.0, ge=0.0)  # 0: greedy, reproducible
@@ -102,11 +106,15 @@ class Summariser:
         limit = getattr(self.llm, "context_length", None)
         if limit is None:
             return self.config.context_tokens
+        return min(self.config.context_tokens, limit - self.answer_tokens())
+
+    def answer_tokens(self) -> int:
+        """Positions kept for the answer: ``answer_tokens``, else the fields' worst case."""
+        if self.config.answer_tokens is not None:
+            return self.config.answer_tokens
         empty = {f.name: "" for f in SUMMARY_FIELDS}
-        answer = self.count_tokens(render_fields(SUMMARY_FIELDS, empty)) + sum(
-            f.max_new_tokens for f in SUMMARY_FIELDS
-        )
-        return min(self.config.context_tokens, limit - answer)
+        labels = self.count_tokens(render_fields(SUMMARY_FIELDS, empty))
+        return labels + sum(f.max_new_tokens for f in SUMMARY_FIELDS)
 
     def review_budget(self, group: Group) -> int:
         """Tokens the group's quoted reviews may take in one prompt."""
@@ -116,7 +124,7 @@ class Summariser:
             raise PromptTooLongError(
                 f"summary prompt: the template leaves {budget} of {allowed} prompt tokens for "
                 "reviews (the model's positions less the answer's); use a model with more "
-                "positions or a shorter prompt template"
+                "positions, a shorter prompt template or a smaller summary.answer_tokens"
             )
         return budget
 
