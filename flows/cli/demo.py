@@ -35,9 +35,26 @@ PRINTERS = {
 }
 
 
+# Libraries that write to the console themselves, past the logging filter: quiet unless -v
+# (the training subprocesses inherit the environment).
+QUIET_ENV = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' "Loading weights" bars
+    "MLFLOW_LOGGING_LEVEL": "WARNING",  # MLflow's "Creating initial MLflow database tables"
+}
+
+
+def quiet_library_output() -> None:
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    if "transformers" in sys.modules:  # already imported: its bar setting was read then
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
 def run_demo(args) -> int:
     """The whole lifecycle (or ``--stages``) at demo scale; exit 0 whenever every stage
     completed, however long it took."""
+    if not args.verbose:
+        quiet_library_output()
     from flows.lifecycle import LifecycleConfig, StageFailedError, lifecycle
     from infra.logs import configure_logging
     from infra.settings import load_settings
