@@ -43,7 +43,10 @@ def write_lifecycle_report(
         report.stage_report(title, outputs[title], seconds, budgets.get(title))
         for title, seconds in stages.items()
     ]
-    page = report.render(sections, flow_run.ui_url, sum(stages.values()))
+    url = flow_run.ui_url  # "None/…" when no UI URL is configured (a temporary server)
+    page = report.render(
+        sections, url if url and url.startswith("http") else None, sum(stages.values())
+    )
     path = report.write_report(load_settings().home / "reports" / report.REPORT_NAME, page)
     create_markdown_artifact(
         key="lifecycle-report",
