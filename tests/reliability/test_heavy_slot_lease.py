@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from service_process import free_port, start_service  # noqa: E402  (tests/ is on sys.path)
 
 from infra.settings import load_settings, tool_environment
 
@@ -41,12 +41,6 @@ holds_heavy()
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class PrefectServer:
     def __init__(self, env: dict, port: int, log: Path):
         self.env, self.port, self.log = env, port, log
@@ -56,24 +50,7 @@ class PrefectServer:
     def start(self) -> None:
         command = [str(Path(sys.executable).with_name("prefect")), "server", "start"]
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
-        self.process = subprocess.Popen(
-            command,
-            env=self.env,
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.api}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prefect server exited: {self.log.read_text()[-2000:]}")
-            time.sleep(0.5)
-        raise RuntimeError("prefect server did not become healthy in 180 s")
+        self.process = start_service(command, self.env, self.log, f"{self.api}/health")
 
     def kill(self) -> None:
         os.killpg(self.process.pid, signal.SIGKILL)

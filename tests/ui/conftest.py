@@ -8,14 +8,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
+from service_process import free_port, start_service  # noqa: E402  (tests/ is on sys.path)
 
 from infra.settings import tool_environment
 
@@ -38,38 +37,13 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Service:
     """A UI server in its own process group, its output in a log file."""
 
     def __init__(self, name: str, command: list[str], env: dict, health: str, log_dir: Path):
         self.name, self.health = name, health
         self.log = log_dir / f"{name}.log"
-        self.process = subprocess.Popen(
-            command,
-            env=env,
-            cwd=REPO,
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(health, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"{name} did not start: {self.log.read_text()[-2000:]}")
+        self.process = start_service(command, env, self.log, health, cwd=REPO)
 
     def stop(self) -> None:
         if self.process.poll() is None:
