@@ -15,6 +15,7 @@ from tasks.pretrain import (
     build_token_shards,
     current_mix,
     pretrain_model,
+    publish_pretrain_report,
     register_base_model,
     train_tokenizer,
 )
@@ -81,5 +82,6 @@ def pretrain(
             result["registered"] = register_base_model(
                 trained, shards, config.model_name, parent_run=run
             )
+        publish_pretrain_report(result)
         result["mlflow_run_id"] = run
     return result

@@ -5,7 +5,10 @@ reaches the named point it kills its whole process group with SIGKILL (no cleanu
 finally blocks: the same as a machine losing power). ``GENAI_FAULT_MODE=raise`` makes the
 point raise ``InjectedFault`` instead (a task failing with an error, for retry/cache tests).
 ``GENAI_FAULT_SKIP=n`` lets the armed point pass n times first (e.g. fail the second
-checkpoint, not the first). Unset, every point is a no-op.
+checkpoint, not the first). ``GENAI_FAULT_FILE=<path>`` arms the points listed in that
+file, one per line, for as long as it exists: a long-lived process (a Prefect worker and the
+flow runs it starts) is armed and disarmed without a restart, as a user fixes a cause.
+Unset, every point is a no-op.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 ENV = "GENAI_FAULT"
 MODE_ENV = "GENAI_FAULT_MODE"
 SKIP_ENV = "GENAI_FAULT_SKIP"
+FILE_ENV = "GENAI_FAULT_FILE"
 _passes: dict[str, int] = {}  # how often each armed point was passed in this process
 
 
@@ -27,7 +31,15 @@ class InjectedFault(RuntimeError):
 
 
 def armed(point: str) -> bool:
-    return os.environ.get(ENV) == point
+    return os.environ.get(ENV) == point or point in _points_in_fault_file()
+
+
+def _points_in_fault_file() -> set[str]:
+    path = os.environ.get(FILE_ENV)
+    try:
+        return set(Path(path).read_text().split()) if path else set()
+    except FileNotFoundError:
+        return set()
 
 
 def fault_point(point: str) -> None:

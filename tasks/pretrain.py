@@ -151,3 +151,30 @@ def register_base_model(
         get_run_logger(),
         open_run=lambda: tracked_step("register-base-model", parent_run, {"name": name}),
     )
+
+
+@task(name="publish-pretrain-report", timeout_seconds=120, cache_policy=NO_CACHE_POLICY)
+def publish_pretrain_report(result: dict) -> str:
+    """The flow's artifacts: the base model's validation loss beside the unigram baseline (a
+    table), what that means at this scale and where the model was registered (markdown)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    from pipelines.shared.lifecycle_report import pretrain_quality
+
+    rows, sentence = pretrain_quality(result)
+    create_table_artifact(
+        key="pretrain-quality",
+        table=[dict(zip(rows[0], row, strict=True)) for row in rows[1:]],
+        description="pretrain: the base model beside the add-one unigram baseline",
+    )
+    registered = result.get("registered")
+    if registered:
+        role = "the new champion" if registered["champion"] else "a challenger"
+        sentence += (
+            f"\n\nRegistered as `{registered['uri']}`, {role} "
+            f"({registered['val_bpb']:.4f} bits/byte on the validation documents)."
+        )
+    create_markdown_artifact(
+        key="pretrain-report", markdown=sentence, description="pretrain: what was trained"
+    )
+    return sentence

@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from infra.faults import fault_point
 from pipelines.pretrain import lm_metrics
 from pipelines.pretrain.train import PretrainConfig
 from pipelines.training import launch
@@ -47,6 +48,7 @@ def train_base_model(
     """Train (or resume) in ``out``; metrics stream into ``run`` (an MLflow step run) as the
     ranks log them. The launch's timeout kills the process group, so a hung rank fails the
     call and a rerun resumes from the last complete checkpoint in the same run dir."""
+    fault_point("pretrain.start")
     run.log_table(shards["table"], role="input")
     follower = LogFollower(run, logger, progress, config.max_steps)
     summary = launch.launch_training(

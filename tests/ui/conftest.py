@@ -11,8 +11,10 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 from service_process import free_port, start_service  # noqa: E402  (tests/ is on sys.path)
 
@@ -59,22 +61,29 @@ def _bin(name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def ui_env(settings) -> dict:
-    env = {**os.environ, **tool_environment(settings), "GENAI_PROJECT_DIR": str(REPO)}
+def ui_settings(settings):
+    """The folder's own workspace: the tiny lifecycle's tables, models and runs stay out of
+    the rest of the suite's, and its MLflow UI shows only what this folder made."""
+    ui = replace(settings, home=settings.home / "ui-workspace")
+    ui.home.mkdir(parents=True, exist_ok=True)
+    return ui
+
+
+@pytest.fixture(scope="session")
+def ui_env(ui_settings) -> dict:
+    env = {**os.environ, **tool_environment(ui_settings), "GENAI_PROJECT_DIR": str(REPO)}
     env.pop("PREFECT_API_URL", None)
     return env
 
 
 @pytest.fixture(scope="session")
-def prefect_ui(ui_env, settings):
+def prefect_ui(ui_env, ui_settings):
     port = free_port()
     command = [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    # its own database: the session's in-process test server writes the workspace's
-    env = {**ui_env, "PREFECT_HOME": str(settings.home / "prefect-ui")}
-    env["PREFECT_SERVER_UI_API_URL"] = f"http://127.0.0.1:{port}/api"  # the UI's own API
+    env = {**ui_env, "PREFECT_SERVER_UI_API_URL": f"http://127.0.0.1:{port}/api"}
     Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     service = Service(
-        "prefect-ui", command, env, f"http://127.0.0.1:{port}/api/health", settings.home
+        "prefect-ui", command, env, f"http://127.0.0.1:{port}/api/health", ui_settings.home
     )
     service.url = f"http://127.0.0.1:{port}"
     service.env = {**env, "PREFECT_API_URL": f"{service.url}/api"}
@@ -83,17 +92,65 @@ def prefect_ui(ui_env, settings):
 
 
 @pytest.fixture(scope="session")
-def mlflow_ui(ui_env, settings):
+def mlflow_ui(ui_env, ui_settings):
     port = free_port()
     command = [
         *(_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)),
-        *("--backend-store-uri", settings.tracking_uri),
-        *("--default-artifact-root", settings.mlflow_artifacts.as_uri(), "--workers", "1"),
+        *("--backend-store-uri", ui_settings.tracking_uri),
+        *("--default-artifact-root", ui_settings.mlflow_artifacts.as_uri(), "--workers", "1"),
     ]
     service = Service(
-        "mlflow-ui", command, ui_env, f"http://127.0.0.1:{port}/health", settings.home
+        "mlflow-ui", command, ui_env, f"http://127.0.0.1:{port}/health", ui_settings.home
     )
     service.url = f"http://127.0.0.1:{port}"
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def deployments(prefect_ui) -> list[dict]:
+    """Every deployment of prefect.yaml, deployed the way `make up` does, on the UI's server."""
+    env = prefect_ui.env
+    pool = [_bin("prefect"), "work-pool", "create", "genai-process", "--type", "process"]
+    subprocess.run(pool, env=env, cwd=REPO, capture_output=True, check=False)
+    deployed = subprocess.run(
+        [_bin("prefect"), "--no-prompt", "deploy", "--all"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert deployed.returncode == 0, deployed.stderr[-2000:]
+    response = httpx.post(f"{prefect_ui.url}/api/deployments/filter", json={}, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+@pytest.fixture(scope="session")
+def fault_file(ui_settings) -> Path:
+    """Where the worker's flow runs look for armed fault points (infra/faults.py)."""
+    return ui_settings.home / "armed-faults"
+
+
+@pytest.fixture(scope="session")
+def worker(prefect_ui, deployments, fault_file, ui_settings):
+    """A process worker on the deployments' pool, as `make up` starts one."""
+    port = free_port()
+    env = {
+        **prefect_ui.env,
+        "PREFECT_WORKER_QUERY_SECONDS": "2",  # picks a run up in seconds, not the default 10
+        "PREFECT_WORKER_WEBSERVER_PORT": str(port),
+        "GENAI_FAULT_FILE": str(fault_file),
+        "GENAI_FAULT_MODE": "raise",  # an armed point fails its task; nothing is killed
+    }
+    command = [_bin("prefect"), "worker", "start", "--pool", "genai-process"]
+    service = Service(
+        "prefect-worker",
+        [*command, "--with-healthcheck"],
+        env,
+        f"http://127.0.0.1:{port}/health",
+        ui_settings.home,
+    )
     yield service
     service.stop()
 
