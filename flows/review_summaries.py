@@ -39,8 +39,14 @@ class ReviewSummariesConfig(BaseModel):
     base: str = "models:/genai-base@champion"  # what genai-reviews is fine-tuned from
     task_model: FinetuneConfig = Field(default_factory=lambda: task_model_training(512))
     make_task_model: Literal["if-missing", "always", "never"] = "if-missing"  # only when
-    # summary.model is genai-reviews' champion
+    # summary.model is genai-reviews' champion, and (if-missing) summary.method is llm
     eval_groups: int = Field(64, ge=1)  # held-out groups genai-reviews is scored on
+
+
+def uses_task_model(config: ReviewSummariesConfig) -> bool:
+    """The LLM method answers with the model; the extractive one needs it only when asked
+    to make it anyway (to compare it, as the demo does)."""
+    return config.summary.method == "llm" or config.make_task_model == "always"
 
 
 @flow(name=FLOW_NAME, log_prints=True)
@@ -55,7 +61,9 @@ def review_summaries(
     with tracked_flow(FLOW_NAME, config) as run:
         ingested = ingest_reviews(config.reviews, parent_run=run)
         task_model = quality = None
-        if task_model_needed(config.summary.model, REVIEW_MODEL, config.make_task_model):
+        if uses_task_model(config) and task_model_needed(
+            config.summary.model, REVIEW_MODEL, config.make_task_model
+        ):
             task_model = make_review_model(
                 config.training_reviews,
                 base,

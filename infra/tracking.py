@@ -229,10 +229,16 @@ def log_llm_traces(run_id: str, name: str, calls: list[dict]) -> int:
 
     apply_environment()
     import mlflow
+    from mlflow.environment_variables import MLFLOW_ASYNC_TRACE_LOGGING_MAX_QUEUE_SIZE
 
     experiment = client().get_run(run_id).info.experiment_id
+    # the background exporter drops what does not fit its queue: flush before it fills
+    # (a trace's export may take a few queue slots)
+    per_flush = max(1, int(MLFLOW_ASYNC_TRACE_LOGGING_MAX_QUEUE_SIZE.get()) // 4)
     now = time.time_ns()
-    for call in calls:
+    for index, call in enumerate(calls):
+        if index and index % per_flush == 0:
+            mlflow.flush_trace_async_logging()
         latency_ns = int(call.get("latency_ms", 0) * 1e6)
         attributes = {
             k: redact(str(v))

@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import task
 
 from pipelines.finetune.lora import FinetuneConfig
-from pipelines.prompts import ingest, quality, report, summaries, teacher
+from pipelines.prompts import ingest, quality, report, summaries, teacher, trace_policy
 from pipelines.prompts.schema import ReviewsConfig
 from pipelines.prompts.summariser import SummaryConfig
 from pipelines.prompts.summary_prompt import PROMPT_NAME, PROMPT_TEMPLATE
@@ -88,10 +88,16 @@ def summarise_reviews(
         run.log_table(reviews_manifest, role="input")
         run.set_tags({"prompt_uri": prompt.uri, "model": model_id})
 
+        policy = trace_policy.TracePolicy(config.trace_first_groups, config.trace_sample)
+        run.log_params({"trace_policy": policy.describe()})
+        traced = {}
+
         def trace(answers: list[dict]) -> None:
-            tracking.log_llm_traces(
-                run.run_id, "summarise-review-group", [_call(a) for a in answers]
+            chosen = policy.choose(answers, key=lambda a: tuple(a[k] for k in summaries.GROUP_KEY))
+            traced["calls"] = tracking.log_llm_traces(
+                run.run_id, "summarise-review-group", [_call(a) for a in chosen]
             )
+            traced["untraced"] = len(answers) - len(chosen)
 
         result = summaries.update_review_summaries(
             get_spark(),
@@ -108,10 +114,23 @@ def summarise_reviews(
         for name in ("summaries", "flags", "metrics"):
             if name in result:
                 run.log_table(result[name], role="output")
+        counted = ("groups", "summarised_groups", "cached_groups", "parse_rate")
+        counted += ("grounded_share", "statements", "unsupported_statements")
         run.log_metrics(
-            {k: result[k] for k in ("groups", "cached_groups", "parse_rate") if k in result}
+            {
+                **{k: result[k] for k in counted if k in result},
+                **{f"phase_seconds.{k}": v for k, v in result.get("phase_seconds", {}).items()},
+                "traced_calls": traced.get("calls", 0),
+                "untraced_calls": traced.get("untraced", 0),
+            }
         )
-        return {**result, "prompt_uri": prompt.uri, "model": model_id, "mlflow_run_id": run.run_id}
+        return {
+            **result,
+            "traced_calls": traced.get("calls", 0),
+            "prompt_uri": prompt.uri,
+            "model": model_id,
+            "mlflow_run_id": run.run_id,
+        }
 
 
 def _call(answer: dict) -> dict:
@@ -123,6 +142,7 @@ def _call(answer: dict) -> dict:
         "prompt_tokens": answer["prompt_tokens"],
         "completion_tokens": answer["completion_tokens"],
         "group": "/".join(str(answer[k]) for k in summaries.GROUP_KEY),
+        "grounded": answer.get("grounded"),
     }
 
 

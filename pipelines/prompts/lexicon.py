@@ -14,6 +14,12 @@ from pipelines.prompts.catalogue import ASPECTS
 
 COARSE_WORDS_FILE = Path(__file__).resolve().parent / "data" / "coarse_words.txt"
 TOP_POINTS = 3  # a summary names its top three points
+# a sentence about price or value, in any product's reviews
+MENTIONS_VALUE = re.compile(
+    r"\b(?:price[sd]?|pricey|value|worth|money|cost(?:s|ly)?|cheap(?:er)?|expensive|"
+    r"overpriced|bargain|deal|paid|pay)\b|[$€£]\s?\d",
+    re.IGNORECASE,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Coarse language: a lexicon rule beside the LLM flag

@@ -105,6 +105,15 @@ def model_negative_points(summariser: Summariser, groups: Sequence[Group]) -> li
     return [a["negative_points"] or [] for a in answers]
 
 
+def extractive_negative_points(groups: Sequence[Group]) -> list[list[str]]:
+    """Each group's negative points as the extractive summariser (no LLM) quotes them."""
+    from pipelines.prompts.extractive import ExtractiveSummariser
+    from pipelines.shared.embedder import Embedder
+
+    summariser = ExtractiveSummariser(Embedder().embed)
+    return [a["negative_points"] for a in summariser.summarise(groups)]
+
+
 def score_review_models(
     config: ReviewsConfig,
     summary: SummaryConfig,
@@ -114,10 +123,10 @@ def score_review_models(
     max_groups: int = 64,
 ) -> dict:
     """Negative points of each model (name -> reference ``load_llm`` opens) on the first
-    ``max_groups`` held-out groups, beside the keyword baseline, through ``compare``
-    (summarisers, groups, records per group, per-group score -> scores by name). Returns
-    ``scores`` (keyword_baseline first, then the models in order), ``heldout_seed`` and
-    ``groups``."""
+    ``max_groups`` held-out groups, beside the keyword baseline and the extractive
+    summariser, through ``compare`` (summarisers, groups, records per group, per-group score
+    -> scores by name). Returns ``scores`` (keyword_baseline, extractive, then the models in
+    order), ``heldout_seed`` and ``groups``."""
     heldout = config.model_copy(update={"seed": config.seed + HELDOUT_SEED_OFFSET})
     groups, aspects = heldout_groups(heldout, summary.window)
     groups = groups[:max_groups]
@@ -132,7 +141,10 @@ def score_review_models(
 
         return points
 
-    summarisers = {"keyword_baseline": lambda gs: [keyword_baseline(g.reviews) for g in gs]}
+    summarisers = {
+        "keyword_baseline": lambda gs: [keyword_baseline(g.reviews) for g in gs],
+        "extractive": extractive_negative_points,
+    }
     summarisers |= {name: model_points(ref) for name, ref in models.items()}
     scores = compare(
         summarisers, groups, group_aspect_records(groups, aspects), negative_point_scores

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 from infra.tracking import PromptRef
+from pipelines.prompts import windows
 from pipelines.prompts.catalogue import RATING_BANDS
 from pipelines.prompts.lexicon import coarse_language_flag
 from pipelines.prompts.summariser import AnswerCache, Summariser, SummaryConfig, answer_groups
@@ -24,30 +27,34 @@ from pipelines.prompts.summary_prompt import Group
 GROUP_KEY = ("product_id", "band", "window_start")
 ANSWER_SCHEMA = (
     "product_id STRING, band STRING, window_start DATE, window STRING, review_count INT, "
-    "chunks INT, negative_points ARRAY<STRING>, liked_features ARRAY<STRING>, "
-    "value_for_money STRING, flagged_review_ids ARRAY<STRING>, raw STRING, parse_error STRING, "
-    "prompt_tokens INT, completion_tokens INT, latency_ms DOUBLE, prompt_preview STRING, "
-    "cached BOOLEAN"
+    "summarised BOOLEAN, chunks INT, negative_points ARRAY<STRING>, "
+    "liked_features ARRAY<STRING>, value_for_money STRING, flagged_review_ids ARRAY<STRING>, "
+    "grounded DOUBLE, statements INT, unsupported_spans ARRAY<STRING>, raw STRING, "
+    "parse_error STRING, prompt_tokens INT, completion_tokens INT, latency_ms DOUBLE, "
+    "prompt_ms DOUBLE, generate_ms DOUBLE, parse_ms DOUBLE, ground_ms DOUBLE, "
+    "prompt_preview STRING, cached BOOLEAN"
 )
 _ANSWER_COLUMNS = [c.split()[0] for c in ANSWER_SCHEMA.split(", ")]
+PHASE_COLUMNS = ("prompt_ms", "generate_ms", "parse_ms", "ground_ms")  # worker-side timings
 
 
-def with_group_columns(reviews_df, window: str):
-    """Reviews with their rating band and window start (a DATE, Spark's date_trunc)."""
+def with_group_columns(reviews_df, window: str, anchor: date | None = None):
+    """Reviews with their rating band and window start (a DATE; ``anchor``: the newest
+    review's date, which rolling windows count back from)."""
     from pyspark.sql import functions as F
 
     band = F.when(F.col("rating") <= 2, "low").when(F.col("rating") == 3, "mid").otherwise("high")
     return reviews_df.withColumn("band", band).withColumn(
-        "window_start", F.to_date(F.date_trunc(window, F.col("reviewed_at")))
+        "window_start", windows.window_start_column(F.col("reviewed_at"), window, anchor)
     )
 
 
-def group_frame(reviews_df, window: str, keys_df=None):
+def group_frame(reviews_df, window: str, anchor: date | None = None, keys_df=None):
     """One row per (product, band, window) with its reviews in time order; only the groups
     in ``keys_df`` when given (all of each such group's reviews, not only the new ones)."""
     from pyspark.sql import functions as F
 
-    df = with_group_columns(reviews_df, window)
+    df = with_group_columns(reviews_df, window, anchor)
     if keys_df is not None:
         df = df.join(keys_df, list(GROUP_KEY), "left_semi")
     review = F.struct("reviewed_at", "review_id", "rating", "title", "text")
@@ -71,6 +78,7 @@ def job_spec(
     config: SummaryConfig,
     cache_dir: Path,
     threads_per_task: int,
+    embedder_dir: str | None = None,
 ) -> dict:
     """What every partition needs, JSON-able (it travels to executors): where the model is
     (a local HF dir every executor can read, or an endpoint), the prompt version's text, the
@@ -85,15 +93,28 @@ def job_spec(
         "config": config.model_dump(mode="json"),
         "cache_dir": str(cache_dir),
         "threads": threads_per_task,
+        "embedder_dir": embedder_dir,  # None: the bundled MiniLM (grounding, extractive)
     }
 
 
 _WORKER_MODELS: dict[str, tuple] = {}  # per Python worker: a reused worker keeps its model
 
 
-def _summariser_for(job: dict) -> Summariser:
-    from infra.llm import TransformersLLM, load_llm
+def _embedder_for(job: dict):
+    from pipelines.shared.embedder import Embedder
 
+    key = f"embedder:{job['embedder_dir']}"
+    if key not in _WORKER_MODELS:
+        _WORKER_MODELS[key] = (Embedder(job["embedder_dir"]), None)
+    return _WORKER_MODELS[key][0]
+
+
+def _summariser_for(job: dict):
+    from infra.llm import TransformersLLM, load_llm
+    from pipelines.prompts.extractive import ExtractiveSummariser
+
+    if job["config"]["method"] == "extractive":
+        return ExtractiveSummariser(_embedder_for(job).embed, SummaryConfig(**job["config"]))
     key = json.dumps(job["llm"], sort_keys=True)
     if key not in _WORKER_MODELS:
         import torch
@@ -126,16 +147,46 @@ def _answer_partition(job_json: str) -> Callable:
             # after a failure finds the same groups done: in key order, cached as they finish
             if not groups:
                 continue
-            summariser = summariser or _summariser_for(job)
-            rows = [
-                _answer_row(g, a, cached)
-                for g, a, cached in answer_groups(
-                    summariser, groups, cache, job["model_id"], job["prompt_uri"]
-                )
-            ]
+            least = job["config"]["min_group_reviews"]
+            asked = [g for g in groups if len(g.reviews) >= least]
+            rows = [_counts_only_row(g) for g in groups if len(g.reviews) < least]
+            if asked:
+                summariser = summariser or _summariser_for(job)
+                rows += [
+                    _answer_row(g, _grounded(job, g, a), cached)
+                    for g, a, cached in answer_groups(
+                        summariser, asked, cache, job["model_id"], job["prompt_uri"]
+                    )
+                ]
             yield pd.DataFrame(rows, columns=_ANSWER_COLUMNS)
 
     return answer
+
+
+def _grounded(job: dict, group: Group, answer: dict) -> dict:
+    """The answer checked against the group's reviews (pipelines.prompts.summary_grounding),
+    timed."""
+    from pipelines.prompts.summary_grounding import fitted_threshold, ground_answer
+
+    started = time.perf_counter()
+    threshold = job["config"]["support_threshold"]
+    checked = ground_answer(
+        answer,
+        group,
+        _embedder_for(job).embed,
+        fitted_threshold() if threshold is None else threshold,
+    )
+    return {**checked, "ground_ms": 1000 * (time.perf_counter() - started)}
+
+
+def _counts_only_row(group: Group) -> dict:
+    """A group below min_group_reviews: its counts, no summary."""
+    return _answer_row(
+        group,
+        {"chunks": 0, "raw": "", "statements": 0, "unsupported_spans": []},
+        cached=False,
+        summarised=False,
+    )
 
 
 def _group_of(row: dict, window: str) -> Group:
@@ -145,16 +196,15 @@ def _group_of(row: dict, window: str) -> Group:
     return Group(row["product_id"], row["band"], str(row["window_start"]), window, reviews)
 
 
-def _answer_row(group: Group, answer: dict, cached: bool) -> dict:
-    import datetime
-
+def _answer_row(group: Group, answer: dict, cached: bool, summarised: bool = True) -> dict:
     return {
         "product_id": group.product_id,
         "band": group.band,
-        "window_start": datetime.date.fromisoformat(group.window_start),
+        "window_start": date.fromisoformat(group.window_start),
         "window": group.window,
         "review_count": len(group.reviews),
-        **{k: answer.get(k) for k in _ANSWER_COLUMNS[5:-1]},
+        "summarised": summarised,
+        **{k: answer.get(k) for k in _ANSWER_COLUMNS[6:-1]},
         "cached": cached,
     }
 
@@ -170,9 +220,10 @@ def _tables():
         name="review_summaries",
         schema=(
             "product_id STRING, band STRING, window_start DATE, window STRING, "
-            "review_count INT, chunks INT, negative_points ARRAY<STRING>, "
+            "review_count INT, summarised BOOLEAN, chunks INT, negative_points ARRAY<STRING>, "
             "liked_features ARRAY<STRING>, value_for_money STRING, "
-            "flagged_review_ids ARRAY<STRING>, raw STRING, parse_error STRING, "
+            "flagged_review_ids ARRAY<STRING>, grounded DOUBLE, statements INT, "
+            "unsupported_spans ARRAY<STRING>, raw STRING, parse_error STRING, "
             "prompt_tokens INT, completion_tokens INT, latency_ms DOUBLE, model_uri STRING, "
             "prompt_uri STRING, prompt_version INT, mlflow_run_id STRING, "
             "reviews_table_id STRING, reviews_version LONG, updated_at TIMESTAMP"
@@ -185,8 +236,10 @@ def _tables():
             expect("column_values_to_not_be_null", column="model_uri"),
             expect("column_values_to_not_be_null", column="raw"),
         ),
-        description="Per product x rating band x window: the LLM's answers to the seed's "
-        "four questions, with model, prompt version and run.",
+        description="Per product x rating band x window: the answers to the seed's four "
+        "questions (only statements the reviews support; the others counted in "
+        "unsupported_spans), with method, model, prompt version and run. A group with fewer "
+        "reviews than min_group_reviews has counts only (summarised false).",
     )
     flags = TableSpec(
         layer="gold",
@@ -221,8 +274,9 @@ def _tables():
 REVIEW_SUMMARIES, REVIEW_FLAGS, REVIEW_METRICS = _tables()
 
 
-def last_processed(spark, root: Path | None = None) -> tuple[str, int] | None:
-    """(reviews table id, version) the summaries were last computed from; None: never."""
+def last_processed(spark, root: Path | None = None) -> tuple[str, int, str] | None:
+    """(reviews table id, version, window label) the summaries were last computed from;
+    None: never."""
     from pyspark.sql import functions as F
 
     path = REVIEW_SUMMARIES.path(root)
@@ -231,15 +285,17 @@ def last_processed(spark, root: Path | None = None) -> tuple[str, int] | None:
     row = (
         spark.read.format("delta")
         .load(str(path))
-        .groupBy("reviews_table_id")
+        .groupBy("reviews_table_id", "window")
         .agg(F.max("reviews_version").alias("v"))
         .orderBy(F.desc("v"))
         .first()
     )
-    return None if row is None else (row["reviews_table_id"], int(row["v"]))
+    return None if row is None else (row["reviews_table_id"], int(row["v"]), row["window"])
 
 
-def changed_keys(spark, reviews_path: str, start: int, end: int, window: str):
+def changed_keys(
+    spark, reviews_path: str, start: int, end: int, window: str, anchor: date | None = None
+):
     """Groups touched by the reviews table's changes in versions start..end (Change Data
     Feed): inserted and updated rows, and rows updated away or deleted."""
     from pyspark.sql import functions as F
@@ -254,7 +310,7 @@ def changed_keys(spark, reviews_path: str, start: int, end: int, window: str):
             F.col("_change_type").isin("insert", "update_postimage", "update_preimage", "delete")
         )
     )
-    return with_group_columns(changes, window).select(*GROUP_KEY).distinct()
+    return with_group_columns(changes, window, anchor).select(*GROUP_KEY).distinct()
 
 
 def update_review_summaries(
@@ -274,103 +330,179 @@ def update_review_summaries(
     """Recompute exactly the groups with reviews added or changed since the last processed
     version of ``reviews`` (a bronze/reviews manifest), over all of each group's reviews,
     and MERGE them (with their flags and their products' metrics) into the gold tables.
-    Nothing new since then: nothing is written. Returns the tables' manifests and counts."""
-    from pyspark.sql import functions as F
+    Every group again, replacing the tables, when the windows moved (a rolling window's
+    newest review changed). Nothing new since then: nothing is written. Returns the tables'
+    manifests, counts and ``phase_seconds`` (where the time went)."""
+    from infra.lake import read_table
 
-    from infra.lake import read_table, write_table
-
+    clock = PhaseClock()
     table_id, version = reviews["table_id"], int(reviews["version"])
+    reviews_df = read_table(spark, reviews)
+    anchor = (
+        windows.newest_review_date(reviews_df) if windows.rolling_days(config.window) else None
+    )
+    label = windows.window_label(config.window, anchor)
     previous = last_processed(spark, root)
-    if previous == (table_id, version):
+    if previous == (table_id, version, label):
         return {"up_to_date": True, "groups": 0, "reviews_version": version}
-    incremental = previous is not None and previous[0] == table_id and previous[1] < version
+    incremental = (
+        previous is not None
+        and previous[0] == table_id
+        and previous[1] < version
+        and previous[2] == label
+    )
     keys = (
-        changed_keys(spark, reviews["table"], previous[1] + 1, version, config.window)
+        changed_keys(spark, reviews["table"], previous[1] + 1, version, config.window, anchor)
         if incremental
         else None
     )
-    reviews_df = read_table(spark, reviews)
-    groups = group_frame(reviews_df, config.window, keys)
-    threads = max(1, (os.cpu_count() or 1) // spark.sparkContext.defaultParallelism)
-    job = job_spec(llm_spec, model_id, prompt, config, cache_dir, threads)
-    partitions = config.partitions or spark.sparkContext.defaultParallelism
-    answers = answer_frame(groups, job, partitions).persist()
+    groups = group_frame(reviews_df, config.window, anchor, keys).persist()
     try:
-        traced = [
-            r.asDict()
-            for r in answers.where(~F.col("cached"))
-            .select(
-                *GROUP_KEY,
-                "prompt_preview",
-                "raw",
-                "parse_error",
-                "latency_ms",
-                "prompt_tokens",
-                "completion_tokens",
-            )
-            .collect()
-        ]
-        counts = answers.agg(
-            F.count("*").alias("groups"),
-            F.sum(F.col("cached").cast("int")).alias("cached"),
-            F.sum(F.col("parse_error").isNull().cast("int")).alias("parsed"),
-        ).first()
-        if not counts["groups"]:
+        group_count = groups.count()
+        clock.lap("spark_read_group")
+        if not group_count:
             return {"up_to_date": True, "groups": 0, "reviews_version": version}
-        meta = {
-            "model_uri": F.lit(model_id),
-            "prompt_uri": F.lit(prompt.uri),
-            "prompt_version": F.lit(prompt.version).cast("int"),
-            "mlflow_run_id": F.lit(run_id).cast("string"),
-            "reviews_table_id": F.lit(table_id),
-            "reviews_version": F.lit(version).cast("long"),
-            "updated_at": F.current_timestamp(),
-        }
-        summaries = answers.drop("prompt_preview", "cached").withColumns(meta)
-        result = {
-            "summaries": write_table(
-                spark,
-                REVIEW_SUMMARIES,
-                summaries,
-                txn_id=f"{txn_id}:summaries",
-                mode="merge",
-                root=root,
-            )
-        }
-        result["flags"] = write_table(
-            spark,
-            REVIEW_FLAGS,
-            _flag_rows(reviews_df, answers, config.window, run_id, version),
-            txn_id=f"{txn_id}:flags",
-            mode="merge",
-            root=root,
-        )
-        touched = answers.select("product_id").distinct()
-        result["metrics"] = write_table(
-            spark,
-            REVIEW_METRICS,
-            window_metrics(reviews_df, config.window, touched, version),
-            txn_id=f"{txn_id}:metrics",
-            mode="merge",
-            root=root,
-        )
+        answers = _answers(spark, groups, config, llm_spec, model_id, prompt, cache_dir, label)
+        try:
+            counts = _answer_counts(answers)
+            clock.lap("answer")
+            traced = _traced_rows(answers)
+            meta = {
+                "model_uri": model_id,
+                "prompt_uri": prompt.uri,
+                "prompt_version": prompt.version,
+                "mlflow_run_id": run_id,
+                "reviews_table_id": table_id,
+                "reviews_version": version,
+            }
+            mode = "merge" if incremental else "overwrite"
+            windowing = (config.window, anchor, label)
+            written = _write_gold(spark, reviews_df, answers, meta, windowing, txn_id, mode, root)
+            clock.lap("writes")
+        finally:
+            answers.unpersist()
     finally:
-        answers.unpersist()
+        groups.unpersist()
     if on_answers is not None:
         on_answers(traced)
+    clock.lap("traces")
+    asked = counts["summarised"] or 0
     return {
-        **result,
+        **written,
         "up_to_date": False,
         "incremental": incremental,
+        "window": label,
         "groups": counts["groups"],
+        "summarised_groups": asked,
         "cached_groups": counts["cached"] or 0,
-        "parse_rate": counts["parsed"] / counts["groups"],
+        "parse_rate": (counts["parsed"] or 0) / asked if asked else 1.0,
+        "grounded_share": counts["grounded_share"],
+        "unsupported_statements": counts["unsupported"] or 0,
+        "statements": counts["statements"] or 0,
         "reviews_version": version,
         "since_version": previous[1] if incremental else None,
+        "phase_seconds": {**clock.phases, **_worker_seconds(counts)},
     }
 
 
-def _flag_rows(reviews_df, answers, window: str, run_id: str | None, version: int):
+class PhaseClock:
+    """Seconds between laps, by phase name (driver side)."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases[phase] = self.phases.get(phase, 0.0) + now - self._last
+        self._last = now
+
+
+def _answers(spark, groups, config, llm_spec, model_id, prompt, cache_dir, label):
+    """The groups answered on the executors (persisted), labelled with their window."""
+    from pyspark.sql import functions as F
+
+    threads = max(1, (os.cpu_count() or 1) // spark.sparkContext.defaultParallelism)
+    job = job_spec(llm_spec, model_id, prompt, config, cache_dir, threads)
+    partitions = config.partitions or spark.sparkContext.defaultParallelism
+    return answer_frame(groups, job, partitions).withColumn("window", F.lit(label)).persist()
+
+
+def _answer_counts(answers) -> dict:
+    from pyspark.sql import functions as F
+
+    summarised = F.col("summarised")
+    row = answers.agg(
+        F.count("*").alias("groups"),
+        F.sum(summarised.cast("int")).alias("summarised"),
+        F.sum((F.col("cached") & summarised).cast("int")).alias("cached"),
+        F.sum((F.col("parse_error").isNull() & summarised).cast("int")).alias("parsed"),
+        F.sum("statements").alias("statements"),
+        F.sum(F.size("unsupported_spans")).alias("unsupported"),
+        *(F.sum(c).alias(c) for c in PHASE_COLUMNS),
+    ).first()
+    counts = row.asDict()
+    made = counts["statements"] or 0
+    counts["grounded_share"] = 1 - (counts["unsupported"] or 0) / made if made else 1.0
+    return counts
+
+
+def _worker_seconds(counts: dict) -> dict[str, float]:
+    """Summed over the executors' groups (CPU-parallel: may exceed the answer phase)."""
+    return {f"worker_{c.removesuffix('_ms')}": (counts[c] or 0) / 1000 for c in PHASE_COLUMNS}
+
+
+def _traced_rows(answers) -> list[dict]:
+    from pyspark.sql import functions as F
+
+    columns = ("prompt_preview", "raw", "parse_error", "latency_ms")
+    tokens = ("prompt_tokens", "completion_tokens", "grounded")
+    newly = answers.where(~F.col("cached") & F.col("summarised"))
+    return [r.asDict() for r in newly.select(*GROUP_KEY, *columns, *tokens).collect()]
+
+
+META_TYPES = {"prompt_version": "int", "mlflow_run_id": "string", "reviews_version": "long"}
+
+
+def _write_gold(spark, reviews_df, answers, meta, windowing, txn_id, mode, root):
+    """The answers, their reviews' flags and their products' window metrics, written."""
+    from pyspark.sql import functions as F
+
+    from infra.lake import write_table
+
+    window, anchor, label = windowing
+    columns = {k: F.lit(v).cast(META_TYPES.get(k, "string")) for k, v in meta.items()}
+    summaries = answers.drop("prompt_preview", "cached", *PHASE_COLUMNS).withColumns(
+        {**columns, "updated_at": F.current_timestamp()}
+    )
+    version = meta["reviews_version"]
+    run_id = meta["mlflow_run_id"]
+    written = {
+        "summaries": write_table(
+            spark, REVIEW_SUMMARIES, summaries, txn_id=f"{txn_id}:summaries", mode=mode, root=root
+        )
+    }
+    written["flags"] = write_table(
+        spark,
+        REVIEW_FLAGS,
+        _flag_rows(reviews_df, answers, window, anchor, run_id, version),
+        txn_id=f"{txn_id}:flags",
+        mode=mode,
+        root=root,
+    )
+    touched = answers.select("product_id").distinct()
+    written["metrics"] = write_table(
+        spark,
+        REVIEW_METRICS,
+        window_metrics(reviews_df, window, touched, version, anchor, label),
+        txn_id=f"{txn_id}:metrics",
+        mode=mode,
+        root=root,
+    )
+    return written
+
+
+def _flag_rows(reviews_df, answers, window: str, anchor, run_id, version):
     """Flags of every review in the recomputed groups: the LLM's and the lexicon's."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import BooleanType
@@ -383,7 +515,7 @@ def _flag_rows(reviews_df, answers, window: str, run_id: str | None, version: in
         .withColumn("llm_flagged", F.lit(True))
     )
     rows = (
-        with_group_columns(reviews_df, window)
+        with_group_columns(reviews_df, window, anchor)
         .join(answers.select(*GROUP_KEY), list(GROUP_KEY), "left_semi")
         .join(flagged, "review_id", "left")
         .select(
@@ -405,14 +537,14 @@ def _flag_rows(reviews_df, answers, window: str, run_id: str | None, version: in
     )
 
 
-def window_metrics(reviews_df, window: str, products_df, version: int):
+def window_metrics(reviews_df, window: str, products_df, version, anchor=None, label=None):
     """Per product and window (all windows of the given products): count, mean rating,
     share of 1-2 star reviews, and their change against the product's previous window."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     per_window = (
-        with_group_columns(reviews_df, window)
+        with_group_columns(reviews_df, window, anchor)
         .join(products_df, "product_id", "left_semi")
         .groupBy("product_id", "window_start")
         .agg(
@@ -425,7 +557,7 @@ def window_metrics(reviews_df, window: str, products_df, version: int):
     return per_window.select(
         "product_id",
         "window_start",
-        F.lit(window).alias("window"),
+        F.lit(label or window).alias("window"),
         "reviews",
         "mean_rating",
         "share_negative",

@@ -27,6 +27,7 @@ from pipelines.prompts.summary_prompt import (
     parse_summary,
     quote_reviews,
 )
+from pipelines.prompts.windows import WINDOW_PATTERN
 
 
 class SummaryConfig(BaseModel):
@@ -36,7 +37,16 @@ class SummaryConfig(BaseModel):
     # ("http://host/v1#model" or {"base_url", "model", …}) as infra.llm.load_llm takes it
     prompt: str | None = None  # prompts:/<name>/<version|@alias>; None: the code's template,
     # registered as PROMPT_NAME (a new version only when the text changed)
-    window: Literal["day", "week", "month"] = "week"  # Spark date_trunc unit of a window
+    method: Literal["extractive", "llm"] = "extractive"  # extractive: the reviews' own
+    # sentences, no model (pipelines.prompts.extractive; better grounded on real reviews,
+    # docs/BENCHMARKS.md); llm: ``model`` answers the prompt
+    window: str = Field("90d", pattern=WINDOW_PATTERN)  # all | day | week | month | <N>d
+    # (rolling, back from the newest review): pipelines.prompts.windows
+    min_group_reviews: int = Field(3, ge=1)  # fewer reviews in a group: counts only, no summary
+    support_threshold: float | None = Field(None, ge=0, le=1)  # cosine a summary statement
+    # needs to a review sentence; None: the fitted one (data/support_threshold.json)
+    trace_first_groups: int = Field(20, ge=0)  # every model call of the first N groups traced
+    trace_sample: float = Field(0.05, ge=0, le=1)  # and this share of the others (by group key)
     context_tokens: int = Field(1536, ge=64)  # prompt tokens per model call at most;
     # a group's reviews beyond it are map-reduced
     max_reviews_per_chunk: int | None = Field(None, ge=1)  # reviews per model call at
@@ -141,6 +151,7 @@ class Summariser:
 
     def summarise(self, groups: Sequence[Group]) -> list[dict]:
         """One answer per group (in order) with its raw text, parse error, tokens, latency."""
+        started = time.perf_counter()
         jobs = []  # (group index, chunk reviews, prompt)
         for g, group in enumerate(groups):
             budget = self.review_budget(group)
@@ -150,20 +161,26 @@ class Summariser:
             ):
                 jobs.append((g, chunk, group_prompt(self.template, group, chunk)))
         params = GenerationParams(temperature=self.config.temperature, seed=self.config.seed)
-        started = time.perf_counter()
+        prompted = time.perf_counter()
         filled = generate_fields(
             self.llm, [prompt for _, _, prompt in jobs], SUMMARY_FIELDS, params
         )
-        seconds = time.perf_counter() - started
+        generated = time.perf_counter()
         answers = [
             self._answer(
                 group,
                 [(j, v) for j, v in zip(jobs, filled, strict=False) if j[0] == g],
-                seconds / max(len(groups), 1),
+                (generated - prompted) / max(len(groups), 1),
             )
             for g, group in enumerate(groups)
         ]
-        return answers
+        share = 1000 / max(len(groups), 1)  # each group's share of the batch, in ms
+        phases = {
+            "prompt_ms": (prompted - started) * share,
+            "generate_ms": (generated - prompted) * share,
+            "parse_ms": (time.perf_counter() - generated) * share,
+        }
+        return [{**answer, **phases} for answer in answers]
 
     def _answer(self, group: Group, parts: list, seconds: float) -> dict:
         raws = [render_fields(SUMMARY_FIELDS, values) for _, values in parts]
@@ -201,7 +218,12 @@ def answer_key(group: Group, model_id: str, prompt_uri: str, config: SummaryConf
         "fields": [f.prefix for f in SUMMARY_FIELDS],
         "config": config.model_dump(
             mode="json",
-            exclude={"partitions", "model", "prompt", "groups_per_batch", "tokens_per_batch"},
+            exclude={
+                *("partitions", "model", "prompt", "groups_per_batch", "tokens_per_batch"),
+                # applied to answers after the cache: they change no answer
+                *("min_group_reviews", "support_threshold", "trace_first_groups"),
+                "trace_sample",
+            },
         ),
         "group": [group.key, group.window],
         "reviews": [

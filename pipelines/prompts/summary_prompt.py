@@ -9,10 +9,10 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 
 from infra.llm_fields import Field, quote_block, render_fields
 from infra.tracking import PromptRef
+from pipelines.prompts import windows
 from pipelines.prompts.catalogue import RATING_BANDS, rating_band
 from pipelines.shared.templates import prompt_of
 
@@ -154,7 +154,7 @@ class Group:
     product_id: str
     band: str
     window_start: str  # ISO date
-    window: str  # the unit: day | week | month
+    window: str  # all | day | week | month | <N>d (pipelines.prompts.windows)
     reviews: list[dict]  # review_id, rating, title, text, reviewed_at — in time order
 
     @property
@@ -163,7 +163,7 @@ class Group:
 
 
 def describe_window(group: Group) -> str:
-    return f"in the {group.window} starting {group.window_start}"
+    return windows.describe(group.window, group.window_start)
 
 
 def group_prompt(template: Callable[..., str], group: Group, reviews: Sequence[dict]) -> str:
@@ -184,27 +184,23 @@ def group_instruction(group: Group, reviews: Sequence[dict]) -> str:
     return group_prompt(PromptRef(PROMPT_NAME, 0, INSTRUCTION_TEMPLATE).format, group, reviews)
 
 
-def window_start_of(moment, window: str) -> str:
-    """Python's twin of Spark's date_trunc for a window start (weeks start on Monday)."""
-    day = moment.date() if hasattr(moment, "date") else moment
-    if window == "week":
-        day = day - timedelta(days=day.weekday())
-    elif window == "month":
-        day = day.replace(day=1)
-    return day.isoformat()
-
-
 def groups_in_memory(reviews: Sequence[dict], window: str) -> list[Group]:
-    """Reviews grouped as the Spark job groups them, in key order, each in time order."""
+    """Reviews grouped as the Spark job groups them, in key order, each in time order (a
+    rolling window anchored at the newest review's date)."""
+    anchor = max((_day(r["reviewed_at"]) for r in reviews), default=None)
     groups: dict[tuple, list[dict]] = {}
     for review in reviews:
         key = (
             review["product_id"],
             rating_band(review["rating"]),
-            window_start_of(review["reviewed_at"], window),
+            windows.window_start_of(review["reviewed_at"], window, anchor),
         )
         groups.setdefault(key, []).append(review)
     return [
         Group(*key, window, sorted(members, key=lambda r: (str(r["reviewed_at"]), r["review_id"])))
         for key, members in sorted(groups.items())
     ]
+
+
+def _day(moment):
+    return moment.date() if hasattr(moment, "date") else moment

@@ -246,7 +246,7 @@ class RagChain:
     """Answers questions over one pinned version of one chunk table.
 
     ``store`` is an ``infra.vectors.ChunkStore``, ``embedder`` a
-    ``pipelines.rag.embedder.Embedder``, ``features`` a callable (user_id, source ids) -> dict
+    ``pipelines.shared.embedder.Embedder``, ``features`` a callable (user_id, source ids) -> dict
     (:func:`travel_features`), or None.
     ``fit`` (a ContextFit) keeps prompts within the answering model's context. The embedder
     and tokenizer are not thread-safe: one lock serialises them (servers call ``prepare``

@@ -20,12 +20,7 @@ from typing import Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipelines.rag.documents import Document
-
-MAX_MODEL_TOKENS = 512  # BERT-family position limit: tokenizers that claim more (1e30) are capped
-
-
-class InputTooLongError(ValueError):
-    """A text longer than the embedder reads; raised instead of truncating it."""
+from pipelines.shared.embedder import MAX_MODEL_TOKENS, InputTooLongError, model_input_limit
 
 
 class ChunkTooLongError(InputTooLongError):
@@ -131,11 +126,6 @@ def _tokenized(
             for doc, offsets in zip(pending, encoded["offset_mapping"], strict=False):
                 yield doc, _DocTokens(doc.text, tokenizer, offsets)
             pending = []
-
-
-def model_input_limit(tokenizer) -> int:
-    """The tokenizer's model_max_length, capped: some tokenizers say 1e30 for "no limit"."""
-    return min(int(tokenizer.model_max_length), MAX_MODEL_TOKENS)
 
 
 def _make_chunk(document: Document, start: int, end: int, config: ChunkingConfig) -> Chunk:

@@ -23,8 +23,8 @@ from infra.settings import load_settings
 from infra.vectors import ChunkStore, VectorIndexConfig, table_name
 from pipelines.rag.chunking import ChunkingConfig, chunk_documents
 from pipelines.rag.documents import RagCorpusConfig, load_documents
-from pipelines.rag.embedder import Embedder
 from pipelines.rag.travel_data import FeaturesConfig, hotel_documents
+from pipelines.shared.embedder import Embedder
 
 
 class IndexConfig(BaseModel):

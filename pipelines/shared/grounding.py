@@ -8,14 +8,22 @@ the ids the output was allowed to cite. A figure the input does not hold (a sum 
 did itself, a price from its training data) is ungrounded: the check does not do
 arithmetic, so a derived figure is grounded only when the code that built the input
 computed it and put it there. What is ungrounded is returned as the spans the output wrote.
+
+Statements that paraphrase their input (a summary's points) are checked in embedding space:
+each statement's most similar input sentence, against a similarity threshold fitted on
+statements known to be supported or not (:func:`fit_threshold`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 CURRENCY_SYMBOLS = {"€": "EUR", "$": "USD", "£": "GBP", "¥": "JPY", "₹": "INR"}
 CURRENCY_CODES = ("EUR", "USD", "GBP", "JPY", "CHF", "INR", "CAD", "AUD")
@@ -141,3 +149,51 @@ def check_grounding(
     allowed = set(citable or ())
     missing += [f"[{c}]" for c in dict.fromkeys(cited) if c not in allowed]
     return Grounding(not missing, missing, figures_checked, len(cited))
+
+
+# --- statements supported by sentences (embeddings) -------------------------------------------
+
+SENTENCE_BREAK = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+|\s*\n+\s*")
+# a vector per text, unit length (pipelines.shared.embedder.Embedder.embed)
+Embed = Callable[[Sequence[str]], "np.ndarray"]
+
+
+def sentences(text: str) -> list[str]:
+    """``text`` cut at sentence ends and line breaks, each piece stripped, empties dropped."""
+    return [s.strip() for s in SENTENCE_BREAK.split(text or "") if s and s.strip()]
+
+
+def best_support(
+    statements: Sequence[str], candidates: Sequence[str], embed: Embed
+) -> list[tuple[float, str | None]]:
+    """For each statement, (cosine, sentence) of the candidate sentence most like it in
+    embedding space; (0.0, None) when there are no candidates."""
+    if not statements:
+        return []
+    if not candidates:
+        return [(0.0, None)] * len(statements)
+    vectors = embed([*statements, *candidates])
+    similarity = vectors[: len(statements)] @ vectors[len(statements) :].T
+    best = similarity.argmax(axis=1)
+    return [(float(similarity[i, j]), candidates[j]) for i, j in enumerate(best)]
+
+
+def fit_threshold(supported: Sequence[float], unsupported: Sequence[float]) -> dict:
+    """The similarity cut that best separates statements known to be supported from ones
+    known not to be (highest balanced accuracy, the lower cut on ties): ``threshold``,
+    ``balanced_accuracy`` and the counts it was fitted on."""
+    if not supported or not unsupported:
+        raise ValueError("fit_threshold needs supported and unsupported examples")
+    best = (-1.0, 0.0)
+    for cut in sorted({*supported, *unsupported}):
+        hit = sum(s >= cut for s in supported) / len(supported)
+        reject = sum(u < cut for u in unsupported) / len(unsupported)
+        accuracy = (hit + reject) / 2
+        if accuracy > best[0]:
+            best = (accuracy, cut)
+    return {
+        "threshold": round(best[1], 4),
+        "balanced_accuracy": round(best[0], 4),
+        "supported": len(supported),
+        "unsupported": len(unsupported),
+    }

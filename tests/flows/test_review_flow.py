@@ -21,7 +21,12 @@ def test_review_summaries_flow_makes_its_model_then_summarises(
     config = ReviewSummariesConfig(
         reviews=small,
         training_reviews={**small, "seed": 5},
-        summary={"window": "month", "groups_per_batch": 8},
+        summary={
+            "method": "llm",
+            "window": "month",
+            "min_group_reviews": 1,
+            "groups_per_batch": 8,
+        },
         task_model={
             "max_steps": 2,
             "micro_batch": 4,
@@ -67,8 +72,14 @@ def test_review_summaries_flow_makes_its_model_then_summarises(
         for t in traces
         if t.info.request_metadata.get("mlflow.sourceRun") == summary["mlflow_run_id"]
     ]
-    assert len(mine) == summary["groups"]
-    assert "parse_rate" in run.data.metrics
+    assert len(mine) == summary["groups"] == summary["traced_calls"]  # all, at this scale
+    assert run.data.params["trace_policy"].startswith("all calls of the first 20 groups")
+    for metric in ("parse_rate", "grounded_share", "phase_seconds.answer", "traced_calls"):
+        assert metric in run.data.metrics, metric
+    assert set(summary["phase_seconds"]) >= {"spark_read_group", "answer", "writes"}
+    assert all(r.grounded is None or 0 <= r.grounded <= 1 for r in rows)
+    # what the report shows is only what the reviews support
+    assert all(not (set(r.negative_points or []) & set(r.unsupported_spans)) for r in rows)
 
     page = result["report"]["html"]
     html = open(page, encoding="utf-8").read()

@@ -124,7 +124,9 @@ def summarise(spark, server: ModelServer, reviews: dict, root: Path, cache: Path
     return update_review_summaries(
         spark,
         reviews,
-        SummaryConfig(groups_per_batch=1, partitions=1),
+        SummaryConfig(
+            method="llm", window="week", min_group_reviews=1, groups_per_batch=1, partitions=1
+        ),
         llm_spec=spec,
         model_id="tiny",
         prompt=PromptRef("review-summary", 1, PROMPT_TEMPLATE),

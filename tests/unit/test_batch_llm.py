@@ -292,7 +292,9 @@ def test_nightly_run_recomputes_only_groups_with_new_reviews(spark, tmp_path, en
     )
     first = write_reviews_rows(spark, rows, root, "ingest-1")
     spec = {"base_url": endpoint.base_url, "model": "m", "max_retries": 0, "backoff_s": 0.0}
-    config = SummaryConfig(groups_per_batch=1, partitions=1)
+    config = SummaryConfig(
+        method="llm", window="week", min_group_reviews=1, groups_per_batch=1, partitions=1
+    )
     prompt = PromptRef("review-summary", 1, PROMPT_TEMPLATE)
 
     def update(manifest, txn):

@@ -23,7 +23,7 @@ from pipelines.rag.documents import (
     html_to_text,
     load_documents,
 )
-from pipelines.rag.embedder import Embedder, embedder_name
+from pipelines.shared.embedder import Embedder, embedder_name
 
 STRATEGIES = ["fixed", "recursive", "token"]
 

