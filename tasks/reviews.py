@@ -115,7 +115,7 @@ def summarise_reviews(
             if name in result:
                 run.log_table(result[name], role="output")
         counted = ("groups", "summarised_groups", "cached_groups", "parse_rate")
-        counted += ("grounded_share", "statements", "unsupported_statements")
+        counted += ("grounded_share", "statements", "unsupported_statements", "invented_figures")
         run.log_metrics(
             {
                 **{k: result[k] for k in counted if k in result},

@@ -21,6 +21,17 @@ MENTIONS_VALUE = re.compile(
     re.IGNORECASE,
 )
 
+_TAG = re.compile(r"<[^<>]{0,2000}>")
+
+
+def readable_text(text: str | None) -> str:
+    """Review text as a reader sees it: HTML tags dropped, entities decoded (real reviews
+    carry links and &nbsp;), whitespace collapsed."""
+    from html import unescape
+
+    return " ".join(unescape(_TAG.sub(" ", text or "")).split())
+
+
 # ---------------------------------------------------------------------------------------------
 # Coarse language: a lexicon rule beside the LLM flag
 # ---------------------------------------------------------------------------------------------

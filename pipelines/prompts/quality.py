@@ -110,7 +110,7 @@ def extractive_negative_points(groups: Sequence[Group]) -> list[list[str]]:
     from pipelines.prompts.extractive import ExtractiveSummariser
     from pipelines.shared.embedder import Embedder
 
-    summariser = ExtractiveSummariser(Embedder().embed)
+    summariser = ExtractiveSummariser(Embedder().embed_clipped)
     return [a["negative_points"] for a in summariser.summarise(groups)]
 
 

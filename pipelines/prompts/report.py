@@ -152,12 +152,18 @@ def _change(value) -> str:
     return "–" if value is None else f"{value:+.2f}"
 
 
+def _window(m: dict) -> str:
+    if m["window"] == "all":
+        return "all time"
+    return f"from {m['window_start']} ({m['window']})"
+
+
 def _row(p: ProductView) -> list:
     m = p.metrics
     top = p.points("negative_points")
     return [
         p.label,
-        f"{m['window_start']} ({m['window']})",
+        _window(m),
         m["reviews"],
         f"{m['mean_rating']:.2f}",
         _change(m["mean_rating_change"]),
@@ -168,17 +174,17 @@ def _row(p: ProductView) -> list:
     ]
 
 
-def _details(p: ProductView) -> list[tuple[str, str]]:
-    """(label, text) lines of a product in the attention section."""
+def _details(p: ProductView) -> list[tuple[str, list[str]]]:
+    """(label, points) of a product in the attention section."""
     if p.counts_only():
-        return [("Summary", "counts only: too few reviews in the window to summarise")]
+        return [("Summary", ["counts only: too few reviews in the window to summarise"])]
     lines = [
-        ("Negative points", "; ".join(p.points("negative_points")) or NONE),
-        ("Liked most", "; ".join(p.points("liked_features")) or NONE),
-        ("Value for money", p.value_for_money()),
+        ("Negative points", p.points("negative_points") or [NONE]),
+        ("Liked most", p.points("liked_features") or [NONE]),
+        ("Value for money", [p.value_for_money()]),
     ]
     if p.left_out():
-        lines.append(("Left out", f"{p.left_out()} statements the reviews do not support"))
+        lines.append(("Left out", [f"{p.left_out()} statements the reviews do not support"]))
     return lines
 
 
@@ -189,7 +195,8 @@ def report_markdown(products: list[ProductView], title: str) -> str:
         lines.append("No product needs attention in its latest window.")
     for p in attention:
         lines += ["", f"### {p.label}", f"_{'; '.join(p.attention_reasons())}_", ""]
-        lines += [f"- **{k}:** {v}" for k, v in _details(p)]
+        for label, points in _details(p):
+            lines += [f"- **{label}:**", *(f"  - {point}" for point in points)]
     rest = [p for p in products if p not in attention]
     lines += ["", "## All other products", ""]
     lines += md_table(TABLE_HEADER, map(_row, rest[:MARKDOWN_ROWS]))
@@ -220,7 +227,11 @@ def report_html(products: list[ProductView], title: str) -> str:
     attention = needing_attention(products)
     cards = []
     for p in attention:
-        items = "".join(f"<li><b>{escape(k)}:</b> {escape(v)}</li>" for k, v in _details(p))
+        items = "".join(
+            f"<li><b>{escape(label)}:</b><ul>{''.join(f'<li>{escape(x)}</li>' for x in points)}"
+            "</ul></li>"
+            for label, points in _details(p)
+        )
         cards.append(
             f"<article class='product'><h3>{escape(p.label)}</h3>"
             f"<p class='why'>{escape('; '.join(p.attention_reasons()))}</p>"

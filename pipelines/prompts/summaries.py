@@ -32,7 +32,7 @@ ANSWER_SCHEMA = (
     "grounded DOUBLE, statements INT, unsupported_spans ARRAY<STRING>, raw STRING, "
     "parse_error STRING, prompt_tokens INT, completion_tokens INT, latency_ms DOUBLE, "
     "prompt_ms DOUBLE, generate_ms DOUBLE, parse_ms DOUBLE, ground_ms DOUBLE, "
-    "prompt_preview STRING, cached BOOLEAN"
+    "invented_figures INT, prompt_preview STRING, cached BOOLEAN"
 )
 _ANSWER_COLUMNS = [c.split()[0] for c in ANSWER_SCHEMA.split(", ")]
 PHASE_COLUMNS = ("prompt_ms", "generate_ms", "parse_ms", "ground_ms")  # worker-side timings
@@ -100,12 +100,14 @@ def job_spec(
 _WORKER_MODELS: dict[str, tuple] = {}  # per Python worker: a reused worker keeps its model
 
 
-def _embedder_for(job: dict):
-    from pipelines.shared.embedder import Embedder
+def _embed_for(job: dict):
+    """The worker's embed function (clipped, memoised: grounding re-reads the sentences the
+    extractive summariser just embedded)."""
+    from pipelines.shared.embedder import Embedder, MemoisedEmbed
 
     key = f"embedder:{job['embedder_dir']}"
     if key not in _WORKER_MODELS:
-        _WORKER_MODELS[key] = (Embedder(job["embedder_dir"]), None)
+        _WORKER_MODELS[key] = (MemoisedEmbed(Embedder(job["embedder_dir"]).embed_clipped), None)
     return _WORKER_MODELS[key][0]
 
 
@@ -114,7 +116,7 @@ def _summariser_for(job: dict):
     from pipelines.prompts.extractive import ExtractiveSummariser
 
     if job["config"]["method"] == "extractive":
-        return ExtractiveSummariser(_embedder_for(job).embed, SummaryConfig(**job["config"]))
+        return ExtractiveSummariser(_embed_for(job), SummaryConfig(**job["config"]))
     key = json.dumps(job["llm"], sort_keys=True)
     if key not in _WORKER_MODELS:
         import torch
@@ -173,7 +175,7 @@ def _grounded(job: dict, group: Group, answer: dict) -> dict:
     checked = ground_answer(
         answer,
         group,
-        _embedder_for(job).embed,
+        _embed_for(job),
         fitted_threshold() if threshold is None else threshold,
     )
     return {**checked, "ground_ms": 1000 * (time.perf_counter() - started)}
@@ -398,6 +400,7 @@ def update_review_summaries(
         "parse_rate": (counts["parsed"] or 0) / asked if asked else 1.0,
         "grounded_share": counts["grounded_share"],
         "unsupported_statements": counts["unsupported"] or 0,
+        "invented_figures": counts["invented_figures"] or 0,
         "statements": counts["statements"] or 0,
         "reviews_version": version,
         "since_version": previous[1] if incremental else None,
@@ -439,6 +442,7 @@ def _answer_counts(answers) -> dict:
         F.sum((F.col("parse_error").isNull() & summarised).cast("int")).alias("parsed"),
         F.sum("statements").alias("statements"),
         F.sum(F.size("unsupported_spans")).alias("unsupported"),
+        F.sum("invented_figures").alias("invented_figures"),
         *(F.sum(c).alias(c) for c in PHASE_COLUMNS),
     ).first()
     counts = row.asDict()
@@ -472,7 +476,8 @@ def _write_gold(spark, reviews_df, answers, meta, windowing, txn_id, mode, root)
 
     window, anchor, label = windowing
     columns = {k: F.lit(v).cast(META_TYPES.get(k, "string")) for k, v in meta.items()}
-    summaries = answers.drop("prompt_preview", "cached", *PHASE_COLUMNS).withColumns(
+    dropped = ("prompt_preview", "cached", "invented_figures", *PHASE_COLUMNS)
+    summaries = answers.drop(*dropped).withColumns(
         {**columns, "updated_at": F.current_timestamp()}
     )
     version = meta["reviews_version"]

@@ -12,7 +12,7 @@ import json
 from functools import cache
 from pathlib import Path
 
-from pipelines.prompts.lexicon import MENTIONS_VALUE
+from pipelines.prompts.lexicon import MENTIONS_VALUE, readable_text
 from pipelines.prompts.summary_prompt import NONE, Group
 from pipelines.shared.grounding import Embed, best_support, sentences, ungrounded_figures
 
@@ -28,7 +28,8 @@ def fitted_threshold() -> float:
 
 
 def review_texts(group: Group) -> list[str]:
-    return [f"{r.get('title') or ''}\n{r['text'] or ''}" for r in group.reviews]
+    """What a statement may rest on: each review's title and text, as read."""
+    return [f"{r.get('title') or ''}\n{readable_text(r['text'])}" for r in group.reviews]
 
 
 def says_not_mentioned(value: str) -> bool:
@@ -48,10 +49,17 @@ def statements_of(answer: dict) -> list[tuple[str, str]]:
 
 def ground_answer(answer: dict, group: Group, embed: Embed, threshold: float) -> dict:
     """The answer with only its supported statements in its fields, plus ``grounded`` (share
-    of statements supported; 1.0 when it makes none), ``statements`` and
-    ``unsupported_spans``. An unparsed answer is returned as it is."""
+    of statements supported; 1.0 when it makes none), ``statements``, ``unsupported_spans``
+    and ``invented_figures`` (figures no review of the group holds). An unparsed answer is
+    returned as it is."""
     if answer.get("parse_error"):
-        return {**answer, "grounded": None, "statements": 0, "unsupported_spans": []}
+        return {
+            **answer,
+            "grounded": None,
+            "statements": 0,
+            "unsupported_spans": [],
+            "invented_figures": 0,
+        }
     texts = review_texts(group)
     review_sentences = [s for t in texts for s in sentences(t)]
     made = statements_of(answer)
@@ -60,7 +68,7 @@ def ground_answer(answer: dict, group: Group, embed: Embed, threshold: float) ->
     scores = best_support([s for _, s in quoted], review_sentences, embed)
     support = dict(zip(quoted, scores, strict=True))
     price_talk = any(MENTIONS_VALUE.search(s) for s in review_sentences)
-    unsupported = []
+    unsupported, invented_figures = [], 0
     for field, statement in made:
         if field == "flagged_review_ids":
             ok = statement in ids
@@ -68,6 +76,7 @@ def ground_answer(answer: dict, group: Group, embed: Embed, threshold: float) ->
             ok = not price_talk  # true only if no review talks about price
         else:
             invented, _ = ungrounded_figures(statement, texts)
+            invented_figures += len(invented)
             ok = not invented and support[(field, statement)][0] >= threshold
         if not ok:
             unsupported.append((field, statement))
@@ -76,6 +85,7 @@ def ground_answer(answer: dict, group: Group, embed: Embed, threshold: float) ->
         "grounded": 1.0 if not made else 1 - len(unsupported) / len(made),
         "statements": len(made),
         "unsupported_spans": [statement for _, statement in unsupported],
+        "invented_figures": invented_figures,
     }
 
 

@@ -1,5 +1,6 @@
 """The rule-based teacher of the review model: the four summary answers for a group of
-generated reviews, read off the generator's aspect records, and the (instruction, response)
+generated reviews, chosen by the generator's aspect records and quoted from the reviews'
+own sentences, and the (instruction, response)
 pairs ``finetune_task`` trains genai-reviews on — in the batch stage's own prompt and answer
 layout (``pipelines.prompts.summary_prompt``)."""
 
@@ -23,15 +24,19 @@ from pipelines.prompts.lexicon import (
 )
 from pipelines.prompts.schema import ReviewsConfig
 from pipelines.prompts.summary_prompt import answer_text, group_instruction, groups_in_memory
+from pipelines.shared.grounding import sentences
 from pipelines.shared.instructions import write_instruction_jsonl
 
 
 def teacher_summary(reviews: Sequence[dict], aspect_records: Iterable[dict]) -> dict:
-    """The four summary answers for a group of reviews, from the generator's aspect records:
-    negative_points (the most criticised aspects, most first, at most three), liked_features
-    (the most praised), value_for_money (a sentence from the price aspect's polarity), and
-    flagged_review_ids (coarse language, or a 1-star review criticising three aspects or more).
-    Ties go to the aspect named first in the catalogue."""
+    """The four summary answers for a group of reviews, read off the generator's aspect
+    records and quoted from the reviews: negative_points (for each of the most criticised
+    aspects, most first, at most three, the first review sentence that criticises it),
+    liked_features (the same for praise), value_for_money (the first sentence about price,
+    or "Not mentioned" — a price only when a review names one), and flagged_review_ids
+    (coarse language, or a 1-star review criticising three aspects or more). What a task
+    model learns from these targets is to copy what its input says. Ties go to the aspect
+    the reviews mention first, then to the one named first in the catalogue."""
     ids = {r["review_id"] for r in reviews}
     mine = [a for a in aspect_records if a["review_id"] in ids]
     criticised = Counter(a["aspect"] for a in mine if a["polarity"] < 0)
@@ -44,18 +49,37 @@ def teacher_summary(reviews: Sequence[dict], aspect_records: Iterable[dict]) -> 
         if coarse_language_flag(f"{r.get('title') or ''} {r['text']}")
         or (r["rating"] == 1 and criticisms_of[r["review_id"]] >= RANT_CRITICISMS)
     ]
+    value = [a for a in mine if a["aspect"] == VALUE.name]
     return {
         "negative_points": [
-            _phrase(a, "complaint") for a in most_common_aspects(criticised, seen)
+            _voicing(reviews, mine, a, -1) for a in most_common_aspects(criticised, seen)
         ],
-        "liked_features": [_phrase(a, "liked") for a in most_common_aspects(praised, seen)],
-        "value_for_money": _value_sentence(
-            praised[VALUE.name],
-            criticised[VALUE.name],
-            reviews[0].get("price") if reviews else None,
+        "liked_features": [
+            _voicing(reviews, mine, a, 1) for a in most_common_aspects(praised, seen)
+        ],
+        "value_for_money": (
+            _voicing(reviews, mine, VALUE.name, value[0]["polarity"]) if value else NOT_MENTIONED
         ),
         "flagged_review_ids": flagged,
     }
+
+
+NOT_MENTIONED = "Not mentioned, no reviewer comments on the price."
+
+
+def _voicing(reviews: Sequence[dict], records: Sequence[dict], aspect: str, polarity: int) -> str:
+    """The first sentence of the reviews that voices ``aspect`` with ``polarity`` (the
+    generator writes one sentence per aspect record); the catalogue's phrase if none does."""
+    voiced = {
+        a["review_id"] for a in records if a["aspect"] == aspect and a["polarity"] == polarity
+    }
+    for review in reviews:
+        if review["review_id"] not in voiced:
+            continue
+        for sentence in sentences(review["text"] or ""):
+            if aspect in ASPECTS and aspect_pattern(aspect).search(normalise_phrase(sentence)):
+                return sentence.strip().rstrip(".")  # a point, as the answers list them
+    return _phrase(aspect, "complaint" if polarity < 0 else "liked")
 
 
 def _first_mentions(reviews: Sequence[dict], records: Iterable[dict]) -> dict[str, tuple]:
@@ -77,17 +101,6 @@ def _first_mentions(reviews: Sequence[dict], records: Iterable[dict]) -> dict[st
 
 def _phrase(aspect: str, kind: Literal["complaint", "liked"]) -> str:
     return getattr(ASPECTS[aspect], kind) if aspect in ASPECTS else aspect
-
-
-def _value_sentence(praised: int, criticised: int, price: float | None) -> str:
-    at = f" at ${price:.2f}" if price is not None else ""
-    if praised > criticised:
-        return f"Yes, reviewers who mention the price find it good value{at}."
-    if criticised > praised:
-        return f"No, reviewers who mention the price find it overpriced{at}."
-    if praised:
-        return f"Mixed, reviewers disagree on whether it is worth the price{at}."
-    return "Not mentioned, no reviewer comments on the price."
 
 
 def review_training_pairs(config: ReviewsConfig, window: str = "week") -> list[tuple[str, str]]:

@@ -150,6 +150,17 @@ class Embedder:
                 out[batch] = vectors.float().cpu().numpy()
         return out
 
+    def embed_clipped(self, texts: Sequence[str]) -> np.ndarray:
+        """As :meth:`embed`, a text over ``max_tokens`` read up to there (its head): for
+        checks that compare sentences, where a sentence's first 256 tokens say what it says."""
+        texts = list(texts)
+        fits = []
+        for text in texts:
+            ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+            limit = self.max_tokens - 2  # [CLS] and [SEP]
+            fits.append(text if len(ids) <= limit else self.tokenizer.decode(ids[: limit - 8]))
+        return self.embed(fits)
+
     def embed_query(self, text: str) -> np.ndarray:
         """One text's unit vector, shape (dim,)."""
         return self.embed([text])[0]
@@ -172,3 +183,26 @@ def _progress(batches: list, enabled: bool, total_texts: int) -> Iterable:
     from tqdm.auto import tqdm
 
     return tqdm(batches, desc=f"embedding {total_texts} texts", unit="batch")
+
+
+class MemoisedEmbed:
+    """An embed function that remembers what it embedded (up to ``max_texts``, then starts
+    afresh): checks that embed the same sentences again (a summary, then its grounding)
+    embed them once."""
+
+    def __init__(self, embed, max_texts: int = 50_000):
+        self.embed = embed
+        self.max_texts = max_texts
+        self.vectors: dict[str, np.ndarray] = {}
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        missing = list(dict.fromkeys(t for t in texts if t not in self.vectors))
+        if len(self.vectors) + len(missing) > self.max_texts:
+            self.vectors = {}
+            missing = list(dict.fromkeys(texts))
+        if missing:
+            self.vectors.update(zip(missing, self.embed(missing), strict=True))
+        if not texts:
+            return self.embed([])
+        return np.stack([self.vectors[t] for t in texts])

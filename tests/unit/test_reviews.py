@@ -293,19 +293,17 @@ def test_the_teacher_names_the_most_criticised_aspects_and_flags_reviews():
     summary = teacher_summary(GROUP, GROUP_ASPECTS)
     # noise (3) then cleaning (2) then the first of the 1-count aspects in catalogue order;
     # "z" is another group's review and does not count
-    assert summary["negative_points"] == [
-        ASPECTS["noise"].complaint,
-        ASPECTS["cleaning"].complaint,
-        ASPECTS["value for money"].complaint,
-    ]
-    assert summary["liked_features"] == [ASPECTS["capacity"].liked]
-    assert summary["value_for_money"].startswith("No,") and "$39.99" in summary["value_for_money"]
+    # each point quotes the first review sentence voicing it: what a task model learns is
+    # to copy its input
+    assert summary["negative_points"] == ["So loud", "Impossible to clean", "Not worth $39.99"]
+    assert summary["liked_features"] == ["On the plus side, big enough"]
+    assert summary["value_for_money"] == "Not worth $39.99"  # a price only as a review wrote it
     # a: 1 star with 4 criticisms (especially negative); c: coarse language
     assert summary["flagged_review_ids"] == ["a", "c"]
     assert negative_point_scores(summary["negative_points"], GROUP_ASPECTS[:-1]) == (1.0, 1.0)
 
     text = summary_prompt.answer_text(summary, GROUP)  # the batch stage's layout, labels for ids
-    assert text.splitlines()[0].startswith("Top negative points: too noisy; hard to clean")
+    assert text.splitlines()[0].startswith("Top negative points: So loud; Impossible to clean")
     values = parse_fields(summary_prompt.SUMMARY_FIELDS, text)
     assert values["flagged"] == "R1, R3"
     assert summary_prompt.parse_summary(values, GROUP) == summary
@@ -323,15 +321,17 @@ def test_the_teacher_lists_tied_points_in_reading_order():
         for rid, aspect in [("a", "performance"), ("a", "value for money"), ("b", "cleaning")]
     ]
     assert teacher_summary(group, records)["negative_points"] == [
-        ASPECTS["performance"].complaint,
-        ASPECTS["value for money"].complaint,
-        ASPECTS["cleaning"].complaint,
+        "Heats slowly",
+        "Not worth $39.99",
+        "Impossible to clean",
     ]
     records.append({"review_id": "b", "product_id": "p1", "aspect": "performance", "polarity": -1})
     group[1]["text"] += " Weak motor."
-    assert (
-        teacher_summary(group, records)["negative_points"][0] == ASPECTS["performance"].complaint
-    )
+    assert teacher_summary(group, records)["negative_points"] == [
+        "Heats slowly",  # criticised twice now: first, quoted where first voiced
+        "Not worth $39.99",
+        "Impossible to clean",
+    ]
 
 
 @pytest.mark.parametrize("name", list(ASPECTS))
