@@ -9,7 +9,9 @@ this one process:
 - ``default``: the method a fresh config uses (SummaryConfig().method);
 - ``extractive_baseline``: the extractive summariser (no LLM);
 - ``llm``: ``--model`` (default ``models:/genai-reviews@champion`` of $GENAI_HOME) answering
-  the prompt; reported as skipped, with the reason, when there is no such model.
+  the prompt with the summary settings of ``--llm-preset`` (default ``demo_lora_cpu``: the
+  positions the demo's model reads); reported as skipped, with the reason, when there is no
+  such model.
 
 Each path reports ``grounded_share`` (statements the reviews support / statements made, the
 grounding check of production), ``invented_figures`` (figures in summaries found in no review
@@ -144,10 +146,24 @@ def screenshot(page: Path, out: Path) -> str | None:
     return str(out) if out.is_file() else None
 
 
+def llm_settings(base, preset: str):
+    """The LLM path's summary settings: the preset's (the positions its model was trained
+    for), with this run's window and group minimum."""
+    import yaml
+
+    from pipelines.prompts.summariser import SummaryConfig
+
+    path = REPO / "configs" / "review_summaries" / f"{preset}.yaml"
+    summary = yaml.safe_load(path.read_text()).get("summary", {})
+    keep = {"window": base.window, "min_group_reviews": base.min_group_reviews}
+    return SummaryConfig(**{**summary, **keep, "method": "llm"})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--model", default="models:/genai-reviews@champion")
+    parser.add_argument("--llm-preset", default="demo_lora_cpu", help="its summary settings")
     parser.add_argument("--window", default="all", help="all | day | week | month | <N>d")
     parser.add_argument("--min-group-reviews", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the scratch workspace")
@@ -175,7 +191,7 @@ def main() -> None:
     for name, config in paths.items():
         results[name] = run_path(spark, name, manifest, config, None, "extractive", home)
     if llm_dir:
-        llm = base.model_copy(update={"method": "llm"})
+        llm = llm_settings(base, args.llm_preset)
         results["llm"] = run_path(spark, "llm", manifest, llm, llm_dir, llm_id, home)
     else:
         results["llm"] = {"skipped": llm_id}

@@ -28,6 +28,7 @@ from pipelines.prompts.schema import (
     REVIEW_FIELDS,
     REVIEWS,
     FieldMapping,
+    ProductsFile,
     ReviewsConfig,
     ReviewsInputError,
     TimestampFormat,
@@ -378,12 +379,45 @@ def _records_and_aspects(
         files = list_review_files(config.paths)
         counts.update(mode="files", files=len(files))
         source, aspects = file_records(files, config.field_mapping()), None
+        if config.products:
+            titles = product_titles(config.products, counts)
+            source = with_product_names(source, titles)
     else:
         reviews, aspects = generate_reviews(config)
         counts.update(mode="generator", files=0)
         source = generated_records(reviews)
     counts.update(records_read=0, duplicates_dropped=0, ingest_errors=0)
     return _counting_errors(drop_exact_duplicates(source, counts), counts), aspects
+
+
+def product_titles(products: ProductsFile, counts: dict) -> dict[str, str]:
+    """product id -> name from a metadata file; records without both fields are counted in
+    ``product_metadata_skipped``, a file that cannot be read raises naming it."""
+    path = Path(products.path)
+    if not path.is_file() or review_format(path) is None:
+        raise ReviewsInputError(
+            f"reviews.products.path {path}: expected a .jsonl/.json/.csv/.parquet file "
+            "(gzip allowed) of product metadata"
+        )
+    titles: dict[str, str] = {}
+    skipped = 0
+    for record in raw_records(path):
+        fields = record.fields or {}
+        pid, title = fields.get(products.id), fields.get(products.title)
+        if record.error or not pid or not isinstance(title, str) or not title.strip():
+            skipped += 1
+            continue
+        titles.setdefault(str(pid), " ".join(title.split()))
+    counts.update(product_titles=len(titles), product_metadata_skipped=skipped)
+    return titles
+
+
+def with_product_names(records: Iterator[dict], titles: dict[str, str]) -> Iterator[dict]:
+    """Each record with its product's name from ``titles`` where it has none of its own."""
+    for record in records:
+        if record.get("product_name") is None and record.get("product_id") in titles:
+            record = {**record, "product_name": titles[record["product_id"]]}
+        yield record
 
 
 def _counting_errors(records: Iterator[dict], counts: dict) -> Iterator[dict]:

@@ -130,6 +130,17 @@ class ReviewsInputError(ValueError):
     """A review input that cannot be read at all: names the path and what was expected."""
 
 
+class ProductsFile(BaseModel):
+    """A product metadata file (JSON lines, CSV or Parquet, maybe gzip'd) joined to the
+    reviews by product id, for the products' names (Amazon's meta_<Category>.json.gz)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    id: str = "asin"  # the field holding the product id the reviews name
+    title: str = "title"  # the field holding the product's name
+
+
 class ReviewsConfig(BaseModel):
     """Where reviews come from: files by mapping, or (empty ``paths``) the seeded generator."""
 
@@ -139,6 +150,7 @@ class ReviewsConfig(BaseModel):
     # (JSON lines), .csv, .parquet; the text formats may be gzip'd (.json.gz).
     paths: list[str] = []
     mapping: str | FieldMapping = "default"  # a FIELD_MAPPINGS name, or a mapping of your own
+    products: ProductsFile | None = None  # names for reviews whose files carry none
     seed: int = 0  # same seed -> byte-identical products, reviews and aspect records
     n_products: int = Field(24, ge=1)  # spread round-robin over the categories
     reviews_per_product: int = Field(30, ge=1)  # mean; each product gets 50-150 % of it

@@ -480,30 +480,21 @@ def _write_gold(spark, reviews_df, answers, meta, windowing, txn_id, mode, root)
     summaries = answers.drop(*dropped).withColumns(
         {**columns, "updated_at": F.current_timestamp()}
     )
-    version = meta["reviews_version"]
-    run_id = meta["mlflow_run_id"]
-    written = {
-        "summaries": write_table(
-            spark, REVIEW_SUMMARIES, summaries, txn_id=f"{txn_id}:summaries", mode=mode, root=root
-        )
-    }
-    written["flags"] = write_table(
-        spark,
-        REVIEW_FLAGS,
-        _flag_rows(reviews_df, answers, window, anchor, run_id, version),
-        txn_id=f"{txn_id}:flags",
-        mode=mode,
-        root=root,
-    )
+    version, run_id = meta["reviews_version"], meta["mlflow_run_id"]
     touched = answers.select("product_id").distinct()
-    written["metrics"] = write_table(
-        spark,
-        REVIEW_METRICS,
-        window_metrics(reviews_df, window, touched, version, anchor, label),
-        txn_id=f"{txn_id}:metrics",
-        mode=mode,
-        root=root,
-    )
+    frames = {
+        "summaries": (REVIEW_SUMMARIES, summaries),
+        "flags": (REVIEW_FLAGS, _flag_rows(reviews_df, answers, window, anchor, run_id, version)),
+        "metrics": (
+            REVIEW_METRICS,
+            window_metrics(reviews_df, window, touched, version, anchor, label),
+        ),
+    }
+    written = {}
+    for name, (spec, frame) in frames.items():  # in this order: a retry redoes the rest
+        written[name] = write_table(
+            spark, spec, frame, txn_id=f"{txn_id}:{name}", mode=mode, root=root
+        )
     return written
 
 

@@ -131,7 +131,10 @@ def reviews_quality(result: dict) -> tuple[list[list[str]], str]:
     quality = result.get("task_model_quality") or {}
     rows = [["model", "precision", "recall"]]
     labels = {"task_model": "genai-reviews", "base": "untuned base"}
-    labels["keyword_baseline"] = "keyword baseline"
+    labels |= {
+        "extractive": "extractive (the default method)",
+        "keyword_baseline": "keyword baseline",
+    }
     for key, label in labels.items():
         if key in quality:
             rows.append([label, _f(quality[key]["precision"]), _f(quality[key]["recall"])])
@@ -139,11 +142,19 @@ def reviews_quality(result: dict) -> tuple[list[list[str]], str]:
     if not mine or not base:
         return rows, "The task model was not scored on held-out products in this run."
     verdict = "above" if mine["precision"] > base["precision"] else "below"
+    extractive = quality.get("extractive")
+    default = (
+        f" The summaries themselves come from the extractive method (precision "
+        f"{extractive['precision']:.3f}, recall {extractive['recall']:.3f}), which quotes the "
+        "reviews and needs no model."
+        if extractive
+        else ""
+    )
     return rows, (
         f"At this run's scale genai-reviews names criticised aspects with precision "
         f"{mine['precision']:.3f}, {verdict} the keyword baseline's {base['precision']:.3f}. "
         "The preset measured to pass the baseline's precision is `genai review-summaries "
-        "--preset quality_lora_cpu` (docs/BENCHMARKS.md)."
+        "--preset quality_lora_cpu` (docs/BENCHMARKS.md)." + default
     )
 
 

@@ -84,6 +84,7 @@ def test_review_summaries_flow_makes_its_model_then_summarises(
     page = result["report"]["html"]
     html = open(page, encoding="utf-8").read()
     assert "<h1>Review summaries</h1>" in html and rows[0].product_id in html
+    assert html.index("<h2>Needs attention</h2>") < html.index("<h2>All other products</h2>")
 
     # a night with reviews of new products: only their groups are summarised, the rest kept
     later = config.model_copy(update={"reviews": config.reviews.model_copy(update={"seed": 7})})

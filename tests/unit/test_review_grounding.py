@@ -330,3 +330,30 @@ def test_the_report_opens_with_the_products_needing_attention():
     assert sorted(r.split(" (")[0] for r in rest) == ["Name of quiet", "Name of tiny"]
     assert "<b>broke</b>" not in html and "&lt;b&gt;broke" in html  # escaped
     assert "getElementById('search')" in html
+
+
+def test_product_names_come_from_a_metadata_file_joined_by_id(tmp_path):
+    from pipelines.prompts.ingest import read_review_records
+    from pipelines.prompts.schema import ReviewsConfig
+
+    reviews = tmp_path / "reviews.jsonl"
+    reviews.write_text(
+        "\n".join(
+            json.dumps(
+                {"asin": asin, "overall": 5.0, "reviewText": "Fine.", "unixReviewTime": 1525132800}
+                | {"reviewerID": f"u{n}", "summary": "ok"}
+            )
+            for n, asin in enumerate(["A1", "A2", "A3"])
+        )
+    )
+    meta = tmp_path / "meta.jsonl.gz"
+    with gzip.open(meta, "wt") as out:
+        out.write(json.dumps({"asin": "A1", "title": "  Gift Card  in a box "}) + "\n")
+        out.write(json.dumps({"asin": "A2"}) + "\n")  # no title: skipped, counted
+    config = ReviewsConfig(
+        paths=[str(reviews)], mapping="amazon_2018", products={"path": str(meta)}
+    )
+    stats: dict = {}
+    names = {r["product_id"]: r["product_name"] for r in read_review_records(config, stats)}
+    assert names == {"A1": "Gift Card in a box", "A2": None, "A3": None}
+    assert stats["product_titles"] == 1 and stats["product_metadata_skipped"] == 1
