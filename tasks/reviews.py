@@ -16,6 +16,7 @@ from tasks.common import NO_CACHE_POLICY, current_txn_id, lake_task, run_step, t
 
 HOUR = 3600
 REVIEW_MODEL = "genai-reviews"
+EXTRACTIVE_ID = "extractive:all-minilm-l6-v2"  # what answers record as their model
 
 
 def _workspace(*parts: str) -> Path:
@@ -83,7 +84,11 @@ def summarise_reviews(
             PROMPT_NAME, PROMPT_TEMPLATE, "the seed's four questions, reviews quoted as data"
         )
     )
-    llm_spec, model_id = resolve_summary_model(config.model)
+    llm_spec, model_id = (
+        resolve_summary_model(config.model)
+        if config.method == "llm"
+        else (None, EXTRACTIVE_ID)  # no model: the reviews' own sentences
+    )
     with tracked_step("summarise-reviews", parent_run, config) as run:
         run.log_table(reviews_manifest, role="input")
         run.set_tags({"prompt_uri": prompt.uri, "model": model_id})

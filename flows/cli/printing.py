@@ -47,17 +47,26 @@ def print_review_result(result: dict) -> None:
         print("  no new reviews since the last run: nothing recomputed")
     else:
         print(
-            f"  groups            {summary['groups']} ({summary['cached_groups']} from cache), "
+            f"  groups            {summary['groups']} ({summary['summarised_groups']} "
+            f"summarised, {summary['cached_groups']} from cache), "
             f"parse rate {summary['parse_rate']:.3f}"
         )
+        print(
+            f"  grounded          {summary['grounded_share']:.3f} of {summary['statements']} "
+            f"statements ({summary['unsupported_statements']} left out, "
+            f"{summary['invented_figures']} invented figures)"
+        )
+        print(f"  window            {summary['window']}")
         print(f"  table             {summary['summaries']['table']}")
-    print(f"  model, prompt     {summary.get('model')}, {summary.get('prompt_uri')}")
+    print(f"  method, prompt    {summary.get('model')}, {summary.get('prompt_uri')}")
     print(f"  report            {report['html']}")
     quality = result.get("task_model_quality")
     if quality:
         print("  negative points on held-out products (precision / recall):")
-        for who in ("task_model", "base", "keyword_baseline"):
-            q = quality[who]
+        for who in ("task_model", "base", "extractive", "keyword_baseline"):
+            q = quality.get(who)
+            if q is None:
+                continue
             print(f"    {who:<18} {q['precision']:.3f} / {q['recall']:.3f}")
 
 

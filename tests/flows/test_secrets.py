@@ -46,7 +46,12 @@ def test_a_credential_in_an_endpoint_url_is_stored_nowhere(
     host = endpoint.base_url.removeprefix("http://")
     config = ReviewSummariesConfig(
         reviews={"n_products": 2, "reviews_per_product": 4, "span_days": 10, "seed": 11},
-        summary={"model": f"http://genai:{SECRET}@{host}#m", "groups_per_batch": 8},
+        summary={
+            "method": "llm",
+            "model": f"http://genai:{SECRET}@{host}#m",
+            "min_group_reviews": 1,
+            "groups_per_batch": 8,
+        },
         make_task_model="never",
     )
     result = review_summaries(config)
