@@ -104,12 +104,14 @@ def _flagged_ids(value: str, reviews: Sequence[dict]) -> list[str]:
     ids = []
     for token in re.split(r"[,\s]+", value.strip(" .")):
         match = REVIEW_LABEL.match(token)
-        if not match or not 1 <= int(match.group(1)) <= len(reviews):
+        if not match:
             raise SummaryParseError(
-                f"flagged: {token!r} is not a label of the "
-                f"{len(reviews)} reviews shown (R1..R{len(reviews)})"
+                f"flagged: {token!r} is not a review label (R1..R{len(reviews)})"
             )
-        ids.append(reviews[int(match.group(1)) - 1]["review_id"])
+        position = int(match.group(1))
+        # a label past the reviews shown is kept as written: it names no review of the
+        # group, so the grounding check counts it as unsupported (a fact, not a format)
+        ids.append(reviews[position - 1]["review_id"] if position <= len(reviews) else token)
     return list(dict.fromkeys(ids))
 
 

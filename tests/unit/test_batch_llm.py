@@ -122,8 +122,14 @@ def test_parse_maps_labels_to_ids_and_names_a_bad_label():
         "value_for_money": "No.",
         "flagged_review_ids": ["r2", "r1"],
     }
-    with pytest.raises(SummaryParseError, match="R3.*R1..R2"):
-        parse_summary({**values, "flagged": "R3"}, reviews)
+    # a label past the reviews shown parses (the format is right) and names no review: the
+    # grounding check drops it and counts it
+    assert parse_summary({**values, "flagged": "R3, R1"}, reviews)["flagged_review_ids"] == [
+        "R3",
+        "r1",
+    ]
+    with pytest.raises(SummaryParseError, match="'maybe'.*R1..R2"):
+        parse_summary({**values, "flagged": "R1 maybe"}, reviews)
 
 
 def test_a_review_cannot_close_its_quote_or_inject_a_label():
