@@ -28,7 +28,8 @@ from pipelines.shared.embedder import Embedder, MemoisedEmbed
 from pipelines.shared.grounding import best_support, fit_threshold, sentences
 
 REPO = Path(__file__).resolve().parents[2]
-AMAZON = REPO.parent / "shared" / "data" / "amazon_reviews_2018_5core_small"
+SHARED_DATA = Path(os.environ.get("GENAI_SHARED_DATA", REPO.parent / "shared" / "data"))
+AMAZON = SHARED_DATA / "amazon_reviews_2018_5core_small"
 
 
 @pytest.fixture(scope="module")
@@ -234,8 +235,9 @@ def test_the_trace_policy_keeps_the_first_groups_and_a_stable_sample():
     assert "first 20 groups" in policy.describe()
 
 
-def test_no_trace_is_dropped_when_the_export_queue_is_small(tmp_path):
-    """60 traces through a queue of 4: MLflow would drop most of them unflushed."""
+def test_no_trace_is_dropped_when_the_export_queue_is_small(settings):
+    """24 traces through a queue of 4: MLflow would drop most of them unflushed. A fresh
+    process (the queue's size is read once), on the session's tracking store."""
     script = f"""
 import os, sys
 sys.path.insert(0, {str(REPO)!r})
@@ -243,23 +245,24 @@ from infra.settings import apply_environment
 apply_environment()
 from infra import tracking
 import mlflow
-run = tracking.client().create_run(tracking.client().create_experiment("traces-small-queue"))
+experiment = tracking.client().create_experiment("traces-small-queue-{os.getpid()}")
+run = tracking.client().create_run(experiment)
 calls = [{{"inputs": {{"prompt": f"p{{i}}"}}, "outputs": {{"raw": "x"}}, "latency_ms": 1.0}}
-         for i in range(60)]
+         for i in range(24)]
 print(tracking.log_llm_traces(run.info.run_id, "call", calls))
 traces = mlflow.search_traces(locations=[run.info.experiment_id], return_type="list")
 print(len(traces))
 """
     env = {
         **os.environ,
-        "GENAI_HOME": str(tmp_path / "home"),
+        "GENAI_HOME": str(settings.home),
         "MLFLOW_ASYNC_TRACE_LOGGING_MAX_QUEUE_SIZE": "4",
     }
     done = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["60", "60"], done.stdout
+    assert done.stdout.split() == ["24", "24"], done.stdout
     assert "discarded" not in done.stderr and "queue is full" not in done.stderr.lower()
 
 
