@@ -99,8 +99,8 @@ def _points(value: str) -> list[str]:
 
 
 def _flagged_ids(value: str, reviews: Sequence[dict]) -> list[str]:
-    if value.strip().lower() in ("", NONE):
-        return []
+    if NONE.startswith(value.strip(" .").lower()):  # "", "none", or "no…" cut where the
+        return []  # answer ran out of the model's positions
     ids = []
     for token in re.split(r"[,\s]+", value.strip(" .")):
         match = REVIEW_LABEL.match(token)

@@ -128,6 +128,8 @@ def test_parse_maps_labels_to_ids_and_names_a_bad_label():
         "R3",
         "r1",
     ]
+    # "none" cut short where the answer ran out of positions still reads as none
+    assert parse_summary({**values, "flagged": "n"}, reviews)["flagged_review_ids"] == []
     with pytest.raises(SummaryParseError, match="'maybe'.*R1..R2"):
         parse_summary({**values, "flagged": "R1 maybe"}, reviews)
 
