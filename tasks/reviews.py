@@ -12,11 +12,11 @@ from pipelines.prompts import ingest, quality, report, summaries, teacher, trace
 from pipelines.prompts.schema import ReviewsConfig
 from pipelines.prompts.summariser import SummaryConfig
 from pipelines.prompts.summary_prompt import PROMPT_NAME, PROMPT_TEMPLATE
+from pipelines.shared.embedder import DEFAULT_EMBEDDER_NAME
 from tasks.common import NO_CACHE_POLICY, current_txn_id, lake_task, run_step, tracked_step
 
 HOUR = 3600
 REVIEW_MODEL = "genai-reviews"
-EXTRACTIVE_ID = "extractive:all-minilm-l6-v2"  # what answers record as their model
 
 
 def _workspace(*parts: str) -> Path:
@@ -87,7 +87,7 @@ def summarise_reviews(
     llm_spec, model_id = (
         resolve_summary_model(config.model)
         if config.method == "llm"
-        else (None, EXTRACTIVE_ID)  # no model: the reviews' own sentences
+        else (None, f"extractive:{DEFAULT_EMBEDDER_NAME}")  # no model: the reviews' sentences
     )
     with tracked_step("summarise-reviews", parent_run, config) as run:
         run.log_table(reviews_manifest, role="input")

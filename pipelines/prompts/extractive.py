@@ -70,7 +70,6 @@ PRAISE_OPENING = re.compile(r"^(?:on the plus side|on the bright side|the good n
 
 @dataclass
 class Candidate:
-    review_id: str
     rating: int
     text: str  # as quoted: the sentence, cut at MAX_POINT_WORDS
     polarity: float  # > 0: sounds like a complaint, < 0: like praise
@@ -169,7 +168,7 @@ class ExtractiveSummariser:
             else np.zeros(0)
         )
         candidates = [
-            Candidate(r["review_id"], int(r["rating"]), quoted(s), float(p))
+            Candidate(int(r["rating"]), quoted(s), float(p))
             for (r, s), p in zip(pairs, polarity, strict=True)
         ]
         sentence_of = [s for _, s in pairs]

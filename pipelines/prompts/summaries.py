@@ -78,7 +78,6 @@ def job_spec(
     config: SummaryConfig,
     cache_dir: Path,
     threads_per_task: int,
-    embedder_dir: str | None = None,
 ) -> dict:
     """What every partition needs, JSON-able (it travels to executors): where the model is
     (a local HF dir every executor can read, or an endpoint), the prompt version's text, the
@@ -93,7 +92,6 @@ def job_spec(
         "config": config.model_dump(mode="json"),
         "cache_dir": str(cache_dir),
         "threads": threads_per_task,
-        "embedder_dir": embedder_dir,  # None: the bundled MiniLM (grounding, extractive)
     }
 
 
@@ -101,14 +99,13 @@ _WORKER_MODELS: dict[str, tuple] = {}  # per Python worker: a reused worker keep
 
 
 def _embed_for(job: dict):
-    """The worker's embed function (clipped, memoised: grounding re-reads the sentences the
-    extractive summariser just embedded)."""
+    """The worker's embed function, the bundled MiniLM (clipped, memoised: grounding re-reads
+    the sentences the extractive summariser just embedded)."""
     from pipelines.shared.embedder import Embedder, MemoisedEmbed
 
-    key = f"embedder:{job['embedder_dir']}"
-    if key not in _WORKER_MODELS:
-        _WORKER_MODELS[key] = (MemoisedEmbed(Embedder(job["embedder_dir"]).embed_clipped), None)
-    return _WORKER_MODELS[key][0]
+    if "embedder" not in _WORKER_MODELS:
+        _WORKER_MODELS["embedder"] = (MemoisedEmbed(Embedder().embed_clipped), None)
+    return _WORKER_MODELS["embedder"][0]
 
 
 def _summariser_for(job: dict):

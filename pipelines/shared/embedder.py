@@ -154,11 +154,14 @@ class Embedder:
         """As :meth:`embed`, a text over ``max_tokens`` read up to there (its head): for
         checks that compare sentences, where a sentence's first 256 tokens say what it says."""
         texts = list(texts)
-        fits = []
-        for text in texts:
-            ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-            limit = self.max_tokens - 2  # [CLS] and [SEP]
-            fits.append(text if len(ids) <= limit else self.tokenizer.decode(ids[: limit - 8]))
+        if not texts:
+            return self.embed(texts)
+        limit = self.max_tokens - 2  # [CLS] and [SEP]
+        ids = self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+        fits = [
+            text if len(row) <= limit else self.tokenizer.decode(row[: limit - 8])
+            for text, row in zip(texts, ids, strict=True)
+        ]
         return self.embed(fits)
 
     def embed_query(self, text: str) -> np.ndarray:
